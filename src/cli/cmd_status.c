@@ -1,0 +1,169 @@
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "zerogpu.h"
+
+static const char *str(json_t *o, const char *key)
+{
+	const char *s = json_string_value(json_object_get(o, key));
+	return s ? s : "-";
+}
+
+/* The first 8 characters of a lease id: enough to tell leases apart on screen. */
+static const char *short_id(const char *id, char *buf)
+{
+	snprintf(buf, 9, "%s", id);
+	return buf;
+}
+
+static void print_devices(json_t *devices)
+{
+	struct table t;
+	table_init(&t, 6, (const char *[]){"INDEX", "UUID", "NAME", "MEMORY", "STATE", "LEASE"});
+	size_t i;
+	json_t *d;
+	json_array_foreach(devices, i, d)
+	{
+		char index[16], mem[32], lease[9];
+		snprintf(index, sizeof(index), "%lld",
+			 (long long) json_integer_value(json_object_get(d, "index")));
+		snprintf(mem, sizeof(mem), "%.1f GiB",
+			 (double) json_integer_value(json_object_get(d, "memory_bytes")) /
+				 (double) (1ULL << 30));
+		json_t *l = json_object_get(d, "lease");
+		table_add(&t, (const char *[]){index, str(d, "uuid"), str(d, "name"), mem,
+					       str(d, "state"),
+					       json_is_string(l) ? short_id(json_string_value(l), lease)
+								 : "-"});
+	}
+	table_print_free(&t);
+}
+
+static void device_list(json_t *lease, char *out, size_t size)
+{
+	size_t i, n = 0;
+	json_t *d;
+	out[0] = '\0';
+	json_array_foreach(json_object_get(lease, "devices"), i, d)
+	{
+		int w = snprintf(out + n, size - n, "%s%lld", i ? "," : "",
+				 (long long) json_integer_value(json_object_get(d, "index")));
+		if (w < 0 || (size_t) w >= size - n)
+			break;
+		n += (size_t) w;
+	}
+	if (!out[0])
+		snprintf(out, size, "-");
+}
+
+static void print_leases(json_t *leases)
+{
+	struct table t;
+	table_init(&t, 8,
+		   (const char *[]){"LEASE", "STATE", "APP", "VISITOR", "SIZE", "DEVICES",
+				    "REMAINING", "PID"});
+	size_t i;
+	json_t *l;
+	json_array_foreach(leases, i, l)
+	{
+		char id[9], devices[128], remaining[32], pid[16] = "-";
+		device_list(l, devices, sizeof(devices));
+		snprintf(remaining, sizeof(remaining), "%.1f s",
+			 json_number_value(json_object_get(l, "remaining_s")));
+		if (json_is_integer(json_object_get(l, "pid")))
+			snprintf(pid, sizeof(pid), "%lld",
+				 (long long) json_integer_value(json_object_get(l, "pid")));
+		table_add(&t, (const char *[]){short_id(str(l, "id"), id), str(l, "state"),
+					       str(l, "app"), str(l, "visitor"), str(l, "size"),
+					       devices, remaining, pid});
+	}
+	table_print_free(&t);
+}
+
+static void print_queue(json_t *queue)
+{
+	struct table t;
+	table_init(&t, 6, (const char *[]){"POS", "LEASE", "APP", "VISITOR", "GPUS", "WAITED"});
+	size_t i;
+	json_t *l;
+	json_array_foreach(queue, i, l)
+	{
+		char pos[16], id[9], gpus[16], waited[32];
+		snprintf(pos, sizeof(pos), "%lld",
+			 (long long) json_integer_value(json_object_get(l, "position")));
+		snprintf(gpus, sizeof(gpus), "%lld",
+			 (long long) json_integer_value(json_object_get(l, "gpus")));
+		snprintf(waited, sizeof(waited), "%.1f s",
+			 json_number_value(json_object_get(l, "waited_s")));
+		table_add(&t, (const char *[]){pos, short_id(str(l, "id"), id), str(l, "app"),
+					       str(l, "visitor"), gpus, waited});
+	}
+	table_print_free(&t);
+}
+
+static int status_exec(const struct cli_globals *g, int argc, char **argv)
+{
+	if (cli_wants_help(&cmd_status, argc, argv))
+		return 0;
+	bool as_json = false;
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--json") == 0) {
+			as_json = true;
+		} else {
+			fprintf(stderr, "zerogpu status: unknown argument '%s'\n%s", argv[i],
+				cmd_status.usage);
+			return 2;
+		}
+	}
+
+	zgpu_client *c;
+	char *body = NULL;
+	if (zgpu_client_open(&c, g->socket_path) < 0 || zgpu_get(c, "/v1/status", &body) < 0) {
+		fprintf(stderr, "zerogpu: %s\n", zgpu_last_error());
+		zgpu_client_free(c);
+		return 1;
+	}
+	zgpu_client_free(c);
+	if (as_json) {
+		fputs(body, stdout);
+		free(body);
+		return 0;
+	}
+	json_t *st = json_loads(body, 0, NULL);
+	free(body);
+	if (!st) {
+		fputs("zerogpu: the daemon's status is not JSON\n", stderr);
+		return 1;
+	}
+	json_t *devices = json_object_get(st, "devices");
+	json_t *leases = json_object_get(st, "leases");
+	json_t *queue = json_object_get(st, "queue");
+	printf("zerogpud %s, %zu %s device(s), %zu lease(s), %zu waiting, up %.0f s\n\n",
+	       str(st, "version"), json_array_size(devices), str(st, "device_source"),
+	       json_array_size(leases), json_array_size(queue),
+	       json_number_value(json_object_get(st, "uptime_s")));
+	print_devices(devices);
+	if (json_array_size(leases)) {
+		putchar('\n');
+		print_leases(leases);
+	}
+	if (json_array_size(queue)) {
+		putchar('\n');
+		print_queue(queue);
+	}
+	json_decref(st);
+	return 0;
+}
+
+const struct cli_command cmd_status = {
+	.name = "status",
+	.summary = "show devices, leases and the queue",
+	.usage = "Usage: zerogpu [--socket PATH] status [--json]\n"
+		 "Show the daemon's devices, the leases holding them and the requests waiting.\n"
+		 "\n"
+		 "  --json   print the daemon's status document (GET /v1/status) as it is\n",
+	.exec = status_exec,
+};

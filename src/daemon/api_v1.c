@@ -1,0 +1,482 @@
+/*
+ * api_v1 — the native HTTP API (docs/openapi.yaml). Thin: parse, call the
+ * engine, render. A lease request's reply is an NDJSON stream that lives as
+ * long as the lease: each engine event becomes one line.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/http.h>
+#include <jansson.h>
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "daemon/http.h"
+#include "daemon/request.h"
+
+/* ------------------------------------------------------------------------
+ * Rendering.
+ * ------------------------------------------------------------------------ */
+
+static json_t *device_json(const struct zgpud *d, const struct device *dev)
+{
+	const struct lease *holder = d->engine.holder[dev->index];
+	json_t *o = json_pack("{s:i, s:s, s:s, s:I, s:i, s:b, s:s, s:o}", "index", dev->index,
+			      "uuid", dev->uuid, "name", dev->name, "memory_bytes",
+			      (json_int_t) dev->memory_bytes, "gpu_index", dev->gpu_index,
+			      "simulated", dev->simulated, "state", holder ? "busy" : "free",
+			      "lease", holder ? json_string(holder->id) : json_null());
+	if (dev->mig_index >= 0)
+		json_object_set_new(o, "mig_index", json_integer(dev->mig_index));
+	return o;
+}
+
+static json_t *devices_json(const struct zgpud *d)
+{
+	json_t *a = json_array();
+	for (size_t i = 0; i < d->inv.count; i++)
+		json_array_append_new(a, device_json(d, &d->inv.devices[i]));
+	return a;
+}
+
+static json_t *lease_devices_json(const struct zgpud *d, const struct lease *l)
+{
+	json_t *a = json_array();
+	for (int i = 0; i < l->ndevices; i++) {
+		const struct device *dev = &d->inv.devices[l->devices[i]];
+		json_array_append_new(a, json_pack("{s:i, s:s, s:I}", "index", dev->index, "uuid",
+						   dev->uuid, "memory_bytes",
+						   (json_int_t) dev->memory_bytes));
+	}
+	return a;
+}
+
+static json_t *lease_json(const struct zgpud *d, const struct lease *l, int64_t now)
+{
+	json_t *o = json_pack(
+		"{s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:f, s:f, s:I, s:o}", "id", l->id, "state",
+		lease_state_name(l->state), "app", l->req.app, "task", l->req.task, "visitor",
+		l->req.visitor, "size", lease_size_name(l->req.size), "gpus", l->req.gpus,
+		"duration_s", (double) l->req.duration_ms / 1000.0, "max_wait_s",
+		(double) l->req.max_wait_ms / 1000.0, "created_ms", (json_int_t) zgpud_wall_ms(l->created_ms),
+		"devices", lease_devices_json(d, l));
+	if (l->state == LEASE_QUEUED) {
+		json_object_set_new(o, "waited_s",
+				    json_real((double) (now - l->created_ms) / 1000.0));
+	} else {
+		json_object_set_new(o, "granted_ms", json_integer(zgpud_wall_ms(l->granted_ms)));
+		json_object_set_new(o, "deadline_ms", json_integer(zgpud_wall_ms(l->deadline_ms)));
+		json_object_set_new(o, "remaining_s",
+				    json_real((double) (l->deadline_ms - now) / 1000.0));
+	}
+	if (l->pid > 0)
+		json_object_set_new(o, "pid", json_integer(l->pid));
+	if (l->owner.via_token)
+		json_object_set_new(o, "owner", json_string("token"));
+	else
+		json_object_set_new(o, "owner_uid", json_integer(l->owner.uid));
+	return o;
+}
+
+static int lease_cmp_created(const void *a, const void *b)
+{
+	const struct lease *x = *(const struct lease *const *) a;
+	const struct lease *y = *(const struct lease *const *) b;
+	return (x->granted_ms > y->granted_ms) - (x->granted_ms < y->granted_ms);
+}
+
+struct collect {
+	const struct lease **items;
+	size_t n;
+};
+
+static void collect_held(struct lease *l, void *arg)
+{
+	struct collect *c = arg;
+	if (l->state != LEASE_QUEUED)
+		c->items[c->n++] = l;
+}
+
+/* Held leases, oldest grant first. */
+static json_t *leases_json(const struct zgpud *d, int64_t now)
+{
+	json_t *a = json_array();
+	struct collect c = {calloc(d->engine.nleases + 1, sizeof(*c.items)), 0};
+	if (!c.items)
+		return a;
+	engine_foreach(&d->engine, collect_held, &c);
+	qsort(c.items, c.n, sizeof(*c.items), lease_cmp_created);
+	for (size_t i = 0; i < c.n; i++)
+		json_array_append_new(a, lease_json(d, c.items[i], now));
+	free(c.items);
+	return a;
+}
+
+struct queue_walk {
+	const struct zgpud *d;
+	json_t *array;
+	int64_t now;
+};
+
+static void queue_item(struct lease *l, int position, void *arg)
+{
+	struct queue_walk *w = arg;
+	json_t *o = lease_json(w->d, l, w->now);
+	json_object_set_new(o, "position", json_integer(position));
+	json_object_set_new(o, "reason", json_string("node"));
+	json_array_append_new(w->array, o);
+}
+
+static json_t *queue_json(struct zgpud *d, int64_t now)
+{
+	struct queue_walk w = {d, json_array(), now};
+	d->engine.sched.ops->walk(&d->engine.sched, now, queue_item, &w);
+	return w.array;
+}
+
+/* ------------------------------------------------------------------------
+ * Lease streams.
+ * ------------------------------------------------------------------------ */
+
+struct stream {
+	struct zgpud *d;
+	struct evhttp_request *req;
+	struct evhttp_connection *conn;
+	struct lease *lease; /* NULL once the lease ended */
+	int64_t t0_us;	     /* when the request arrived, for the grant latency */
+};
+
+static void stream_send(struct stream *s, json_t *event)
+{
+	char *text = json_dumps(event, JSON_COMPACT);
+	json_decref(event);
+	struct evbuffer *buf = evbuffer_new();
+	if (text && buf) {
+		/* One event, one line, one chunk: a reader never sees half an event. */
+		evbuffer_add_printf(buf, "%s\n", text);
+		evhttp_send_reply_chunk(s->req, buf);
+	}
+	free(text);
+	if (buf)
+		evbuffer_free(buf);
+}
+
+static void stream_closed(struct evhttp_connection *conn, void *arg)
+{
+	struct stream *s = arg;
+	struct zgpud *d = s->d;
+	(void) conn;
+	if (s->lease) {
+		log_info("lease %s: client went away; %s", s->lease->id,
+			 s->lease->state == LEASE_QUEUED ? "cancelling the request"
+							 : "releasing its devices");
+		engine_abandon(&d->engine, s->lease, clock_mono_ms());
+	}
+	zgpud_rearm(d);
+}
+
+/* The lease ended: send the last event, finish the reply, forget the connection. */
+static void stream_end(struct stream *s, const struct lease *l, int64_t now)
+{
+	bool was_granted = l->granted_ms != 0;
+	if (!was_granted) {
+		const char *code = l->state == LEASE_CANCELLED ? "cancelled" : "no_gpu";
+		stream_send(s, json_pack("{s:s, s:s, s:{s:s, s:s}}", "event", "failed", "lease",
+					 l->id, "error", "code", code, "message", l->message));
+	} else {
+		json_t *ev = json_pack("{s:s, s:s, s:s, s:f}", "event", "released", "lease", l->id,
+				       "state", lease_state_name(l->state), "used_s",
+				       (double) (now - l->granted_ms) / 1000.0);
+		if (l->message[0])
+			json_object_set_new(ev, "message", json_string(l->message));
+		stream_send(s, ev);
+	}
+	evhttp_connection_set_closecb(s->conn, NULL, NULL);
+	evhttp_send_reply_end(s->req);
+	free(s);
+}
+
+void api_v1_on_event(void *ctx, struct lease *l, enum engine_event ev)
+{
+	struct zgpud *d = ctx;
+	struct stream *s = l->stream;
+	int64_t now = clock_mono_ms();
+
+	switch (ev) {
+	case ENGINE_EV_QUEUED:
+		log_debug("lease %s: queued at position %d", l->id, l->position_sent);
+		if (s)
+			stream_send(s, json_pack("{s:s, s:s, s:i, s:s}", "event", "queued", "lease",
+						 l->id, "position", l->position_sent, "reason",
+						 "node"));
+		break;
+	case ENGINE_EV_GRANTED:
+		log_info("lease %s: granted %d device(s) to app %s for %.0f s%s", l->id,
+			 l->ndevices, l->req.app, (double) l->req.duration_ms / 1000.0,
+			 l->granted_ms > l->created_ms ? " after queueing" : "");
+		if (s) {
+			metrics_observe_grant(&d->metrics,
+					      (double) (clock_mono_us() - s->t0_us) / 1e6);
+			stream_send(s, json_pack("{s:s, s:s, s:o, s:I, s:f, s:f}", "event",
+						 "granted", "lease", l->id, "devices",
+						 lease_devices_json(d, l), "deadline_ms",
+						 (json_int_t) zgpud_wall_ms(l->deadline_ms),
+						 "duration_s", (double) l->req.duration_ms / 1000.0,
+						 "grace_s", (double) d->engine.cfg.grace_ms / 1000.0));
+		}
+		break;
+	case ENGINE_EV_EXPIRED:
+		log_info("lease %s: deadline passed (%.0f s); grace %.1f s", l->id,
+			 (double) l->req.duration_ms / 1000.0,
+			 (double) d->engine.cfg.grace_ms / 1000.0);
+		if (s)
+			stream_send(s, json_pack("{s:s, s:s, s:s, s:f}", "event", "expired", "lease",
+						 l->id, "message", l->message, "grace_s",
+						 (double) d->engine.cfg.grace_ms / 1000.0));
+		break;
+	case ENGINE_EV_ENDED:
+		log_info("lease %s: %s%s%s", l->id, lease_state_name(l->state),
+			 l->message[0] ? ": " : "", l->message);
+		if (s) {
+			l->stream = NULL;
+			s->lease = NULL;
+			stream_end(s, l, now);
+		}
+		return;
+	}
+	if (s)
+		s->lease = l;
+}
+
+/* ------------------------------------------------------------------------
+ * Routes.
+ * ------------------------------------------------------------------------ */
+
+static void get_healthz(struct call *c)
+{
+	http_reply_json(c, 200, json_pack("{s:b}", "ok", 1));
+}
+
+static void get_devices(struct call *c)
+{
+	http_reply_json(c, 200, json_pack("{s:o}", "devices", devices_json(c->d)));
+}
+
+static void get_leases(struct call *c)
+{
+	http_reply_json(c, 200, json_pack("{s:o}", "leases", leases_json(c->d, clock_mono_ms())));
+}
+
+static void get_queue(struct call *c)
+{
+	http_reply_json(c, 200, json_pack("{s:o}", "queue", queue_json(c->d, clock_mono_ms())));
+}
+
+static void get_status(struct call *c)
+{
+	struct zgpud *d = c->d;
+	int64_t now = clock_mono_ms();
+	const struct engine_config *cfg = &d->engine.cfg;
+	http_reply_json(
+		c, 200,
+		json_pack("{s:s, s:i, s:f, s:s, s:s, s:{s:f, s:f, s:f, s:f}, s:o, s:o, s:o}",
+			  "version", ZGPU_VERSION, "protocol", 1, "uptime_s",
+			  (double) (now - d->started_mono_ms) / 1000.0, "device_source",
+			  d->inv.source, "policy", d->engine.sched.ops->name, "limits",
+			  "max_duration_s", (double) cfg->max_duration_ms / 1000.0,
+			  "default_duration_s", (double) cfg->default_duration_ms / 1000.0,
+			  "default_max_wait_s", (double) cfg->default_max_wait_ms / 1000.0,
+			  "grace_s", (double) cfg->grace_ms / 1000.0, "devices", devices_json(d),
+			  "leases", leases_json(d, now), "queue", queue_json(d, now)));
+}
+
+static void get_metrics(struct call *c)
+{
+	struct evbuffer *buf = evbuffer_new();
+	if (!buf || metrics_render(&c->d->metrics, &c->d->engine, buf) < 0) {
+		http_reply_error(c, 500, "internal", "out of memory rendering metrics");
+	} else {
+		http_reply_text(c, 200, "text/plain; version=0.0.4; charset=utf-8", buf);
+	}
+	if (buf)
+		evbuffer_free(buf);
+}
+
+static void post_lease(struct call *c)
+{
+	struct zgpud *d = c->d;
+	char *body, err[512];
+	size_t len;
+	struct lease_request rq;
+	if (http_take_body(c, &body, &len) < 0)
+		return;
+	int r = request_parse_lease(body, len, &d->engine.cfg, d->inv.count, &rq, err,
+				    sizeof(err));
+	free(body);
+	if (r < 0) {
+		http_reply_error(c, 400, "bad_request", "%s", err);
+		return;
+	}
+
+	struct stream *s = calloc(1, sizeof(*s));
+	if (!s) {
+		http_reply_error(c, 500, "internal", "out of memory");
+		return;
+	}
+	s->d = d;
+	s->req = c->req;
+	s->conn = evhttp_request_get_connection(c->req);
+	s->t0_us = c->t0_us;
+
+	struct evkeyvalq *h = evhttp_request_get_output_headers(c->req);
+	evhttp_add_header(h, "Content-Type", "application/x-ndjson");
+	evhttp_add_header(h, "Cache-Control", "no-store");
+	evhttp_send_reply_start(c->req, 200, "OK");
+	metrics_count_http(&d->metrics, 200);
+	/* The stream may stay quiet for the whole lease: no idle timeout on it.
+	 * A client that goes away is noticed by the close callback. */
+	bufferevent_set_timeouts(evhttp_connection_get_bufferevent(s->conn), NULL, NULL);
+	evhttp_connection_set_closecb(s->conn, stream_closed, s);
+
+	struct lease_owner owner = {.via_token = c->via_tcp, .uid = c->uid};
+	r = engine_submit(&d->engine, &rq, &owner, s, clock_mono_ms());
+	if (r < 0) {
+		stream_send(s, json_pack("{s:s, s:{s:s, s:s}}", "event", "failed", "error", "code",
+					 "internal", "message", "out of memory queueing the request"));
+		evhttp_connection_set_closecb(s->conn, NULL, NULL);
+		evhttp_send_reply_end(c->req);
+		free(s);
+	}
+}
+
+/* The lease named in the path, after checking the caller may act on it; NULL after a reply. */
+static struct lease *lease_for_caller(struct call *c)
+{
+	struct lease *l = engine_find(&c->d->engine, c->arg);
+	if (!l) {
+		http_reply_error(c, 404, "no_such_lease",
+				 "no lease '%.64s': it never existed or has already ended", c->arg);
+		return NULL;
+	}
+	bool allowed = c->via_tcp ? l->owner.via_token
+				  : !l->owner.via_token && (c->uid == 0 || c->uid == l->owner.uid);
+	if (!allowed) {
+		http_reply_error(c, 403, "forbidden",
+				 "lease %s belongs to another client; only its owner (or root) may "
+				 "act on it",
+				 l->id);
+		return NULL;
+	}
+	return l;
+}
+
+static void get_lease(struct call *c)
+{
+	struct lease *l = engine_find(&c->d->engine, c->arg);
+	if (!l)
+		http_reply_error(c, 404, "no_such_lease",
+				 "no lease '%.64s': it never existed or has already ended", c->arg);
+	else
+		http_reply_json(c, 200, lease_json(c->d, l, clock_mono_ms()));
+}
+
+/* Checks that the Unix-socket caller may have pid killed: it must be theirs (or they root). */
+static int check_pid_owner(struct call *c, pid_t pid)
+{
+	char path[64];
+	struct stat st;
+	snprintf(path, sizeof(path), "/proc/%d", (int) pid);
+	if (stat(path, &st) < 0) {
+		http_reply_error(c, 400, "no_such_process", "process %d does not exist", (int) pid);
+		return -ESRCH;
+	}
+	if (!c->via_tcp && c->uid != 0 && st.st_uid != c->uid) {
+		http_reply_error(c, 403, "forbidden",
+				 "process %d belongs to uid %u, not to the caller (uid %u)",
+				 (int) pid, (unsigned) st.st_uid, (unsigned) c->uid);
+		return -EPERM;
+	}
+	return 0;
+}
+
+static void post_attach(struct call *c)
+{
+	char *body, err[256];
+	size_t len;
+	pid_t pid;
+	struct lease *l = lease_for_caller(c);
+	if (!l || http_take_body(c, &body, &len) < 0)
+		return;
+	int r = request_parse_attach(body, len, &pid, err, sizeof(err));
+	free(body);
+	if (r < 0) {
+		http_reply_error(c, 400, "bad_request", "%s", err);
+		return;
+	}
+	if (check_pid_owner(c, pid) < 0)
+		return;
+	pid_t pgid = getpgid(pid);
+	r = engine_attach(&c->d->engine, l, pid, pgid > 0 ? pgid : pid, clock_mono_ms());
+	switch (r) {
+	case 0:
+		log_info("lease %s: attached pid %d (process group %d)", l->id, (int) pid,
+			 (int) pgid);
+		http_reply_json(c, 200, json_pack("{s:s, s:i, s:i}", "lease", l->id, "pid",
+						  (int) pid, "pgid", (int) l->pgid));
+		break;
+	case -EBUSY:
+		http_reply_error(c, 409, "not_granted",
+				 "lease %s is still queued; attach once it is granted", l->id);
+		break;
+	case -EALREADY:
+		http_reply_error(c, 409, "already_attached",
+				 "lease %s is already attached to pid %d", l->id, (int) l->pid);
+		break;
+	default:
+		http_reply_error(c, 409, "expired", "lease %s has passed its deadline", l->id);
+		break;
+	}
+}
+
+static void delete_lease(struct call *c)
+{
+	struct lease *l = lease_for_caller(c);
+	if (!l)
+		return;
+	const char *fail = evhttp_find_header(&c->query, "fail");
+	bool failed = false;
+	if (fail && (!strcmp(fail, "1") || !strcmp(fail, "true"))) {
+		failed = true;
+	} else if (fail && strcmp(fail, "0") && strcmp(fail, "false")) {
+		http_reply_error(c, 400, "bad_request",
+				 "query parameter fail must be 1, 0, true or false (got '%.32s')",
+				 fail);
+		return;
+	}
+	char id[LEASE_ID_LEN + 1];
+	memcpy(id, l->id, sizeof(id));
+	int64_t used_ms = 0;
+	enum lease_state final = engine_end(&c->d->engine, l, failed, clock_mono_ms(), &used_ms);
+	http_reply_json(c, 200, json_pack("{s:s, s:s, s:f}", "lease", id, "state",
+					  lease_state_name(final), "used_s",
+					  (double) used_ms / 1000.0));
+}
+
+const struct route api_v1_routes[] = {
+	{.method = EVHTTP_REQ_GET, .pattern = "/healthz", .handler = get_healthz, .open = true},
+	{.method = EVHTTP_REQ_GET, .pattern = "/metrics", .handler = get_metrics},
+	{.method = EVHTTP_REQ_GET, .pattern = "/v1/status", .handler = get_status},
+	{.method = EVHTTP_REQ_GET, .pattern = "/v1/devices", .handler = get_devices},
+	{.method = EVHTTP_REQ_GET, .pattern = "/v1/queue", .handler = get_queue},
+	{.method = EVHTTP_REQ_GET, .pattern = "/v1/leases", .handler = get_leases},
+	{.method = EVHTTP_REQ_POST, .pattern = "/v1/leases", .handler = post_lease},
+	{.method = EVHTTP_REQ_GET, .pattern = "/v1/leases/*", .handler = get_lease},
+	{.method = EVHTTP_REQ_DELETE, .pattern = "/v1/leases/*", .handler = delete_lease},
+	{.method = EVHTTP_REQ_POST, .pattern = "/v1/leases/*/attach", .handler = post_attach},
+	{.pattern = NULL},
+};

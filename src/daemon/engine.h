@@ -1,0 +1,116 @@
+/*
+ * engine — the lease engine: requests in, grants out, deadlines enforced.
+ *
+ * Pure: it never reads a clock, touches a socket or sends a signal. Time comes
+ * in as `now` (monotonic ms); what the outside must do comes out through hooks
+ * (tell a client about an event, kill a process group, make an id). The daemon
+ * calls engine_tick() when engine_next_deadline() comes due.
+ *
+ * Ownership: the engine allocates and frees leases. A lease pointer stays valid
+ * until the hook sees ENGINE_EV_ENDED for it; after that hook returns the lease
+ * is freed.
+ */
+#ifndef ZGPU_DAEMON_ENGINE_H
+#define ZGPU_DAEMON_ENGINE_H
+
+#include <stdint.h>
+
+#include "common/heap.h"
+#include "daemon/inventory.h"
+#include "daemon/lease.h"
+#include "daemon/sched.h"
+
+struct engine_config {
+	int64_t max_duration_ms;     /* longest lease a request may ask for */
+	int64_t default_duration_ms; /* used when a request names none */
+	int64_t default_max_wait_ms; /* how long a request may queue by default */
+	int64_t max_wait_limit_ms;   /* longest max_wait a request may ask for */
+	int64_t grace_ms;	     /* after the deadline, before the attached group is killed */
+};
+
+#define ENGINE_CONFIG_DEFAULT {300000, 60000, 60000, 3600000, 2000}
+
+enum engine_event {
+	ENGINE_EV_QUEUED,  /* waiting; l->position_sent is the new position */
+	ENGINE_EV_GRANTED, /* l->devices are the client's until l->deadline_ms */
+	ENGINE_EV_EXPIRED, /* the deadline passed; the grace runs */
+	ENGINE_EV_ENDED,   /* l->state is terminal; l is freed after the hook */
+};
+
+struct engine_hooks {
+	void *ctx;
+	void (*event)(void *ctx, struct lease *l, enum engine_event ev);
+	/* Kill the process group attached to l (l->pgid, l->pid). */
+	void (*kill_group)(void *ctx, const struct lease *l);
+	/* Write a fresh, unique lease id of LEASE_ID_LEN characters and a NUL. */
+	void (*make_id)(void *ctx, char *out);
+};
+
+struct engine_stats {
+	uint64_t submitted, granted, released, expired, failed, cancelled, killed;
+	uint64_t grant_wait_ms_total;
+};
+
+struct engine {
+	struct engine_config cfg;
+	struct engine_hooks hooks;
+	const struct inventory *inv;
+	struct lease *holder[INV_MAX_DEVICES]; /* which lease holds each device */
+	size_t busy;			       /* devices held */
+	struct sched sched;
+	struct heap timers;
+	struct lease **table; /* id -> lease, chained */
+	size_t table_cap, nleases;
+	struct engine_stats stats;
+};
+
+/* inv must outlive e. Returns 0 or -ENOMEM. */
+int engine_init(struct engine *e, const struct inventory *inv, const struct engine_config *cfg,
+		const struct engine_hooks *hooks);
+/* Ends every lease (queued: cancelled; held: failed, attached groups killed), frees all. */
+void engine_shutdown(struct engine *e, int64_t now);
+
+/*
+ * Takes a validated request. stream is stored in l->stream before the first
+ * event, which comes before this returns: GRANTED when the devices are free
+ * and nobody waits ahead, QUEUED otherwise, or ENDED (failed) when max_wait is
+ * 0 and nothing is free. Returns 0, -EINVAL when the request can never fit
+ * this machine, or -ENOMEM.
+ */
+int engine_submit(struct engine *e, const struct lease_request *req,
+		  const struct lease_owner *owner, void *stream, int64_t now);
+
+/* The lease with this id, or NULL. */
+struct lease *engine_find(const struct engine *e, const char *id);
+
+/*
+ * Binds pid (in process group pgid) to a granted lease. Returns 0, or
+ * -EALREADY when another pid is attached, -ETIME when the deadline has passed,
+ * -EBUSY when the lease is still queued.
+ */
+int engine_attach(struct engine *e, struct lease *l, pid_t pid, pid_t pgid, int64_t now);
+
+/*
+ * The client ends l: a queued lease is cancelled; a held one is released, or
+ * failed when failed is true. *used_ms (may be NULL) gets how long the devices
+ * were held. l is freed before this returns; the result is its final state.
+ */
+enum lease_state engine_end(struct engine *e, struct lease *l, bool failed, int64_t now, int64_t *used_ms);
+
+/*
+ * The client is gone without a word: a queued lease is cancelled; a held one is
+ * released at once and its attached process group killed, so that nothing keeps
+ * using a device that may go to someone else. l is freed before this returns.
+ */
+void engine_abandon(struct engine *e, struct lease *l, int64_t now);
+
+/* Acts on every deadline at or before now: queue timeouts, expiries, kills. */
+void engine_tick(struct engine *e, int64_t now);
+
+/* When engine_tick() next has work, in monotonic ms; INT64_MAX when never. */
+int64_t engine_next_deadline(const struct engine *e);
+
+/* Calls fn on each lease that holds devices or waits, in no set order. */
+void engine_foreach(const struct engine *e, void (*fn)(struct lease *l, void *arg), void *arg);
+
+#endif

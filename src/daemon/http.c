@@ -1,0 +1,196 @@
+#include "daemon/http.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+
+#include "common/clock.h"
+#include "common/log.h"
+
+void http_reply_json(struct call *c, int status, json_t *body)
+{
+	struct evbuffer *buf = evbuffer_new();
+	char *text = json_dumps(body ? body : json_object(), JSON_COMPACT);
+	json_decref(body);
+	if (!buf || !text) {
+		free(text);
+		if (buf)
+			evbuffer_free(buf);
+		evhttp_send_error(c->req, 500, "out of memory");
+		metrics_count_http(&c->d->metrics, 500);
+		return;
+	}
+	evbuffer_add(buf, text, strlen(text));
+	evbuffer_add(buf, "\n", 1);
+	free(text);
+	evhttp_add_header(evhttp_request_get_output_headers(c->req), "Content-Type",
+			  "application/json");
+	evhttp_send_reply(c->req, status, NULL, buf);
+	evbuffer_free(buf);
+	metrics_count_http(&c->d->metrics, status);
+}
+
+void http_reply_error(struct call *c, int status, const char *code, const char *fmt, ...)
+{
+	char message[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(message, sizeof(message), fmt, ap);
+	va_end(ap);
+	http_reply_json(c, status,
+			json_pack("{s:{s:s, s:s}}", "error", "code", code, "message", message));
+}
+
+void http_reply_text(struct call *c, int status, const char *content_type,
+		     struct evbuffer *body)
+{
+	evhttp_add_header(evhttp_request_get_output_headers(c->req), "Content-Type",
+			  content_type);
+	evhttp_send_reply(c->req, status, NULL, body);
+	metrics_count_http(&c->d->metrics, status);
+}
+
+int http_take_body(struct call *c, char **body, size_t *len)
+{
+	struct evbuffer *in = evhttp_request_get_input_buffer(c->req);
+	size_t n = evbuffer_get_length(in);
+	if (n > ZGPUD_MAX_BODY) {
+		http_reply_error(c, 413, "body_too_large",
+				 "request body is %zu bytes; the limit is %d bytes", n,
+				 ZGPUD_MAX_BODY);
+		return -E2BIG;
+	}
+	char *b = malloc(n + 1);
+	if (!b) {
+		http_reply_error(c, 500, "internal", "out of memory reading the request body");
+		return -ENOMEM;
+	}
+	evbuffer_copyout(in, b, n);
+	b[n] = '\0';
+	*body = b;
+	*len = n;
+	return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Routing and authentication.
+ * ------------------------------------------------------------------------ */
+
+/* Matches path against pattern; a '*' segment matches one non-empty segment, stored in *arg. */
+static bool route_match(const char *pattern, const char *path, char *arg, size_t argsize)
+{
+	while (*pattern && *path) {
+		if (*pattern == '*') {
+			size_t n = strcspn(path, "/");
+			if (n == 0 || n >= argsize)
+				return false;
+			memcpy(arg, path, n);
+			arg[n] = '\0';
+			path += n;
+			pattern++;
+			continue;
+		}
+		if (*pattern++ != *path++)
+			return false;
+	}
+	return *pattern == '\0' && *path == '\0';
+}
+
+static bool token_ok(const struct zgpud *d, struct evhttp_request *req)
+{
+	const char *h = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
+	if (!h || strncmp(h, "Bearer ", 7) != 0)
+		return false;
+	const char *given = h + 7;
+	size_t n = strlen(d->token), m = strlen(given);
+	/* Compare in time independent of where they differ. */
+	unsigned char diff = (unsigned char) (n != m);
+	for (size_t i = 0; i < n; i++)
+		diff |= (unsigned char) (d->token[i] ^ (i < m ? given[i] : 0));
+	return diff == 0;
+}
+
+static void peer_credentials(struct call *c)
+{
+	struct evhttp_connection *conn = evhttp_request_get_connection(c->req);
+	struct ucred cred = {.pid = 0, .uid = (uid_t) -1, .gid = (gid_t) -1};
+	socklen_t len = sizeof(cred);
+	int fd = conn ? bufferevent_getfd(evhttp_connection_get_bufferevent(conn)) : -1;
+	if (fd >= 0)
+		(void) getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len);
+	c->uid = cred.uid;
+	c->pid = cred.pid;
+}
+
+static void dispatch_request(struct evhttp_request *req, void *arg)
+{
+	struct zgpud_listener *lc = arg;
+	struct call c = {.d = lc->d, .req = req, .via_tcp = lc->tcp, .t0_us = clock_mono_us()};
+	char seg[128];
+	TAILQ_INIT(&c.query);
+
+	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+	const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
+	c.path = path && *path ? path : "/";
+	const char *q = uri ? evhttp_uri_get_query(uri) : NULL;
+	if (q && evhttp_parse_query_str(q, &c.query) < 0) {
+		http_reply_error(&c, 400, "bad_query", "malformed query string '%.100s'", q);
+		goto out;
+	}
+	if (!c.via_tcp)
+		peer_credentials(&c);
+
+	bool path_known = false;
+	for (const struct route *r = api_v1_routes; r->pattern; r++) {
+		if (!route_match(r->pattern, c.path, seg, sizeof(seg)))
+			continue;
+		path_known = true;
+		if (r->method != evhttp_request_get_command(req))
+			continue;
+		if (c.via_tcp && !r->open && !token_ok(c.d, req)) {
+			evhttp_add_header(evhttp_request_get_output_headers(req),
+					  "WWW-Authenticate", "Bearer");
+			http_reply_error(&c, 401, "unauthorized",
+					 "missing or wrong bearer token: send 'Authorization: "
+					 "Bearer <token>' with the token zerogpud was started with");
+			goto out;
+		}
+		c.arg = strchr(r->pattern, '*') ? seg : NULL;
+		r->handler(&c);
+		goto out;
+	}
+	if (path_known)
+		http_reply_error(&c, 405, "method_not_allowed", "%s does not accept this method",
+				 c.path);
+	else
+		http_reply_error(&c, 404, "not_found", "no such endpoint: %.200s", c.path);
+out:
+	evhttp_clear_headers(&c.query);
+	zgpud_rearm(c.d);
+}
+
+struct evhttp *http_server_new(struct zgpud *d, bool tcp)
+{
+	struct evhttp *http = evhttp_new(d->base);
+	if (!http)
+		return NULL;
+	struct zgpud_listener *lc = &d->listeners[tcp ? 1 : 0];
+	lc->d = d;
+	lc->tcp = tcp;
+	/* evhttp refuses bodies past this itself (with a 413 of its own); below it
+	 * we refuse past ZGPUD_MAX_BODY with a JSON message. */
+	evhttp_set_max_body_size(http, 16 * ZGPUD_MAX_BODY);
+	evhttp_set_max_headers_size(http, 16 * 1024);
+	evhttp_set_timeout(http, 30);
+	evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_DELETE |
+						 EVHTTP_REQ_PUT | EVHTTP_REQ_HEAD | EVHTTP_REQ_PATCH);
+	evhttp_set_gencb(http, dispatch_request, lc);
+	return http;
+}

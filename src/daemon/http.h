@@ -1,0 +1,54 @@
+/*
+ * http — the plumbing under the API routes: listeners, routing, auth, peer
+ * credentials, JSON replies and errors. Routes stay thin: parse, call the
+ * engine, render.
+ */
+#ifndef ZGPU_DAEMON_HTTP_H
+#define ZGPU_DAEMON_HTTP_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <jansson.h>
+
+#include "daemon/zgpud.h"
+
+/* One HTTP request being served. Lives for the duration of the route's handler. */
+struct call {
+	struct zgpud *d;
+	struct evhttp_request *req;
+	bool via_tcp;
+	uid_t uid; /* Unix socket peer; valid when !via_tcp */
+	pid_t pid;
+	const char *path;
+	struct evkeyvalq query;
+	const char *arg; /* the path segment matched by '*' in the route, or NULL */
+	int64_t t0_us;
+};
+
+struct route {
+	enum evhttp_cmd_type method;
+	const char *pattern; /* exact path; one '*' matches one segment */
+	void (*handler)(struct call *c);
+	bool open; /* served without the bearer token on TCP */
+};
+
+extern const struct route api_v1_routes[];
+
+/* Replies with status and body (stolen, may be NULL for an empty object). */
+void http_reply_json(struct call *c, int status, json_t *body);
+/* Replies {"error": {"code": code, "message": ...}} with status. */
+void http_reply_error(struct call *c, int status, const char *code, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+/* Replies with text/plain (metrics). */
+void http_reply_text(struct call *c, int status, const char *content_type,
+		     struct evbuffer *body);
+
+/* Copies the request body into *body (NUL-terminated, caller frees). Replies 413 and
+ * returns -E2BIG when it is over ZGPUD_MAX_BODY; -ENOMEM replies 500. */
+int http_take_body(struct call *c, char **body, size_t *len);
+
+#endif

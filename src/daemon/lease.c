@@ -1,0 +1,48 @@
+#include "daemon/lease.h"
+
+#include <errno.h>
+
+static const char *const state_names[LEASE__STATE_COUNT] = {
+	[LEASE_QUEUED] = "queued",     [LEASE_GRANTED] = "granted", [LEASE_ATTACHED] = "attached",
+	[LEASE_RELEASED] = "released", [LEASE_EXPIRED] = "expired", [LEASE_FAILED] = "failed",
+	[LEASE_CANCELLED] = "cancelled",
+};
+
+/* allowed[from] is the set of states reachable from `from`, as bits. */
+#define BIT(s) (1u << (s))
+static const unsigned allowed[LEASE__STATE_COUNT] = {
+	[LEASE_QUEUED] = BIT(LEASE_GRANTED) | BIT(LEASE_FAILED) | BIT(LEASE_CANCELLED),
+	[LEASE_GRANTED] = BIT(LEASE_ATTACHED) | BIT(LEASE_RELEASED) | BIT(LEASE_EXPIRED) |
+			  BIT(LEASE_FAILED),
+	[LEASE_ATTACHED] = BIT(LEASE_RELEASED) | BIT(LEASE_EXPIRED) | BIT(LEASE_FAILED),
+};
+
+const char *lease_state_name(enum lease_state s)
+{
+	return (unsigned) s < LEASE__STATE_COUNT ? state_names[s] : "invalid";
+}
+
+const char *lease_size_name(enum lease_size s)
+{
+	return s == LEASE_SIZE_XLARGE ? "xlarge" : "large";
+}
+
+bool lease_state_terminal(enum lease_state s)
+{
+	return (unsigned) s < LEASE__STATE_COUNT && allowed[s] == 0;
+}
+
+bool lease_transition_allowed(enum lease_state from, enum lease_state to)
+{
+	if ((unsigned) from >= LEASE__STATE_COUNT || (unsigned) to >= LEASE__STATE_COUNT)
+		return false;
+	return (allowed[from] & BIT(to)) != 0;
+}
+
+int lease_transition(struct lease *l, enum lease_state to)
+{
+	if (!lease_transition_allowed(l->state, to))
+		return -EINVAL;
+	l->state = to;
+	return 0;
+}

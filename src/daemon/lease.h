@@ -1,0 +1,84 @@
+/*
+ * lease — one request for devices and its life:
+ *
+ *	queued -> granted -> attached -> released | expired | failed
+ *	queued -> failed (no GPU in time) | cancelled (client gone)
+ *	granted -> released | expired | failed
+ *
+ * This file holds the data and the transition rules; engine.c drives them.
+ */
+#ifndef ZGPU_DAEMON_LEASE_H
+#define ZGPU_DAEMON_LEASE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "common/heap.h"
+#include "daemon/inventory.h"
+
+enum lease_state {
+	LEASE_QUEUED,
+	LEASE_GRANTED,
+	LEASE_ATTACHED,
+	LEASE_RELEASED,
+	LEASE_EXPIRED,
+	LEASE_FAILED,
+	LEASE_CANCELLED,
+	LEASE__STATE_COUNT
+};
+
+enum lease_size { LEASE_SIZE_LARGE, LEASE_SIZE_XLARGE };
+
+#define LEASE_APP_MAX	  64
+#define LEASE_TEXT_MAX	  256
+#define LEASE_ID_LEN	  32 /* hex digits: 128 random bits */
+#define LEASE_MESSAGE_MAX 200
+
+/* What a client asked for, validated (request.c). */
+struct lease_request {
+	char app[LEASE_APP_MAX + 1];
+	char task[LEASE_TEXT_MAX + 1];
+	char visitor[LEASE_TEXT_MAX + 1];
+	enum lease_size size;
+	int gpus;
+	int64_t duration_ms;
+	int64_t max_wait_ms;
+};
+
+/* Who holds a lease: a local uid (Unix socket) or a token holder (TCP). */
+struct lease_owner {
+	bool via_token;
+	uid_t uid;
+};
+
+struct lease {
+	char id[LEASE_ID_LEN + 1];
+	struct lease_request req;
+	struct lease_owner owner;
+	enum lease_state state;
+
+	/* Monotonic milliseconds. */
+	int64_t created_ms, granted_ms, deadline_ms, ended_ms;
+	bool expiry_signalled; /* the deadline passed and the client was told */
+
+	pid_t pid, pgid; /* attached process and its group, 0 when none */
+	int devices[INV_MAX_DEVICES];
+	int ndevices;
+	int position_sent; /* the queue position the client last heard, 0 = none */
+	char message[LEASE_MESSAGE_MAX]; /* why it failed or expired, for the client */
+
+	struct heap_node timer;	      /* the one pending deadline of this lease */
+	struct lease *q_prev, *q_next; /* queue links, owned by the scheduling policy */
+	struct lease *hash_next;      /* lease table chain */
+	void *stream;		      /* the API's per-lease context, or NULL */
+};
+
+const char *lease_state_name(enum lease_state s);
+const char *lease_size_name(enum lease_size s);
+bool lease_state_terminal(enum lease_state s);
+bool lease_transition_allowed(enum lease_state from, enum lease_state to);
+/* Moves l to state to; returns 0, or -EINVAL (and changes nothing) when illegal. */
+int lease_transition(struct lease *l, enum lease_state to);
+
+#endif

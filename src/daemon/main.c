@@ -1,0 +1,535 @@
+/* zerogpud — lends this machine's GPUs, one lease at a time. main.c wires the modules. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <arpa/inet.h>
+#include <event2/event.h>
+#include <event2/http.h>
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "daemon/zgpud.h"
+#include "zerogpu.h"
+
+static const char usage_text[] =
+	"Usage: zerogpud [OPTION]...\n"
+	"Lend this machine's GPUs to local apps, one lease at a time.\n"
+	"\n"
+	"Where:\n"
+	"  --socket PATH          Unix socket to serve (default: $ZEROGPU_SOCKET, else\n"
+	"                         /run/zerogpu/zerogpud.sock for root, else\n"
+	"                         $XDG_RUNTIME_DIR/zerogpu.sock)\n"
+	"  --state-dir DIR        where the daemon keeps its state and lock (default:\n"
+	"                         /var/lib/zerogpu for root, else ~/.local/state/zerogpu)\n"
+	"  --listen ADDR:PORT     also serve HTTP on TCP (e.g. 127.0.0.1:8470); needs a token\n"
+	"  --token TOKEN          bearer token TCP clients must send\n"
+	"  --token-file FILE      read the bearer token from FILE (first line)\n"
+	"\n"
+	"Devices:\n"
+	"  --simulate SPEC        lend simulated devices instead of real ones, e.g. 4x80G or\n"
+	"                         2x141G,1x80G (used automatically when NVML finds no GPU)\n"
+	"  --nvml-library PATH    load NVML from PATH (default: libnvidia-ml.so.1)\n"
+	"\n"
+	"Leases:\n"
+	"  --max-duration S       longest lease a request may ask for (default 300)\n"
+	"  --default-duration S   lease length when a request names none (default 60)\n"
+	"  --default-max-wait S   how long a request may queue by default (default 60)\n"
+	"  --grace S              after a deadline, before attached processes are\n"
+	"                         killed (default 2)\n"
+	"\n"
+	"  --log-level LEVEL      debug, info, warn or error (default info)\n"
+	"  -h, --help             show this help and exit\n"
+	"  -V, --version          show the version and exit\n"
+	"\n"
+	"The API is documented in docs/openapi.yaml; try\n"
+	"  curl --unix-socket SOCKET http://x/v1/status\n";
+
+struct options {
+	char socket_path[sizeof(((struct sockaddr_un *) 0)->sun_path)];
+	char state_dir[PATH_MAX];
+	const char *listen;
+	const char *simulate;
+	const char *nvml_library;
+	struct engine_config cfg;
+	int log_level;
+};
+
+static struct zgpud daemon_ctx;
+
+static int die_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int die_usage(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	fprintf(stderr, "zerogpud: ");
+	vfprintf(stderr, fmt, ap);
+	fprintf(stderr, "\nTry 'zerogpud --help'.\n");
+	va_end(ap);
+	return 2;
+}
+
+/* Parses a positive number of seconds (fractions allowed) into milliseconds. */
+static int parse_seconds(const char *s, int64_t *ms, bool zero_ok)
+{
+	char *end;
+	errno = 0;
+	double v = strtod(s, &end);
+	if (end == s || *end || errno || !isfinite(v) || v < 0 || (!zero_ok && v == 0) ||
+	    v > 1e7)
+		return -EINVAL;
+	*ms = (int64_t) llround(v * 1000.0);
+	return 0;
+}
+
+static int default_state_dir(char *buf, size_t size)
+{
+	const char *home = getenv("HOME");
+	const char *xdg = getenv("XDG_STATE_HOME");
+	int n;
+	if (geteuid() == 0)
+		n = snprintf(buf, size, "/var/lib/zerogpu");
+	else if (xdg && *xdg)
+		n = snprintf(buf, size, "%s/zerogpu", xdg);
+	else
+		n = snprintf(buf, size, "%s/.local/state/zerogpu", home ? home : "/tmp");
+	return n < 0 || (size_t) n >= size ? -ENAMETOOLONG : 0;
+}
+
+static int parse_options(int argc, char **argv, struct options *o)
+{
+	enum {
+		OPT_SOCKET = 256,
+		OPT_STATE_DIR,
+		OPT_LISTEN,
+		OPT_TOKEN,
+		OPT_TOKEN_FILE,
+		OPT_SIMULATE,
+		OPT_NVML,
+		OPT_MAX_DURATION,
+		OPT_DEFAULT_DURATION,
+		OPT_DEFAULT_MAX_WAIT,
+		OPT_GRACE,
+		OPT_LOG_LEVEL,
+	};
+	static const struct option longopts[] = {
+		{"socket", required_argument, NULL, OPT_SOCKET},
+		{"state-dir", required_argument, NULL, OPT_STATE_DIR},
+		{"listen", required_argument, NULL, OPT_LISTEN},
+		{"token", required_argument, NULL, OPT_TOKEN},
+		{"token-file", required_argument, NULL, OPT_TOKEN_FILE},
+		{"simulate", required_argument, NULL, OPT_SIMULATE},
+		{"nvml-library", required_argument, NULL, OPT_NVML},
+		{"max-duration", required_argument, NULL, OPT_MAX_DURATION},
+		{"default-duration", required_argument, NULL, OPT_DEFAULT_DURATION},
+		{"default-max-wait", required_argument, NULL, OPT_DEFAULT_MAX_WAIT},
+		{"grace", required_argument, NULL, OPT_GRACE},
+		{"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
+		{NULL, 0, NULL, 0},
+	};
+	const struct engine_config defaults = ENGINE_CONFIG_DEFAULT;
+	o->cfg = defaults;
+	o->log_level = LOG_INFO;
+	if (zgpu_default_socket_path(o->socket_path, sizeof(o->socket_path)) < 0 ||
+	    default_state_dir(o->state_dir, sizeof(o->state_dir)) < 0)
+		return die_usage("%s", "the default socket or state path is too long; pass "
+				       "--socket and --state-dir");
+
+	int c;
+	while ((c = getopt_long(argc, argv, "hV", longopts, NULL)) != -1) {
+		switch (c) {
+		case OPT_SOCKET:
+			if (strlen(optarg) >= sizeof(o->socket_path))
+				return die_usage("socket path '%s' is too long for a Unix socket",
+						 optarg);
+			strcpy(o->socket_path, optarg);
+			break;
+		case OPT_STATE_DIR:
+			if (strlen(optarg) >= sizeof(o->state_dir))
+				return die_usage("state directory '%s' is too long", optarg);
+			strcpy(o->state_dir, optarg);
+			break;
+		case OPT_LISTEN:
+			o->listen = optarg;
+			break;
+		case OPT_TOKEN:
+			if (strlen(optarg) >= sizeof(daemon_ctx.token) || strlen(optarg) < 16)
+				return die_usage("--token must be 16 to 255 characters (got '%s')",
+						 optarg);
+			strcpy(daemon_ctx.token, optarg);
+			break;
+		case OPT_TOKEN_FILE: {
+			FILE *f = fopen(optarg, "r");
+			if (!f || !fgets(daemon_ctx.token, sizeof(daemon_ctx.token), f)) {
+				if (f)
+					fclose(f);
+				return die_usage("cannot read a token from '%s'", optarg);
+			}
+			fclose(f);
+			daemon_ctx.token[strcspn(daemon_ctx.token, "\r\n")] = '\0';
+			if (strlen(daemon_ctx.token) < 16)
+				return die_usage("the token in '%s' is shorter than 16 characters",
+						 optarg);
+			break;
+		}
+		case OPT_SIMULATE:
+			o->simulate = optarg;
+			break;
+		case OPT_NVML:
+			o->nvml_library = optarg;
+			break;
+		case OPT_MAX_DURATION:
+			if (parse_seconds(optarg, &o->cfg.max_duration_ms, false) < 0)
+				return die_usage("--max-duration takes seconds > 0, not '%s'", optarg);
+			break;
+		case OPT_DEFAULT_DURATION:
+			if (parse_seconds(optarg, &o->cfg.default_duration_ms, false) < 0)
+				return die_usage("--default-duration takes seconds > 0, not '%s'",
+						 optarg);
+			break;
+		case OPT_DEFAULT_MAX_WAIT:
+			if (parse_seconds(optarg, &o->cfg.default_max_wait_ms, true) < 0)
+				return die_usage("--default-max-wait takes seconds >= 0, not '%s'",
+						 optarg);
+			break;
+		case OPT_GRACE:
+			if (parse_seconds(optarg, &o->cfg.grace_ms, true) < 0)
+				return die_usage("--grace takes seconds >= 0, not '%s'", optarg);
+			break;
+		case OPT_LOG_LEVEL:
+			if ((o->log_level = log_level_parse(optarg)) < 0)
+				return die_usage("--log-level takes debug, info, warn or error, not "
+						 "'%s'",
+						 optarg);
+			break;
+		case 'h':
+			fputs(usage_text, stdout);
+			exit(0);
+		case 'V':
+			printf("zerogpud %s (protocol %d)\n", ZGPU_VERSION, ZGPU_PROTOCOL_VERSION);
+			exit(0);
+		default:
+			return die_usage("%s", "unknown option");
+		}
+	}
+	if (optind < argc)
+		return die_usage("unexpected argument '%s'", argv[optind]);
+	if (o->cfg.default_duration_ms > o->cfg.max_duration_ms)
+		return die_usage("%s", "--default-duration is above --max-duration");
+	if (o->cfg.default_max_wait_ms > o->cfg.max_wait_limit_ms)
+		return die_usage("%s", "--default-max-wait is above the 3600 s limit");
+	if (o->listen && !daemon_ctx.token[0])
+		return die_usage("--listen %s needs --token or --token-file: TCP clients have no "
+				 "other identity",
+				 o->listen);
+	return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Hooks the engine calls.
+ * ------------------------------------------------------------------------ */
+
+static void kill_group(void *ctx, const struct lease *l)
+{
+	(void) ctx;
+	/* Never signal our own group: a client started from the daemon's shell
+	 * would otherwise take the daemon down with it. */
+	if (l->pgid > 1 && l->pgid != getpgrp()) {
+		if (kill(-l->pgid, SIGKILL) == 0) {
+			log_info("lease %s: killed process group %d", l->id, (int) l->pgid);
+			return;
+		}
+	}
+	if (kill(l->pid, SIGKILL) == 0)
+		log_info("lease %s: killed process %d", l->id, (int) l->pid);
+	else if (errno != ESRCH)
+		log_warn("lease %s: cannot kill process %d: %s", l->id, (int) l->pid,
+			 strerror(errno));
+}
+
+static void make_id(void *ctx, char *out)
+{
+	(void) ctx;
+	unsigned char bytes[LEASE_ID_LEN / 2];
+	size_t got = 0;
+	while (got < sizeof(bytes)) {
+		ssize_t n = getrandom(bytes + got, sizeof(bytes) - got, 0);
+		if (n > 0)
+			got += (size_t) n;
+		else if (errno != EINTR)
+			abort(); /* no kernel randomness: nothing safe to hand out */
+	}
+	for (size_t i = 0; i < sizeof(bytes); i++)
+		sprintf(out + 2 * i, "%02x", bytes[i]);
+}
+
+int64_t zgpud_wall_ms(int64_t mono_ms)
+{
+	return daemon_ctx.started_wall_ms + (mono_ms - daemon_ctx.started_mono_ms);
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct zgpud *d = arg;
+	(void) fd;
+	(void) what;
+	d->timer_at = INT64_MAX;
+	engine_tick(&d->engine, clock_mono_ms());
+	zgpud_rearm(d);
+}
+
+void zgpud_rearm(struct zgpud *d)
+{
+	int64_t next = engine_next_deadline(&d->engine);
+	if (next == d->timer_at)
+		return;
+	d->timer_at = next;
+	if (next == INT64_MAX) {
+		evtimer_del(d->timer);
+		return;
+	}
+	int64_t delay = next - clock_mono_ms();
+	if (delay < 0)
+		delay = 0;
+	struct timeval tv = {.tv_sec = delay / 1000, .tv_usec = (delay % 1000) * 1000};
+	evtimer_add(d->timer, &tv);
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+	struct zgpud *d = arg;
+	(void) what;
+	log_info("received %s; shutting down", strsignal((int) sig));
+	event_base_loopbreak(d->base);
+}
+
+/* ------------------------------------------------------------------------
+ * Start-up.
+ * ------------------------------------------------------------------------ */
+
+static int mkdir_p(const char *path, mode_t mode)
+{
+	char buf[PATH_MAX];
+	snprintf(buf, sizeof(buf), "%s", path);
+	for (char *p = buf + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(buf, 0755) < 0 && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	if (mkdir(buf, mode) < 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+/* Takes the state directory's lock so two daemons never share one state. Returns the fd. */
+static int lock_state_dir(const char *dir)
+{
+	char path[PATH_MAX + 32];
+	int r = mkdir_p(dir, 0700);
+	if (r < 0) {
+		log_error("cannot create state directory %s: %s", dir, strerror(-r));
+		return -1;
+	}
+	snprintf(path, sizeof(path), "%s/zerogpud.lock", dir);
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		log_error("cannot open %s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		char other[32] = "";
+		ssize_t n = pread(fd, other, sizeof(other) - 1, 0);
+		other[n > 0 ? n : 0] = '\0';
+		other[strcspn(other, "\n")] = '\0';
+		log_error("another zerogpud (pid %s) is using state directory %s; stop it or pass "
+			  "another --state-dir",
+			  other[0] ? other : "unknown", dir);
+		close(fd);
+		return -1;
+	}
+	char pid[32];
+	int n = snprintf(pid, sizeof(pid), "%d\n", (int) getpid());
+	if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t) n, 0) != n)
+		log_warn("cannot write pid into %s: %s", path, strerror(errno));
+	return fd;
+}
+
+/* Binds the Unix socket, replacing a stale one but never a live daemon's. */
+static int listen_unix(const char *path)
+{
+	struct sockaddr_un addr = {.sun_family = AF_UNIX};
+	snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path);
+
+	char dir[PATH_MAX];
+	snprintf(dir, sizeof(dir), "%s", path);
+	char *slash = strrchr(dir, '/');
+	if (slash && slash != dir) {
+		*slash = '\0';
+		int r = mkdir_p(dir, 0755);
+		if (r < 0) {
+			log_error("cannot create socket directory %s: %s", dir, strerror(-r));
+			return -1;
+		}
+	}
+
+	int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (probe >= 0 && connect(probe, (struct sockaddr *) &addr, sizeof(addr)) == 0) {
+		log_error("another zerogpud is already serving %s; stop it or pass another "
+			  "--socket",
+			  path);
+		close(probe);
+		return -1;
+	}
+	if (probe >= 0)
+		close(probe);
+	(void) unlink(path); /* stale: nobody answers on it */
+
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0 || bind(fd, (struct sockaddr *) &addr, sizeof(addr)) < 0 ||
+	    listen(fd, 512) < 0) {
+		log_error("cannot listen on %s: %s", path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	/* Any local user may ask; each is known by its uid (SO_PEERCRED). */
+	(void) chmod(path, 0666);
+	return fd;
+}
+
+static int listen_tcp(struct evhttp *http, const char *spec)
+{
+	char host[64];
+	const char *colon = strrchr(spec, ':');
+	char *end;
+	long port = colon ? strtol(colon + 1, &end, 10) : -1;
+	if (!colon || (size_t) (colon - spec) >= sizeof(host) || *end || port < 1 || port > 65535) {
+		log_error("--listen takes ADDR:PORT like 127.0.0.1:8470, not '%s'", spec);
+		return -1;
+	}
+	memcpy(host, spec, (size_t) (colon - spec));
+	host[colon - spec] = '\0';
+	if (!evhttp_bind_socket_with_handle(http, host, (ev_uint16_t) port)) {
+		log_error("cannot listen on %s: %s", spec, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+static int load_devices(struct zgpud *d, const struct options *o)
+{
+	char err[256], host[128] = "zerogpu";
+	(void) gethostname(host, sizeof(host) - 1);
+	if (!o->simulate) {
+		int r = inventory_from_nvml(&d->inv, o->nvml_library, err, sizeof(err));
+		if (r == 0)
+			return 0;
+		log_warn("no GPUs from NVML (%s); lending one simulated 80 GiB device instead — "
+			 "pass --simulate SPEC to choose",
+			 err);
+	}
+	if (inventory_simulate(&d->inv, o->simulate ? o->simulate : "1x80G", host, err,
+			       sizeof(err)) < 0) {
+		log_error("%s", err);
+		return -1;
+	}
+	return 0;
+}
+
+static void log_devices(const struct inventory *inv)
+{
+	log_info("%zu %s device%s:", inv->count, inv->source, inv->count == 1 ? "" : "s");
+	for (size_t i = 0; i < inv->count; i++) {
+		const struct device *dv = &inv->devices[i];
+		log_info("  device %d: %s, %.1f GiB, %s%s", dv->index, dv->name,
+			 (double) dv->memory_bytes / (double) (1ULL << 30), dv->uuid,
+			 dv->mig_index >= 0 ? " (MIG instance)" : "");
+	}
+}
+
+int main(int argc, char **argv)
+{
+	struct options o = {0};
+	int r = parse_options(argc, argv, &o);
+	if (r)
+		return r;
+	log_setup("zerogpud", (enum log_level) o.log_level);
+	signal(SIGPIPE, SIG_IGN);
+
+	struct zgpud *d = &daemon_ctx;
+	d->own_uid = geteuid();
+	d->started_mono_ms = clock_mono_ms();
+	d->started_wall_ms = clock_wall_ms();
+	d->timer_at = INT64_MAX;
+
+	int lock_fd = lock_state_dir(o.state_dir);
+	if (lock_fd < 0)
+		return 1;
+	if (load_devices(d, &o) < 0)
+		return 1;
+	log_devices(&d->inv);
+
+	struct engine_hooks hooks = {
+		.ctx = d, .event = api_v1_on_event, .kill_group = kill_group, .make_id = make_id};
+	d->base = event_base_new();
+	if (!d->base || engine_init(&d->engine, &d->inv, &o.cfg, &hooks) < 0) {
+		log_error("out of memory at start-up");
+		return 1;
+	}
+	d->timer = evtimer_new(d->base, on_timer, d);
+	struct event *sigint = evsignal_new(d->base, SIGINT, on_signal, d);
+	struct event *sigterm = evsignal_new(d->base, SIGTERM, on_signal, d);
+	evsignal_add(sigint, NULL);
+	evsignal_add(sigterm, NULL);
+
+	int ufd = listen_unix(o.socket_path);
+	d->http_unix = http_server_new(d, false);
+	if (ufd < 0 || !d->http_unix || evhttp_accept_socket(d->http_unix, ufd) < 0)
+		return 1;
+	if (o.listen) {
+		d->http_tcp = http_server_new(d, true);
+		if (!d->http_tcp || listen_tcp(d->http_tcp, o.listen) < 0)
+			return 1;
+	}
+	log_info("zerogpud %s serving %s%s%s (state %s, max duration %.0f s, grace %.1f s)",
+		 ZGPU_VERSION, o.socket_path, o.listen ? " and http://" : "",
+		 o.listen ? o.listen : "", o.state_dir, (double) o.cfg.max_duration_ms / 1000.0,
+		 (double) o.cfg.grace_ms / 1000.0);
+
+	event_base_dispatch(d->base);
+
+	/* End leases while their connections still exist, so clients hear why. */
+	engine_shutdown(&d->engine, clock_mono_ms());
+	event_base_loop(d->base, EVLOOP_NONBLOCK); /* flush those last events */
+	evhttp_free(d->http_unix);
+	if (d->http_tcp)
+		evhttp_free(d->http_tcp);
+	(void) unlink(o.socket_path);
+	event_free(sigint);
+	event_free(sigterm);
+	event_free(d->timer);
+	event_base_free(d->base);
+	libevent_global_shutdown();
+	close(lock_fd);
+	log_info("stopped");
+	return 0;
+}

@@ -1,0 +1,25 @@
+/*
+ * request — turns the JSON bodies of the native API into validated requests.
+ * Pure. Each refusal comes with one sentence for the person who sent it.
+ */
+#ifndef ZGPU_DAEMON_REQUEST_H
+#define ZGPU_DAEMON_REQUEST_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "daemon/engine.h"
+#include "daemon/lease.h"
+
+/*
+ * Parses the body of POST /v1/leases into *out, filling defaults from cfg.
+ * An empty body means "all defaults". device_count bounds `gpus`. Returns 0,
+ * or -EINVAL with a message in err.
+ */
+int request_parse_lease(const char *body, size_t len, const struct engine_config *cfg,
+			size_t device_count, struct lease_request *out, char *err, size_t errlen);
+
+/* Parses {"pid": N} (N > 0). Returns 0, or -EINVAL with a message in err. */
+int request_parse_attach(const char *body, size_t len, pid_t *pid, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,336 @@
+/* The lease engine, driven with a hand-held clock: FIFO order, gangs, deadlines, invariants. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "daemon/engine.h"
+
+struct event_rec {
+	char id[LEASE_ID_LEN + 1];
+	enum engine_event ev;
+	enum lease_state state;
+	int position;
+	int ndevices;
+	int devices[INV_MAX_DEVICES];
+	char message[LEASE_MESSAGE_MAX];
+};
+
+static struct event_rec events[4096];
+static int nevents, nkills, next_id;
+static pid_t last_killed;
+
+static void on_event(void *ctx, struct lease *l, enum engine_event ev)
+{
+	struct event_rec *r = &events[nevents++ % 4096];
+	memcpy(r->id, l->id, sizeof(r->id));
+	r->ev = ev;
+	r->state = l->state;
+	r->position = l->position_sent;
+	r->ndevices = l->ndevices;
+	memcpy(r->devices, l->devices, sizeof(r->devices));
+	memcpy(r->message, l->message, sizeof(r->message));
+}
+
+static void on_kill(void *ctx, const struct lease *l)
+{
+	nkills++;
+	last_killed = l->pgid;
+}
+
+static void make_id(void *ctx, char *out)
+{
+	snprintf(out, LEASE_ID_LEN + 1, "%032d", ++next_id);
+}
+
+static struct inventory inv;
+static struct engine eng;
+
+static void setup_engine(size_t ndevices)
+{
+	char err[128];
+	char spec[16];
+	snprintf(spec, sizeof(spec), "%zux80G", ndevices);
+	assert_int_equal(inventory_simulate(&inv, spec, "test", err, sizeof(err)), 0);
+	struct engine_config cfg = ENGINE_CONFIG_DEFAULT;
+	struct engine_hooks hooks = {.event = on_event, .kill_group = on_kill, .make_id = make_id};
+	assert_int_equal(engine_init(&eng, &inv, &cfg, &hooks), 0);
+	nevents = nkills = next_id = 0;
+	last_killed = 0;
+}
+
+static int teardown(void **state)
+{
+	engine_shutdown(&eng, 0);
+	return 0;
+}
+
+/* Submits a request; returns the new lease's id number. */
+static int submit(int gpus, int64_t duration_ms, int64_t max_wait_ms, int64_t now)
+{
+	struct lease_request req = {.app = "app", .gpus = gpus, .duration_ms = duration_ms,
+				    .max_wait_ms = max_wait_ms};
+	struct lease_owner owner = {.uid = 1000};
+	assert_int_equal(engine_submit(&eng, &req, &owner, NULL, now), 0);
+	return next_id;
+}
+
+static struct lease *lease_of(int n)
+{
+	char id[LEASE_ID_LEN + 1];
+	snprintf(id, sizeof(id), "%032d", n);
+	return engine_find(&eng, id);
+}
+
+static const struct event_rec *last_event_of(int n)
+{
+	char id[LEASE_ID_LEN + 1];
+	snprintf(id, sizeof(id), "%032d", n);
+	for (int i = nevents - 1; i >= 0; i--)
+		if (strcmp(events[i].id, id) == 0)
+			return &events[i];
+	return NULL;
+}
+
+static void grants_at_once_on_an_idle_pool(void **state)
+{
+	setup_engine(4);
+	int a = submit(1, 5000, 60000, 100);
+	const struct event_rec *ev = last_event_of(a);
+	assert_int_equal(ev->ev, ENGINE_EV_GRANTED);
+	assert_int_equal(ev->ndevices, 1);
+	assert_int_equal(ev->devices[0], 0);
+	assert_int_equal(eng.busy, 1);
+	assert_int_equal(lease_of(a)->deadline_ms, 5100);
+	assert_int_equal(engine_next_deadline(&eng), 5100);
+}
+
+static void queues_when_busy_and_grants_in_order(void **state)
+{
+	setup_engine(1);
+	int a = submit(1, 5000, 60000, 0);
+	int b = submit(1, 5000, 60000, 1);
+	int c = submit(1, 5000, 60000, 2);
+	assert_int_equal(last_event_of(b)->ev, ENGINE_EV_QUEUED);
+	assert_int_equal(last_event_of(b)->position, 1);
+	assert_int_equal(last_event_of(c)->position, 2);
+
+	int64_t used;
+	assert_int_equal(engine_end(&eng, lease_of(a), false, 1000, &used), LEASE_RELEASED);
+	assert_int_equal(used, 1000);
+	assert_int_equal(last_event_of(a)->ev, ENGINE_EV_ENDED);
+	assert_int_equal(last_event_of(b)->ev, ENGINE_EV_GRANTED);
+	/* C moved up and was told so. */
+	assert_int_equal(last_event_of(c)->ev, ENGINE_EV_QUEUED);
+	assert_int_equal(last_event_of(c)->position, 1);
+
+	engine_end(&eng, lease_of(b), false, 2000, NULL);
+	assert_int_equal(last_event_of(c)->ev, ENGINE_EV_GRANTED);
+	assert_int_equal(eng.sched.len, 0);
+}
+
+static void gang_takes_two_of_four(void **state)
+{
+	setup_engine(4);
+	int a = submit(2, 5000, 60000, 0);
+	const struct event_rec *ev = last_event_of(a);
+	assert_int_equal(ev->ev, ENGINE_EV_GRANTED);
+	assert_int_equal(ev->ndevices, 2);
+	assert_int_equal(ev->devices[0], 0);
+	assert_int_equal(ev->devices[1], 1);
+	int b = submit(2, 5000, 60000, 0);
+	assert_int_equal(last_event_of(b)->devices[0], 2);
+	assert_int_equal(last_event_of(b)->devices[1], 3);
+	assert_int_equal(eng.busy, 4);
+}
+
+static void gang_is_all_or_nothing_and_not_overtaken(void **state)
+{
+	setup_engine(4);
+	int a = submit(1, 5000, 60000, 0);
+	int big = submit(4, 5000, 60000, 1);
+	int small = submit(1, 5000, 60000, 2);
+	/* Three devices are free, but the gang needs four: it waits, holding nothing. */
+	assert_int_equal(last_event_of(big)->ev, ENGINE_EV_QUEUED);
+	assert_int_equal(eng.busy, 1);
+	/* FIFO: the single request behind it does not jump ahead. */
+	assert_int_equal(last_event_of(small)->ev, ENGINE_EV_QUEUED);
+	assert_int_equal(last_event_of(small)->position, 2);
+
+	engine_end(&eng, lease_of(a), false, 10, NULL);
+	assert_int_equal(last_event_of(big)->ev, ENGINE_EV_GRANTED);
+	assert_int_equal(last_event_of(big)->ndevices, 4);
+	assert_int_equal(last_event_of(small)->position, 1);
+}
+
+static void refuses_more_gpus_than_the_machine_has(void **state)
+{
+	setup_engine(2);
+	struct lease_request req = {.app = "x", .gpus = 3, .duration_ms = 1000, .max_wait_ms = 1};
+	struct lease_owner owner = {0};
+	assert_int_equal(engine_submit(&eng, &req, &owner, NULL, 0), -22);
+	assert_int_equal(eng.nleases, 0);
+}
+
+static void max_wait_fails_a_queued_request(void **state)
+{
+	setup_engine(1);
+	submit(1, 60000, 60000, 0);
+	int b = submit(1, 5000, 2000, 0);
+	engine_tick(&eng, 1999);
+	assert_int_equal(last_event_of(b)->ev, ENGINE_EV_QUEUED);
+	engine_tick(&eng, 2000);
+	const struct event_rec *ev = last_event_of(b);
+	assert_int_equal(ev->ev, ENGINE_EV_ENDED);
+	assert_int_equal(ev->state, LEASE_FAILED);
+	assert_string_equal(ev->message, "No GPU was available after 2 s in the queue");
+	assert_null(lease_of(b));
+}
+
+static void max_wait_zero_fails_at_once_when_busy(void **state)
+{
+	setup_engine(1);
+	submit(1, 60000, 60000, 0);
+	int b = submit(1, 5000, 0, 0);
+	assert_int_equal(last_event_of(b)->ev, ENGINE_EV_ENDED);
+	assert_int_equal(last_event_of(b)->state, LEASE_FAILED);
+	assert_int_equal(eng.sched.len, 0);
+}
+
+static void expiry_signals_then_kills_after_grace(void **state)
+{
+	setup_engine(1);
+	int a = submit(1, 1000, 60000, 0);
+	int b = submit(1, 1000, 60000, 0);
+	assert_int_equal(engine_attach(&eng, lease_of(a), 4242, 4242, 10), 0);
+	engine_tick(&eng, 999);
+	assert_int_equal(last_event_of(a)->ev, ENGINE_EV_GRANTED);
+	engine_tick(&eng, 1000);
+	assert_int_equal(last_event_of(a)->ev, ENGINE_EV_EXPIRED);
+	assert_int_equal(nkills, 0);
+	/* Past the deadline the device is still held until the grace ends. */
+	assert_int_equal(last_event_of(b)->ev, ENGINE_EV_QUEUED);
+	engine_tick(&eng, 2999);
+	assert_int_equal(nkills, 0);
+	engine_tick(&eng, 3000);
+	assert_int_equal(nkills, 1);
+	assert_int_equal(last_killed, 4242);
+	assert_int_equal(last_event_of(a)->state, LEASE_EXPIRED);
+	assert_string_equal(last_event_of(a)->message,
+			    "GPU task aborted: exceeded its 1 s duration");
+	assert_int_equal(last_event_of(b)->ev, ENGINE_EV_GRANTED);
+	assert_int_equal(eng.stats.expired, 1);
+}
+
+static void attach_rules(void **state)
+{
+	setup_engine(1);
+	int a = submit(1, 1000, 60000, 0);
+	int b = submit(1, 1000, 60000, 0);
+	assert_int_equal(engine_attach(&eng, lease_of(b), 1, 1, 0), -16 /* EBUSY: queued */);
+	assert_int_equal(engine_attach(&eng, lease_of(a), 100, 100, 0), 0);
+	assert_int_equal(engine_attach(&eng, lease_of(a), 100, 100, 0), 0); /* idempotent */
+	assert_int_equal(engine_attach(&eng, lease_of(a), 101, 101, 0), -114 /* EALREADY */);
+	assert_int_equal(lease_of(a)->state, LEASE_ATTACHED);
+
+	engine_end(&eng, lease_of(a), false, 5, NULL);
+	engine_tick(&eng, 1005); /* b's deadline */
+	assert_int_equal(engine_attach(&eng, lease_of(b), 7, 7, 1005), -62 /* ETIME */);
+}
+
+static void abandoning_cancels_or_releases_and_kills(void **state)
+{
+	setup_engine(1);
+	int a = submit(1, 10000, 60000, 0);
+	int b = submit(1, 10000, 60000, 0);
+	engine_attach(&eng, lease_of(a), 55, 55, 0);
+	engine_abandon(&eng, lease_of(b), 1);
+	assert_int_equal(last_event_of(b)->state, LEASE_CANCELLED);
+	assert_int_equal(nkills, 0);
+	engine_abandon(&eng, lease_of(a), 2);
+	assert_int_equal(last_event_of(a)->state, LEASE_RELEASED);
+	assert_int_equal(nkills, 1);
+	assert_int_equal(eng.busy, 0);
+	assert_int_equal(eng.nleases, 0);
+}
+
+static void end_with_failure_and_cancel(void **state)
+{
+	setup_engine(1);
+	int a = submit(1, 10000, 60000, 0);
+	int b = submit(1, 10000, 60000, 0);
+	assert_int_equal(engine_end(&eng, lease_of(b), false, 1, NULL), LEASE_CANCELLED);
+	assert_int_equal(engine_end(&eng, lease_of(a), true, 2, NULL), LEASE_FAILED);
+	assert_int_equal(eng.stats.failed, 1);
+	assert_int_equal(eng.stats.cancelled, 1);
+}
+
+/* Random operations; after each, devices and leases must agree exactly. */
+static void invariants_hold_under_random_load(void **state)
+{
+	setup_engine(4);
+	srand(12345);
+	int64_t now = 0;
+	for (int step = 0; step < 20000; step++) {
+		now += rand() % 50;
+		int op = rand() % 6;
+		int n = next_id ? 1 + rand() % next_id : 0;
+		struct lease *l = n ? lease_of(n) : NULL;
+		if (op <= 1 || !l) {
+			submit(1 + rand() % 4, 100 + rand() % 2000, rand() % 3000, now);
+		} else if (op == 2) {
+			engine_end(&eng, l, rand() % 2, now, NULL);
+		} else if (op == 3) {
+			engine_attach(&eng, l, 1000 + n, 1000 + n, now);
+		} else if (op == 4) {
+			engine_abandon(&eng, l, now);
+		} else {
+			engine_tick(&eng, now);
+		}
+
+		size_t held = 0;
+		for (size_t d = 0; d < inv.count; d++) {
+			struct lease *h = eng.holder[d];
+			if (!h)
+				continue;
+			held++;
+			assert_true(h->state == LEASE_GRANTED || h->state == LEASE_ATTACHED);
+			bool listed = false;
+			for (int i = 0; i < h->ndevices; i++)
+				listed |= h->devices[i] == (int) d;
+			assert_true(listed);
+		}
+		assert_int_equal(held, eng.busy);
+		/* FIFO never idles a device while the head of the queue would fit. */
+		struct lease *head = eng.sched.ops->peek(&eng.sched, now);
+		if (head)
+			assert_true((size_t) head->req.gpus > inv.count - eng.busy);
+	}
+	uint64_t ended = eng.stats.released + eng.stats.expired + eng.stats.failed +
+			 eng.stats.cancelled;
+	assert_int_equal(eng.stats.submitted, ended + eng.nleases);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_teardown(grants_at_once_on_an_idle_pool, teardown),
+		cmocka_unit_test_teardown(queues_when_busy_and_grants_in_order, teardown),
+		cmocka_unit_test_teardown(gang_takes_two_of_four, teardown),
+		cmocka_unit_test_teardown(gang_is_all_or_nothing_and_not_overtaken, teardown),
+		cmocka_unit_test_teardown(refuses_more_gpus_than_the_machine_has, teardown),
+		cmocka_unit_test_teardown(max_wait_fails_a_queued_request, teardown),
+		cmocka_unit_test_teardown(max_wait_zero_fails_at_once_when_busy, teardown),
+		cmocka_unit_test_teardown(expiry_signals_then_kills_after_grace, teardown),
+		cmocka_unit_test_teardown(attach_rules, teardown),
+		cmocka_unit_test_teardown(abandoning_cancels_or_releases_and_kills, teardown),
+		cmocka_unit_test_teardown(end_with_failure_and_cancel, teardown),
+		cmocka_unit_test_teardown(invariants_hold_under_random_load, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -154,7 +154,7 @@ static void count_outcome(struct engine *e, enum lease_state s)
 	}
 }
 
-static void dispatch(struct engine *e, int64_t now);
+static void dispatch(struct engine *e, int64_t now, bool queue_shrank);
 
 /* Moves l to a terminal state, frees what it holds, tells the client, frees l. */
 static void finish(struct engine *e, struct lease *l, enum lease_state to, int64_t now)
@@ -173,8 +173,8 @@ static void finish(struct engine *e, struct lease *l, enum lease_state to, int64
 	emit(e, l, ENGINE_EV_ENDED);
 	table_remove(e, l);
 	free(l);
-	/* Freed devices or a shorter queue: serve who waits. */
-	dispatch(e, now);
+	/* Freed devices or a shorter queue: serve who waits, tell who moved up. */
+	dispatch(e, now, from == LEASE_QUEUED);
 }
 
 static void grant(struct engine *e, struct lease *l, int64_t now)
@@ -204,10 +204,11 @@ static void position_update(struct lease *l, int position, void *arg)
 	emit(w->e, l, ENGINE_EV_QUEUED);
 }
 
-/* Grants waiting requests in the policy's order for as long as they fit. */
-static void dispatch(struct engine *e, int64_t now)
+/* Grants waiting requests in the policy's order for as long as they fit, then
+ * tells those still waiting their new positions. */
+static void dispatch(struct engine *e, int64_t now, bool queue_shrank)
 {
-	bool changed = false;
+	bool changed = queue_shrank;
 	for (;;) {
 		struct lease *l = e->sched.ops->peek(&e->sched, now);
 		if (!l || (size_t) l->req.gpus > free_devices(e))
@@ -293,7 +294,7 @@ int engine_submit(struct engine *e, const struct lease_request *req,
 	table_insert(e, l);
 	e->stats.submitted++;
 
-	dispatch(e, now);
+	dispatch(e, now, false);
 	if (l->state != LEASE_QUEUED)
 		return 0;
 	if (req->max_wait_ms <= 0) {

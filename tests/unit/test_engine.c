@@ -259,6 +259,18 @@ static void abandoning_cancels_or_releases_and_kills(void **state)
 	assert_int_equal(eng.nleases, 0);
 }
 
+static void cancelling_a_waiter_moves_the_rest_up(void **state)
+{
+	setup_engine(1);
+	submit(1, 10000, 60000, 0);
+	int b = submit(1, 10000, 60000, 0);
+	int c = submit(1, 10000, 60000, 0);
+	assert_int_equal(last_event_of(c)->position, 2);
+	engine_abandon(&eng, lease_of(b), 1);
+	assert_int_equal(last_event_of(c)->ev, ENGINE_EV_QUEUED);
+	assert_int_equal(last_event_of(c)->position, 1);
+}
+
 static void end_with_failure_and_cancel(void **state)
 {
 	setup_engine(1);
@@ -329,6 +341,7 @@ int main(void)
 		cmocka_unit_test_teardown(expiry_signals_then_kills_after_grace, teardown),
 		cmocka_unit_test_teardown(attach_rules, teardown),
 		cmocka_unit_test_teardown(abandoning_cancels_or_releases_and_kills, teardown),
+		cmocka_unit_test_teardown(cancelling_a_waiter_moves_the_rest_up, teardown),
 		cmocka_unit_test_teardown(end_with_failure_and_cancel, teardown),
 		cmocka_unit_test_teardown(invariants_hold_under_random_load, teardown),
 	};

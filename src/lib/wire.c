@@ -43,6 +43,8 @@ static int buf_append(struct wire_buf *b, const char *p, size_t n)
 
 static void buf_consume(struct wire_buf *b, size_t n)
 {
+	if (n == 0)
+		return;
 	memmove(b->data, b->data + n, b->len - n);
 	b->len -= n;
 	if (b->data)

@@ -54,7 +54,6 @@ nvmlReturn_t nvmlInit_v2(void)
 		g->memory = strtoull(t, NULL, 10) << 30;
 		char *m = strstr(t, ":mig");
 		g->mig_count = m ? atoi(m + 4) : 0;
-		free(g->migs);
 		g->migs = g->mig_count ? calloc((size_t) g->mig_count, sizeof(*g->migs)) : NULL;
 		for (int i = 0; i < g->mig_count; i++)
 			g->migs[i] = (struct fake_dev){(int) ngpus, i, g->memory / (unsigned) g->mig_count, 0, NULL};
@@ -65,6 +64,10 @@ nvmlReturn_t nvmlInit_v2(void)
 
 nvmlReturn_t nvmlShutdown(void)
 {
+	for (unsigned i = 0; i < ngpus; i++) {
+		free(gpus[i].migs);
+		gpus[i].migs = NULL;
+	}
 	return 0;
 }
 

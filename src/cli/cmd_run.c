@@ -144,31 +144,39 @@ struct run_state {
 	zgpu_lease *lease;
 	pid_t child;
 	bool expired;   /* the daemon said the deadline passed */
+	bool ended;     /* the daemon ended the lease: nothing left to release */
+	int events;     /* events read since the grant */
 	double duration_s;
 };
 
-/* Reads lease events; returns false once the lease is gone from under us. */
-static bool handle_lease_event(struct run_state *st)
+/* Reads a lease event if one comes within timeout_ms; returns false once the lease is gone. */
+static bool handle_lease_event(struct run_state *st, int timeout_ms)
 {
 	zgpu_event ev;
-	int r = zgpu_lease_next_event(st->lease, 0, &ev);
+	int r = zgpu_lease_next_event(st->lease, timeout_ms, &ev);
 	if (r == ZGPU_ETIMEDOUT)
 		return true;
+	st->events++;
 	if (r < 0) {
+		/* Without the lease the devices may go to someone else: stop using them. */
 		fprintf(stderr, "zerogpu: lost the lease (%s); stopping the command\n",
 			zgpu_last_error());
 		kill(-st->child, SIGKILL);
+		st->ended = true;
 		return false;
 	}
 	if (ev.kind == ZGPU_EVENT_EXPIRED) {
 		st->expired = true;
 		fprintf(stderr,
-			"zerogpu: the lease's %.0f s ran out; the command is killed in %.1f s "
-			"unless it exits\n",
+			"zerogpu: the lease's %g s ran out; the command is killed in %g s unless "
+			"it exits\n",
 			st->duration_s, ev.grace_s);
 	} else if (ev.kind == ZGPU_EVENT_RELEASED) {
+		st->ended = true;
 		if (ev.state && strcmp(ev.state, "expired") == 0)
 			st->expired = true;
+		else if (ev.message)
+			fprintf(stderr, "zerogpu: zerogpud ended the lease: %s\n", ev.message);
 		/* The daemon ended the lease: the group is dead or dying; wait for it. */
 		return false;
 	}
@@ -195,7 +203,7 @@ static int supervise(struct run_state *st)
 		if (poll(fds, 2, -1) < 0 && errno != EINTR)
 			return EXIT_ZEROGPU;
 		if (fds[1].revents)
-			lease_open = handle_lease_event(st);
+			lease_open = handle_lease_event(st, 0);
 
 		unsigned char sig;
 		while (read(signal_pipe[0], &sig, 1) == 1) {
@@ -205,15 +213,17 @@ static int supervise(struct run_state *st)
 		int wstatus;
 		pid_t w = waitpid(st->child, &wstatus, WNOHANG);
 		if (w == st->child) {
-			if (!lease_open || st->expired) {
-				/* Read what the daemon says about the end, if not yet heard. */
-				while (lease_open && handle_lease_event(st) &&
-				       poll(&fds[1], 1, 200) > 0)
-					;
+			/* Hear what the daemon said (an expiry, the lease's end) before
+			 * deciding how we ended and whether to release. A SIGKILL most
+			 * likely came from the daemon, whose word may still be on its way. */
+			bool daemon_killed = WIFSIGNALED(wstatus) && WTERMSIG(wstatus) == SIGKILL;
+			for (int seen = -1; lease_open && seen != st->events;) {
+				seen = st->events;
+				lease_open = handle_lease_event(st, daemon_killed ? 500 : 0);
 			}
 			if (st->expired && WIFSIGNALED(wstatus)) {
 				fprintf(stderr,
-					"zerogpu: the lease expired after %.0f s and the command was "
+					"zerogpu: the lease expired after %g s and the command was "
 					"killed\n",
 					st->duration_s);
 				return EXIT_EXPIRED;
@@ -336,15 +346,10 @@ static int run_exec(const struct cli_globals *g, int argc, char **argv)
 			zgpu_last_error());
 
 	status = supervise(&st);
-	if (status != EXIT_EXPIRED) {
-		double used = 0;
-		if (zgpu_release(st.client, st.lease, false, &used) < 0 &&
-		    zgpu_last_error()[0] && !st.expired)
-			fprintf(stderr, "zerogpu: warning: releasing the lease: %s\n",
-				zgpu_last_error());
-	} else {
+	if (st.ended || status == EXIT_EXPIRED)
 		zgpu_lease_free(st.lease);
-	}
+	else if (zgpu_release(st.client, st.lease, false, NULL) < 0)
+		fprintf(stderr, "zerogpu: warning: releasing the lease: %s\n", zgpu_last_error());
 	zgpu_client_free(st.client);
 	return status;
 }

@@ -357,21 +357,21 @@ void engine_tick(struct engine *e, int64_t now)
 		heap_remove(&e->timers, n);
 		if (l->state == LEASE_QUEUED) {
 			snprintf(l->message, sizeof(l->message),
-				 "No GPU was available after %.0f s in the queue",
+				 "No GPU was available after %g s in the queue",
 				 (double) l->req.max_wait_ms / 1000.0);
 			finish(e, l, LEASE_FAILED, now);
 		} else if (!l->expiry_signalled) {
 			l->expiry_signalled = true;
 			snprintf(l->message, sizeof(l->message),
-				 "the lease passed its %.0f s duration; attached processes are "
-				 "killed in %.1f s",
+				 "the lease passed its %g s duration; attached processes are "
+				 "killed in %g s",
 				 (double) l->req.duration_ms / 1000.0,
 				 (double) e->cfg.grace_ms / 1000.0);
 			timer_set(e, l, l->deadline_ms + e->cfg.grace_ms);
 			emit(e, l, ENGINE_EV_EXPIRED);
 		} else {
 			snprintf(l->message, sizeof(l->message),
-				 "GPU task aborted: exceeded its %.0f s duration",
+				 "GPU task aborted: exceeded its %g s duration",
 				 (double) l->req.duration_ms / 1000.0);
 			kill_attached(e, l);
 			finish(e, l, LEASE_EXPIRED, now);

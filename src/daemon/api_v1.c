@@ -153,15 +153,11 @@ struct stream {
 
 static void stream_send(struct stream *s, json_t *event)
 {
-	char *text = json_dumps(event, JSON_COMPACT);
-	json_decref(event);
 	struct evbuffer *buf = evbuffer_new();
-	if (text && buf) {
-		/* One event, one line, one chunk: a reader never sees half an event. */
-		evbuffer_add_printf(buf, "%s\n", text);
+	/* One event, one line, one chunk: a reader never sees half an event. */
+	if (buf && http_append_json(buf, event) == 0)
 		evhttp_send_reply_chunk(s->req, buf);
-	}
-	free(text);
+	json_decref(event);
 	if (buf)
 		evbuffer_free(buf);
 }

@@ -193,19 +193,26 @@ static void grant(struct engine *e, struct lease *l, int64_t now)
 
 struct position_walk {
 	struct engine *e;
+	struct lease *only; /* announce to this lease alone; NULL: to all who moved */
 };
 
 static void position_update(struct lease *l, int position, void *arg)
 {
 	struct position_walk *w = arg;
-	if (l->position_sent == position)
+	if (l->position_sent == position || (w->only && l != w->only))
 		return;
 	l->position_sent = position;
 	emit(w->e, l, ENGINE_EV_QUEUED);
 }
 
-/* Grants waiting requests in the policy's order for as long as they fit, then
- * tells those still waiting their new positions. */
+static void announce_positions(struct engine *e, struct lease *only, int64_t now)
+{
+	struct position_walk w = {e, only};
+	e->sched.ops->walk(&e->sched, now, position_update, &w);
+}
+
+/* Grants waiting requests in the policy's order for as long as they fit; when
+ * the queue moved, schedules telling the waiters their new positions. */
 static void dispatch(struct engine *e, int64_t now, bool queue_shrank)
 {
 	bool changed = queue_shrank;
@@ -217,9 +224,12 @@ static void dispatch(struct engine *e, int64_t now, bool queue_shrank)
 		grant(e, l, now);
 		changed = true;
 	}
-	if (changed && e->sched.len) {
-		struct position_walk w = {e};
-		e->sched.ops->walk(&e->sched, now, position_update, &w);
+	if (changed && e->sched.len && !heap_node_queued(&e->positions_timer)) {
+		/* Reserved at submit, like the leases' timers: cannot fail. */
+		int r = heap_push(&e->timers, &e->positions_timer,
+				  now + ENGINE_POSITION_INTERVAL_MS);
+		assert(r == 0);
+		(void) r;
 	}
 }
 
@@ -274,8 +284,9 @@ int engine_submit(struct engine *e, const struct lease_request *req,
 {
 	if (req->gpus < 1 || (size_t) req->gpus > e->inv->count)
 		return -EINVAL;
+	/* Room for every lease's timer and the positions timer, so pushes cannot fail. */
 	if ((e->nleases + 1 > e->table_cap && table_grow(e) < 0) ||
-	    heap_reserve(&e->timers, e->nleases + 1) < 0)
+	    heap_reserve(&e->timers, e->nleases + 2) < 0)
 		return -ENOMEM;
 	struct lease *l = calloc(1, sizeof(*l));
 	if (!l)
@@ -305,8 +316,7 @@ int engine_submit(struct engine *e, const struct lease_request *req,
 		return 0;
 	}
 	timer_set(e, l, now + req->max_wait_ms);
-	struct position_walk w = {e};
-	e->sched.ops->walk(&e->sched, now, position_update, &w);
+	announce_positions(e, l, now);
 	return 0;
 }
 
@@ -353,8 +363,12 @@ void engine_tick(struct engine *e, int64_t now)
 {
 	struct heap_node *n;
 	while ((n = heap_top(&e->timers)) && n->key <= now) {
-		struct lease *l = (struct lease *) ((char *) n - offsetof(struct lease, timer));
 		heap_remove(&e->timers, n);
+		if (n == &e->positions_timer) {
+			announce_positions(e, NULL, now);
+			continue;
+		}
+		struct lease *l = (struct lease *) ((char *) n - offsetof(struct lease, timer));
 		if (l->state == LEASE_QUEUED) {
 			snprintf(l->message, sizeof(l->message),
 				 "No GPU was available after %g s in the queue",

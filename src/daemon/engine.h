@@ -31,7 +31,7 @@ struct engine_config {
 #define ENGINE_CONFIG_DEFAULT {300000, 60000, 60000, 3600000, 2000}
 
 enum engine_event {
-	ENGINE_EV_QUEUED,  /* waiting; l->position_sent is the new position */
+	ENGINE_EV_QUEUED,  /* waiting; l->position_sent is the new position (see below) */
 	ENGINE_EV_GRANTED, /* l->devices are the client's until l->deadline_ms */
 	ENGINE_EV_EXPIRED, /* the deadline passed; the grace runs */
 	ENGINE_EV_ENDED,   /* l->state is terminal; l is freed after the hook */
@@ -51,6 +51,12 @@ struct engine_stats {
 	uint64_t grant_wait_ms_total;
 };
 
+/*
+ * Waiters hear their position when they arrive; later moves are re-announced at
+ * most this often, so one grant does not cost a write to every waiter.
+ */
+#define ENGINE_POSITION_INTERVAL_MS 100
+
 struct engine {
 	struct engine_config cfg;
 	struct engine_hooks hooks;
@@ -59,6 +65,7 @@ struct engine {
 	size_t busy;			       /* devices held */
 	struct sched sched;
 	struct heap timers;
+	struct heap_node positions_timer; /* in timers while positions need re-announcing */
 	struct lease **table; /* id -> lease, chained */
 	size_t table_cap, nleases;
 	struct engine_stats stats;

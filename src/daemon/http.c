@@ -14,22 +14,32 @@
 #include "common/clock.h"
 #include "common/log.h"
 
+static int append_to_evbuffer(const char *buffer, size_t size, void *data)
+{
+	return evbuffer_add(data, buffer, size);
+}
+
+int http_append_json(struct evbuffer *out, const json_t *v)
+{
+	if (!v || json_dump_callback(v, append_to_evbuffer, out, JSON_COMPACT) < 0)
+		return -ENOMEM;
+	return evbuffer_add(out, "\n", 1) < 0 ? -ENOMEM : 0;
+}
+
 void http_reply_json(struct call *c, int status, json_t *body)
 {
 	struct evbuffer *buf = evbuffer_new();
-	char *text = json_dumps(body ? body : json_object(), JSON_COMPACT);
+	if (!body)
+		body = json_object();
+	int r = buf ? http_append_json(buf, body) : -ENOMEM;
 	json_decref(body);
-	if (!buf || !text) {
-		free(text);
+	if (r < 0) {
 		if (buf)
 			evbuffer_free(buf);
 		evhttp_send_error(c->req, 500, "out of memory");
 		metrics_count_http(&c->d->metrics, 500);
 		return;
 	}
-	evbuffer_add(buf, text, strlen(text));
-	evbuffer_add(buf, "\n", 1);
-	free(text);
 	evhttp_add_header(evhttp_request_get_output_headers(c->req), "Content-Type",
 			  "application/json");
 	evhttp_send_reply(c->req, status, NULL, buf);

@@ -38,6 +38,9 @@ struct route {
 
 extern const struct route api_v1_routes[];
 
+/* Appends v as compact JSON and a newline to out; jansson writes straight into it. */
+int http_append_json(struct evbuffer *out, const json_t *v);
+
 /* Replies with status and body (stolen, may be NULL for an empty object). */
 void http_reply_json(struct call *c, int status, json_t *body);
 /* Replies {"error": {"code": code, "message": ...}} with status. */

@@ -275,8 +275,12 @@ static void make_id(void *ctx, char *out)
 		else if (errno != EINTR)
 			abort(); /* no kernel randomness: nothing safe to hand out */
 	}
-	for (size_t i = 0; i < sizeof(bytes); i++)
-		sprintf(out + 2 * i, "%02x", bytes[i]);
+	static const char hex[] = "0123456789abcdef";
+	for (size_t i = 0; i < sizeof(bytes); i++) {
+		out[2 * i] = hex[bytes[i] >> 4];
+		out[2 * i + 1] = hex[bytes[i] & 15];
+	}
+	out[LEASE_ID_LEN] = '\0';
 }
 
 int64_t zgpud_wall_ms(int64_t mono_ms)
@@ -490,7 +494,15 @@ int main(int argc, char **argv)
 
 	struct engine_hooks hooks = {
 		.ctx = d, .event = api_v1_on_event, .kill_group = kill_group, .make_id = make_id};
-	d->base = event_base_new();
+	/* One thread: no locks. The changelist folds the many read/write interest
+	 * flips of a request into one epoll_ctl each per loop turn. */
+	struct event_config *ecfg = event_config_new();
+	if (ecfg) {
+		event_config_set_flag(ecfg, EVENT_BASE_FLAG_NOLOCK);
+		event_config_set_flag(ecfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+		d->base = event_base_new_with_config(ecfg);
+		event_config_free(ecfg);
+	}
 	if (!d->base || engine_init(&d->engine, &d->inv, &o.cfg, &hooks) < 0) {
 		log_error("out of memory at start-up");
 		return 1;

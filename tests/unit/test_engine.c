@@ -125,7 +125,10 @@ static void queues_when_busy_and_grants_in_order(void **state)
 	assert_int_equal(used, 1000);
 	assert_int_equal(last_event_of(a)->ev, ENGINE_EV_ENDED);
 	assert_int_equal(last_event_of(b)->ev, ENGINE_EV_GRANTED);
-	/* C moved up and was told so. */
+	/* C moved up; it is told so once the announcement interval comes due. */
+	assert_int_equal(last_event_of(c)->position, 2);
+	assert_int_equal(engine_next_deadline(&eng), 1000 + ENGINE_POSITION_INTERVAL_MS);
+	engine_tick(&eng, 1000 + ENGINE_POSITION_INTERVAL_MS);
 	assert_int_equal(last_event_of(c)->ev, ENGINE_EV_QUEUED);
 	assert_int_equal(last_event_of(c)->position, 1);
 
@@ -165,6 +168,7 @@ static void gang_is_all_or_nothing_and_not_overtaken(void **state)
 	engine_end(&eng, lease_of(a), false, 10, NULL);
 	assert_int_equal(last_event_of(big)->ev, ENGINE_EV_GRANTED);
 	assert_int_equal(last_event_of(big)->ndevices, 4);
+	engine_tick(&eng, 10 + ENGINE_POSITION_INTERVAL_MS);
 	assert_int_equal(last_event_of(small)->position, 1);
 }
 
@@ -267,8 +271,27 @@ static void cancelling_a_waiter_moves_the_rest_up(void **state)
 	int c = submit(1, 10000, 60000, 0);
 	assert_int_equal(last_event_of(c)->position, 2);
 	engine_abandon(&eng, lease_of(b), 1);
+	engine_tick(&eng, 1 + ENGINE_POSITION_INTERVAL_MS);
 	assert_int_equal(last_event_of(c)->ev, ENGINE_EV_QUEUED);
 	assert_int_equal(last_event_of(c)->position, 1);
+}
+
+static void one_announcement_covers_many_moves(void **state)
+{
+	setup_engine(1);
+	int ids[10];
+	for (int i = 0; i < 10; i++)
+		ids[i] = submit(1, 10000, 60000, 0);
+	int before = nevents;
+	/* Three releases in quick succession: the waiters hear of it once. */
+	for (int i = 0; i < 3; i++)
+		engine_end(&eng, lease_of(ids[i]), false, 10 + i, NULL);
+	int grants = nevents - before;
+	engine_tick(&eng, 10 + ENGINE_POSITION_INTERVAL_MS);
+	int announcements = nevents - before - grants;
+	assert_int_equal(announcements, 6); /* ids[4..9], each once */
+	assert_int_equal(last_event_of(ids[4])->position, 1);
+	assert_int_equal(last_event_of(ids[9])->position, 6);
 }
 
 static void end_with_failure_and_cancel(void **state)
@@ -342,6 +365,7 @@ int main(void)
 		cmocka_unit_test_teardown(attach_rules, teardown),
 		cmocka_unit_test_teardown(abandoning_cancels_or_releases_and_kills, teardown),
 		cmocka_unit_test_teardown(cancelling_a_waiter_moves_the_rest_up, teardown),
+		cmocka_unit_test_teardown(one_announcement_covers_many_moves, teardown),
 		cmocka_unit_test_teardown(end_with_failure_and_cancel, teardown),
 		cmocka_unit_test_teardown(invariants_hold_under_random_load, teardown),
 	};

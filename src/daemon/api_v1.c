@@ -149,6 +149,7 @@ struct stream {
 	struct evhttp_connection *conn;
 	struct lease *lease; /* NULL once the lease ended */
 	int64_t t0_us;	     /* when the request arrived, for the grant latency */
+	bool closing;	     /* the connection is going away: no more writes */
 };
 
 static void stream_send(struct stream *s, json_t *event)
@@ -167,6 +168,7 @@ static void stream_closed(struct evhttp_connection *conn, void *arg)
 	struct stream *s = arg;
 	struct zgpud *d = s->d;
 	(void) conn;
+	s->closing = true;
 	if (s->lease) {
 		log_info("lease %s: client went away; %s", s->lease->id,
 			 s->lease->state == LEASE_QUEUED ? "cancelling the request"
@@ -192,7 +194,12 @@ static void stream_end(struct stream *s, const struct lease *l, int64_t now)
 			json_object_set_new(ev, "message", json_string(l->message));
 		stream_send(s, ev);
 	}
-	evhttp_connection_set_closecb(s->conn, NULL, NULL);
+	if (!s->closing) {
+		/* The client may send its next lease request on this connection: it is an
+		 * ordinary kept-alive connection again, with the usual idle limit. */
+		evhttp_connection_set_closecb(s->conn, NULL, NULL);
+		evhttp_connection_set_timeout(s->conn, ZGPUD_IDLE_TIMEOUT_S);
+	}
 	evhttp_send_reply_end(s->req);
 	free(s);
 }

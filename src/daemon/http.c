@@ -198,7 +198,7 @@ struct evhttp *http_server_new(struct zgpud *d, bool tcp)
 	 * we refuse past ZGPUD_MAX_BODY with a JSON message. */
 	evhttp_set_max_body_size(http, 16 * ZGPUD_MAX_BODY);
 	evhttp_set_max_headers_size(http, 16 * 1024);
-	evhttp_set_timeout(http, 30);
+	evhttp_set_timeout(http, ZGPUD_IDLE_TIMEOUT_S);
 	evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_DELETE |
 						 EVHTTP_REQ_PUT | EVHTTP_REQ_HEAD | EVHTTP_REQ_PATCH);
 	evhttp_set_gencb(http, dispatch_request, lc);

@@ -15,7 +15,8 @@
 #include "daemon/inventory.h"
 #include "daemon/metrics.h"
 
-#define ZGPUD_MAX_BODY (64 * 1024)
+#define ZGPUD_MAX_BODY	     (64 * 1024)
+#define ZGPUD_IDLE_TIMEOUT_S 30 /* a kept-alive connection with no request is closed */
 
 struct zgpud;
 

@@ -91,10 +91,16 @@ static int fail_connect(const zgpu_client *c)
  * The client: a socket path and one kept-alive control connection.
  * ------------------------------------------------------------------------ */
 
+#define ZGPU_IDLE_STREAMS 4 /* finished lease connections kept for the next acquire */
+
 struct zgpu_client {
 	char path[sizeof(((struct sockaddr_un *) 0)->sun_path)];
-	pthread_mutex_t lock; /* guards ctl: one request at a time on it */
+	pthread_mutex_t lock; /* guards ctl and idle */
 	struct wire_conn *ctl;
+	/* Connections whose lease stream ended cleanly: reusing one saves a connect,
+	 * an accept and a close per lease. */
+	struct wire_conn *idle[ZGPU_IDLE_STREAMS];
+	int nidle;
 };
 
 int zgpu_client_open(zgpu_client **out, const char *socket_path)
@@ -127,6 +133,8 @@ zgpu_client *zgpu_client_free(zgpu_client *c)
 	if (!c)
 		return NULL;
 	wire_close(c->ctl);
+	while (c->nidle)
+		wire_close(c->idle[--c->nidle]);
 	pthread_mutex_destroy(&c->lock);
 	free(c);
 	return NULL;
@@ -406,6 +414,48 @@ static int await_grant(zgpu_lease *l, int64_t deadline, zgpu_progress_fn progres
 	}
 }
 
+static struct wire_conn *idle_take(zgpu_client *c)
+{
+	pthread_mutex_lock(&c->lock);
+	struct wire_conn *w = c->nidle ? c->idle[--c->nidle] : NULL;
+	pthread_mutex_unlock(&c->lock);
+	return w;
+}
+
+static void idle_put(zgpu_client *c, struct wire_conn *w)
+{
+	pthread_mutex_lock(&c->lock);
+	if (c->nidle < ZGPU_IDLE_STREAMS) {
+		c->idle[c->nidle++] = w;
+		w = NULL;
+	}
+	pthread_mutex_unlock(&c->lock);
+	wire_close(w);
+}
+
+/* Sends the lease request and reads the reply's head, on a kept connection when
+ * one is idle. A kept connection the daemon closed meanwhile (it drops idle ones)
+ * has read nothing of ours: the request then goes again on a fresh connection. */
+static int send_lease_request(zgpu_client *c, zgpu_lease *l, const char *body, int *status,
+			      int64_t deadline)
+{
+	for (;;) {
+		bool reused = (l->conn = idle_take(c)) != NULL;
+		if (!reused && wire_connect(&l->conn, c->path) < 0)
+			return fail_connect(c);
+		int r = wire_send(l->conn, "POST", "/v1/leases", body, strlen(body), deadline);
+		if (r == 0)
+			r = wire_read_head(l->conn, status, deadline);
+		if (r == 0)
+			return 0;
+		bool nothing_back = !l->conn->got_bytes;
+		l->conn = wire_close(l->conn);
+		if (reused && nothing_back && (r == ZGPU_ECLOSED || r == ZGPU_EIO))
+			continue;
+		return fail(r, "sending the lease request to zerogpud: %s", zgpu_strerror(r));
+	}
+}
+
 int zgpu_acquire(zgpu_lease **out, zgpu_client *c, const zgpu_request *req, int timeout_ms,
 		 zgpu_progress_fn progress, void *userdata)
 {
@@ -418,17 +468,10 @@ int zgpu_acquire(zgpu_lease **out, zgpu_client *c, const zgpu_request *req, int 
 	json_decref(body_json);
 	zgpu_lease *l = calloc(1, sizeof(*l));
 	int r = body && l ? 0 : fail(ZGPU_ENOMEM, NULL);
-	if (r == 0 && wire_connect(&l->conn, c->path) < 0)
-		r = fail_connect(c);
-	if (r == 0 && (r = wire_send(l->conn, "POST", "/v1/leases", body, strlen(body),
-				     deadline)) < 0)
-		r = fail(r, "sending the lease request to zerogpud: %s", zgpu_strerror(r));
-	free(body);
-
 	int status = 0;
-	if (r == 0 && (r = wire_read_head(l->conn, &status, deadline)) < 0)
-		r = fail(r, "reading zerogpud's answer to the lease request: %s",
-			 zgpu_strerror(r));
+	if (r == 0)
+		r = send_lease_request(c, l, body, &status, deadline);
+	free(body);
 	if (r == 0 && status != 200) {
 		char *reply = NULL;
 		size_t len;
@@ -484,6 +527,18 @@ int zgpu_release(zgpu_client *c, zgpu_lease *l, bool failed, double *used_s_out)
 	if (r == 0 && used_s_out)
 		*used_s_out = json_number_value(json_object_get(reply, "used_s"));
 	json_decref(reply);
+	if (r == 0) {
+		/* The daemon ends the stream as it answers: its last event is already on
+		 * the way. Read to the end so the connection can carry the next lease. */
+		zgpu_event ev;
+		int64_t deadline = clock_mono_ms() + 1000;
+		while (read_event(l, deadline, &ev) == 0)
+			;
+		if (wire_reusable(l->conn)) {
+			idle_put(c, l->conn);
+			l->conn = NULL;
+		}
+	}
 	zgpu_lease_free(l);
 	return r;
 }

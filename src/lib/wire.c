@@ -303,6 +303,11 @@ int wire_read_body(struct wire_conn *c, char **out, size_t *len, int64_t deadlin
 	return 0;
 }
 
+bool wire_reusable(const struct wire_conn *c)
+{
+	return c->body_done && c->keep_alive && c->raw.len == 0 && c->body.len == c->line_len;
+}
+
 bool wire_line_buffered(const struct wire_conn *c)
 {
 	size_t skip = c->line_len;

@@ -56,4 +56,8 @@ int wire_read_line(struct wire_conn *c, const char **line, int64_t deadline);
 /* True when a line is already buffered (so poll() on the fd would not tell). */
 bool wire_line_buffered(const struct wire_conn *c);
 
+/* True when the last reply was read to its end and the server keeps the
+ * connection: another request may be sent on it. */
+bool wire_reusable(const struct wire_conn *c);
+
 #endif

@@ -247,9 +247,12 @@ int main(int argc, char **argv)
 	int cycles = 20000, clients = 64;
 	double seconds = 5;
 	static const struct option opts[] = {
-		{"daemon", required_argument, NULL, 'd'}, {"cycles", required_argument, NULL, 'c'},
-		{"clients", required_argument, NULL, 'n'}, {"seconds", required_argument, NULL, 's'},
-		{"help", no_argument, NULL, 'h'},	   {NULL, 0, NULL, 0},
+		{"daemon", required_argument, NULL, 'd'},
+		{"cycles", required_argument, NULL, 'c'},
+		{"clients", required_argument, NULL, 'n'},
+		{"seconds", required_argument, NULL, 's'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
 	};
 	int o;
 	while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -310,8 +313,8 @@ int main(int argc, char **argv)
 	waitpid(daemon_pid, &status, 0);
 
 	printf("%-44s %10s %9s %9s %9s\n", "", "per second", "p50 us", "p99 us", "max us");
-	printf("%-44s %10.0f %9.1f %9.1f %9.1f\n", "raw Unix-socket round trip (64 B)",
-	       1e6 / raw50, raw50, raw99, rawmax);
+	printf("%-44s %10.0f %9.1f %9.1f %9.1f\n", "raw Unix-socket round trip (64 B)", 1e6 / raw50,
+	       raw50, raw99, rawmax);
 	printf("%-44s %10.0f %9.1f %9.1f %9.1f\n", "1 client: full cycle (acquire..release)",
 	       one.cycles_per_s, quantile(&one.cycle, 0.5), quantile(&one.cycle, 0.99),
 	       quantile(&one.cycle, 1.0));
@@ -320,8 +323,7 @@ int main(int argc, char **argv)
 	char label[64];
 	snprintf(label, sizeof(label), "%d clients, %d devices: full cycle", clients, NDEVICES);
 	printf("%-44s %10.0f %9.1f %9.1f %9.1f\n", label, many.cycles_per_s,
-	       quantile(&many.cycle, 0.5), quantile(&many.cycle, 0.99),
-	       quantile(&many.cycle, 1.0));
+	       quantile(&many.cycle, 0.5), quantile(&many.cycle, 0.99), quantile(&many.cycle, 1.0));
 	snprintf(label, sizeof(label), "%d clients: grant latency (incl. queueing)", clients);
 	printf("%-44s %10s %9.1f %9.1f %9.1f\n", label, "", quantile(&many.grant, 0.5),
 	       quantile(&many.grant, 0.99), quantile(&many.grant, 1.0));

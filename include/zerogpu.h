@@ -116,11 +116,14 @@ typedef struct {
 	const char *visitor; /* whom the call is for, may be NULL (anonymous) */
 	const char *size;    /* "large" | "xlarge"; NULL: "large" */
 	double duration_s;   /* <= 0: the daemon's default (60 s) */
-	int gpus;            /* <= 0: 1 */
+	int gpus;	     /* <= 0: 1 */
 	double max_wait_s;   /* < 0: the daemon's default (60 s); 0: fail unless free now */
 } zgpu_request;
 
-#define ZGPU_REQUEST_INIT {NULL, NULL, NULL, NULL, 0, 0, -1}
+#define ZGPU_REQUEST_INIT                                                                          \
+	{                                                                                          \
+		NULL, NULL, NULL, NULL, 0, 0, -1                                                   \
+	}
 
 typedef enum {
 	ZGPU_EVENT_QUEUED = 1, /* still waiting; position and reason are set */
@@ -132,11 +135,11 @@ typedef enum {
 
 typedef struct {
 	zgpu_event_kind kind;
-	int position;        /* QUEUED: 1 = next in line */
+	int position;	     /* QUEUED: 1 = next in line */
 	const char *reason;  /* QUEUED: why it waits ("node"); may be NULL */
 	const char *state;   /* RELEASED: the lease's final state ("released", "expired", ...) */
 	const char *message; /* FAILED/EXPIRED: a sentence for a person; may be NULL */
-	double grace_s;      /* EXPIRED: seconds until attached processes are killed */
+	double grace_s;	     /* EXPIRED: seconds until attached processes are killed */
 } zgpu_event;
 
 /* Called from zgpu_acquire for each event before the grant. Pointers in ev
@@ -144,7 +147,7 @@ typedef struct {
 typedef void (*zgpu_progress_fn)(const zgpu_event *ev, void *userdata);
 
 typedef struct {
-	int index;        /* the daemon's device index */
+	int index;	  /* the daemon's device index */
 	const char *uuid; /* for CUDA_VISIBLE_DEVICES */
 	uint64_t memory_bytes;
 } zgpu_device;

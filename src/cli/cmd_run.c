@@ -20,10 +20,10 @@
 #include "cli/cli.h"
 #include "zerogpu.h"
 
-#define EXIT_EXPIRED 124
-#define EXIT_ZEROGPU 125
+#define EXIT_EXPIRED	 124
+#define EXIT_ZEROGPU	 125
 #define EXIT_CANNOT_EXEC 126
-#define EXIT_NOT_FOUND 127
+#define EXIT_NOT_FOUND	 127
 
 static int signal_pipe[2] = {-1, -1};
 
@@ -143,9 +143,9 @@ struct run_state {
 	zgpu_client *client;
 	zgpu_lease *lease;
 	pid_t child;
-	bool expired;   /* the daemon said the deadline passed */
-	bool ended;     /* the daemon ended the lease: nothing left to release */
-	int events;     /* events read since the grant */
+	bool expired; /* the daemon said the deadline passed */
+	bool ended;   /* the daemon ended the lease: nothing left to release */
+	int events;   /* events read since the grant */
 	double duration_s;
 };
 
@@ -197,9 +197,9 @@ static int supervise(struct run_state *st)
 {
 	bool lease_open = true;
 	for (;;) {
-		struct pollfd fds[2] = {{.fd = signal_pipe[0], .events = POLLIN},
-					{.fd = lease_open ? zgpu_lease_fd(st->lease) : -1,
-					 .events = POLLIN}};
+		struct pollfd fds[2] = {
+			{.fd = signal_pipe[0], .events = POLLIN},
+			{.fd = lease_open ? zgpu_lease_fd(st->lease) : -1, .events = POLLIN}};
 		if (poll(fds, 2, -1) < 0 && errno != EINTR)
 			return EXIT_ZEROGPU;
 		if (fds[1].revents)
@@ -268,7 +268,8 @@ static int run_exec(const struct cli_globals *g, int argc, char **argv)
 		case 'n':
 			req.gpus = (int) strtol(optarg, &end, 10);
 			if (*end || end == optarg || req.gpus < 1) {
-				fprintf(stderr, "zerogpu run: -n takes a number of GPUs >= 1, not '%s'\n",
+				fprintf(stderr,
+					"zerogpu run: -n takes a number of GPUs >= 1, not '%s'\n",
 					optarg);
 				return 2;
 			}
@@ -284,7 +285,8 @@ static int run_exec(const struct cli_globals *g, int argc, char **argv)
 			break;
 		case 'w':
 			if (parse_positive(optarg, &req.max_wait_s) < 0) {
-				fprintf(stderr, "zerogpu run: --max-wait takes seconds >= 0, not '%s'\n",
+				fprintf(stderr,
+					"zerogpu run: --max-wait takes seconds >= 0, not '%s'\n",
 					optarg);
 				return 2;
 			}
@@ -314,17 +316,18 @@ static int run_exec(const struct cli_globals *g, int argc, char **argv)
 	struct run_state st = {0};
 	int last_position = 0;
 	if (zgpu_client_open(&st.client, g->socket_path) < 0 ||
-	    zgpu_acquire(&st.lease, st.client, &req, -1, quiet ? NULL : progress,
-			 &last_position) < 0) {
+	    zgpu_acquire(&st.lease, st.client, &req, -1, quiet ? NULL : progress, &last_position) <
+		    0) {
 		fprintf(stderr, "zerogpu: %s\n", zgpu_last_error());
 		zgpu_client_free(st.client);
 		return EXIT_ZEROGPU;
 	}
 	struct timespec now;
 	clock_gettime(CLOCK_REALTIME, &now);
-	st.duration_s = req.duration_s > 0 ? req.duration_s
-					   : round((double) zgpu_lease_deadline_ms(st.lease) / 1000.0 -
-						   (double) now.tv_sec);
+	st.duration_s = req.duration_s > 0
+				? req.duration_s
+				: round((double) zgpu_lease_deadline_ms(st.lease) / 1000.0 -
+					(double) now.tv_sec);
 	if (last_position && !quiet)
 		fprintf(stderr, "zerogpu: granted lease %.8s\n", zgpu_lease_id(st.lease));
 	if (export_devices(st.lease) < 0) {
@@ -364,8 +367,10 @@ const struct cli_command cmd_run = {
 		 "the granted devices' UUIDs and ZEROGPU_LEASE to the lease id. When the lease's\n"
 		 "duration runs out, the daemon kills COMMAND after a grace period.\n"
 		 "\n"
-		 "  -d, --duration SECONDS  how long the lease may last (default: the daemon's, 60)\n"
-		 "  -s, --size SIZE         large (half a GPU, the default) or xlarge (a whole GPU)\n"
+		 "  -d, --duration SECONDS  how long the lease may last (default: the daemon's, "
+		 "60)\n"
+		 "  -s, --size SIZE         large (half a GPU, the default) or xlarge (a whole "
+		 "GPU)\n"
 		 "  -n, --gpus N            how many devices, all granted together (default 1)\n"
 		 "      --app NAME          the app the call is for (default: 'default')\n"
 		 "      --visitor ID        the visitor the call is for\n"

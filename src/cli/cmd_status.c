@@ -34,10 +34,10 @@ static void print_devices(json_t *devices)
 			 (double) json_integer_value(json_object_get(d, "memory_bytes")) /
 				 (double) (1ULL << 30));
 		json_t *l = json_object_get(d, "lease");
-		table_add(&t, (const char *[]){index, str(d, "uuid"), str(d, "name"), mem,
-					       str(d, "state"),
-					       json_is_string(l) ? short_id(json_string_value(l), lease)
-								 : "-"});
+		table_add(&t,
+			  (const char *[]){
+				  index, str(d, "uuid"), str(d, "name"), mem, str(d, "state"),
+				  json_is_string(l) ? short_id(json_string_value(l), lease) : "-"});
 	}
 	table_print_free(&t);
 }

@@ -63,8 +63,8 @@ static json_t *lease_json(const struct zgpud *d, const struct lease *l, int64_t 
 		lease_state_name(l->state), "app", l->req.app, "task", l->req.task, "visitor",
 		l->req.visitor, "size", lease_size_name(l->req.size), "gpus", l->req.gpus,
 		"duration_s", (double) l->req.duration_ms / 1000.0, "max_wait_s",
-		(double) l->req.max_wait_ms / 1000.0, "created_ms", (json_int_t) zgpud_wall_ms(l->created_ms),
-		"devices", lease_devices_json(d, l));
+		(double) l->req.max_wait_ms / 1000.0, "created_ms",
+		(json_int_t) zgpud_wall_ms(l->created_ms), "devices", lease_devices_json(d, l));
 	if (l->state == LEASE_QUEUED) {
 		json_object_set_new(o, "waited_s",
 				    json_real((double) (now - l->created_ms) / 1000.0));
@@ -225,12 +225,13 @@ void api_v1_on_event(void *ctx, struct lease *l, enum engine_event ev)
 		if (s) {
 			metrics_observe_grant(&d->metrics,
 					      (double) (clock_mono_us() - s->t0_us) / 1e6);
-			stream_send(s, json_pack("{s:s, s:s, s:o, s:I, s:f, s:f}", "event",
-						 "granted", "lease", l->id, "devices",
-						 lease_devices_json(d, l), "deadline_ms",
-						 (json_int_t) zgpud_wall_ms(l->deadline_ms),
-						 "duration_s", (double) l->req.duration_ms / 1000.0,
-						 "grace_s", (double) d->engine.cfg.grace_ms / 1000.0));
+			stream_send(s,
+				    json_pack("{s:s, s:s, s:o, s:I, s:f, s:f}", "event", "granted",
+					      "lease", l->id, "devices", lease_devices_json(d, l),
+					      "deadline_ms",
+					      (json_int_t) zgpud_wall_ms(l->deadline_ms),
+					      "duration_s", (double) l->req.duration_ms / 1000.0,
+					      "grace_s", (double) d->engine.cfg.grace_ms / 1000.0));
 		}
 		break;
 	case ENGINE_EV_EXPIRED:
@@ -238,8 +239,8 @@ void api_v1_on_event(void *ctx, struct lease *l, enum engine_event ev)
 			 (double) l->req.duration_ms / 1000.0,
 			 (double) d->engine.cfg.grace_ms / 1000.0);
 		if (s)
-			stream_send(s, json_pack("{s:s, s:s, s:s, s:f}", "event", "expired", "lease",
-						 l->id, "message", l->message, "grace_s",
+			stream_send(s, json_pack("{s:s, s:s, s:s, s:f}", "event", "expired",
+						 "lease", l->id, "message", l->message, "grace_s",
 						 (double) d->engine.cfg.grace_ms / 1000.0));
 		break;
 	case ENGINE_EV_ENDED:
@@ -318,8 +319,7 @@ static void post_lease(struct call *c)
 	struct lease_request rq;
 	if (http_take_body(c, &body, &len) < 0)
 		return;
-	int r = request_parse_lease(body, len, &d->engine.cfg, d->inv.count, &rq, err,
-				    sizeof(err));
+	int r = request_parse_lease(body, len, &d->engine.cfg, d->inv.count, &rq, err, sizeof(err));
 	free(body);
 	if (r < 0) {
 		http_reply_error(c, 400, "bad_request", "%s", err);
@@ -349,8 +349,9 @@ static void post_lease(struct call *c)
 	struct lease_owner owner = {.via_token = c->via_tcp, .uid = c->uid};
 	r = engine_submit(&d->engine, &rq, &owner, s, clock_mono_ms());
 	if (r < 0) {
-		stream_send(s, json_pack("{s:s, s:{s:s, s:s}}", "event", "failed", "error", "code",
-					 "internal", "message", "out of memory queueing the request"));
+		stream_send(s,
+			    json_pack("{s:s, s:{s:s, s:s}}", "event", "failed", "error", "code",
+				      "internal", "message", "out of memory queueing the request"));
 		evhttp_connection_set_closecb(s->conn, NULL, NULL);
 		evhttp_send_reply_end(c->req);
 		free(s);
@@ -429,8 +430,9 @@ static void post_attach(struct call *c)
 	case 0:
 		log_info("lease %s: attached pid %d (process group %d)", l->id, (int) pid,
 			 (int) pgid);
-		http_reply_json(c, 200, json_pack("{s:s, s:i, s:i}", "lease", l->id, "pid",
-						  (int) pid, "pgid", (int) l->pgid));
+		http_reply_json(c, 200,
+				json_pack("{s:s, s:i, s:i}", "lease", l->id, "pid", (int) pid,
+					  "pgid", (int) l->pgid));
 		break;
 	case -EBUSY:
 		http_reply_error(c, 409, "not_granted",
@@ -465,9 +467,9 @@ static void delete_lease(struct call *c)
 	memcpy(id, l->id, sizeof(id));
 	int64_t used_ms = 0;
 	enum lease_state final = engine_end(&c->d->engine, l, failed, clock_mono_ms(), &used_ms);
-	http_reply_json(c, 200, json_pack("{s:s, s:s, s:f}", "lease", id, "state",
-					  lease_state_name(final), "used_s",
-					  (double) used_ms / 1000.0));
+	http_reply_json(c, 200,
+			json_pack("{s:s, s:s, s:f}", "lease", id, "state", lease_state_name(final),
+				  "used_s", (double) used_ms / 1000.0));
 }
 
 const struct route api_v1_routes[] = {

@@ -28,7 +28,10 @@ struct engine_config {
 	int64_t grace_ms;	     /* after the deadline, before the attached group is killed */
 };
 
-#define ENGINE_CONFIG_DEFAULT {300000, 60000, 60000, 3600000, 2000}
+#define ENGINE_CONFIG_DEFAULT                                                                      \
+	{                                                                                          \
+		300000, 60000, 60000, 3600000, 2000                                                \
+	}
 
 enum engine_event {
 	ENGINE_EV_QUEUED,  /* waiting; l->position_sent is the new position (see below) */
@@ -66,7 +69,7 @@ struct engine {
 	struct sched sched;
 	struct heap timers;
 	struct heap_node positions_timer; /* in timers while positions need re-announcing */
-	struct lease **table; /* id -> lease, chained */
+	struct lease **table;		  /* id -> lease, chained */
 	size_t table_cap, nleases;
 	struct engine_stats stats;
 };
@@ -102,7 +105,8 @@ int engine_attach(struct engine *e, struct lease *l, pid_t pid, pid_t pgid, int6
  * failed when failed is true. *used_ms (may be NULL) gets how long the devices
  * were held. l is freed before this returns; the result is its final state.
  */
-enum lease_state engine_end(struct engine *e, struct lease *l, bool failed, int64_t now, int64_t *used_ms);
+enum lease_state engine_end(struct engine *e, struct lease *l, bool failed, int64_t now,
+			    int64_t *used_ms);
 
 /*
  * The client is gone without a word: a queued lease is cancelled; a held one is

@@ -58,11 +58,9 @@ void http_reply_error(struct call *c, int status, const char *code, const char *
 			json_pack("{s:{s:s, s:s}}", "error", "code", code, "message", message));
 }
 
-void http_reply_text(struct call *c, int status, const char *content_type,
-		     struct evbuffer *body)
+void http_reply_text(struct call *c, int status, const char *content_type, struct evbuffer *body)
 {
-	evhttp_add_header(evhttp_request_get_output_headers(c->req), "Content-Type",
-			  content_type);
+	evhttp_add_header(evhttp_request_get_output_headers(c->req), "Content-Type", content_type);
 	evhttp_send_reply(c->req, status, NULL, body);
 	metrics_count_http(&c->d->metrics, status);
 }
@@ -167,9 +165,10 @@ static void dispatch_request(struct evhttp_request *req, void *arg)
 		if (c.via_tcp && !r->open && !token_ok(c.d, req)) {
 			evhttp_add_header(evhttp_request_get_output_headers(req),
 					  "WWW-Authenticate", "Bearer");
-			http_reply_error(&c, 401, "unauthorized",
-					 "missing or wrong bearer token: send 'Authorization: "
-					 "Bearer <token>' with the token zerogpud was started with");
+			http_reply_error(
+				&c, 401, "unauthorized",
+				"missing or wrong bearer token: send 'Authorization: "
+				"Bearer <token>' with the token zerogpud was started with");
 			goto out;
 		}
 		c.arg = strchr(r->pattern, '*') ? seg : NULL;
@@ -200,7 +199,8 @@ struct evhttp *http_server_new(struct zgpud *d, bool tcp)
 	evhttp_set_max_headers_size(http, 16 * 1024);
 	evhttp_set_timeout(http, ZGPUD_IDLE_TIMEOUT_S);
 	evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_DELETE |
-						 EVHTTP_REQ_PUT | EVHTTP_REQ_HEAD | EVHTTP_REQ_PATCH);
+						 EVHTTP_REQ_PUT | EVHTTP_REQ_HEAD |
+						 EVHTTP_REQ_PATCH);
 	evhttp_set_gencb(http, dispatch_request, lc);
 	return http;
 }

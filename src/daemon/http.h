@@ -47,8 +47,7 @@ void http_reply_json(struct call *c, int status, json_t *body);
 void http_reply_error(struct call *c, int status, const char *code, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 /* Replies with text/plain (metrics). */
-void http_reply_text(struct call *c, int status, const char *content_type,
-		     struct evbuffer *body);
+void http_reply_text(struct call *c, int status, const char *content_type, struct evbuffer *body);
 
 /* Copies the request body into *body (NUL-terminated, caller frees). Replies 413 and
  * returns -E2BIG when it is over ZGPUD_MAX_BODY; -ENOMEM replies 500. */

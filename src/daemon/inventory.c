@@ -83,9 +83,10 @@ int inventory_simulate(struct inventory *inv, const char *spec, const char *seed
 			return -EINVAL;
 		}
 		if (count < 1 || count > INV_MAX_DEVICES - (long) inv->count) {
-			snprintf(err, errlen,
-				 "bad --simulate item '%s': the device count must be 1 to %d in all",
-				 item, INV_MAX_DEVICES);
+			snprintf(
+				err, errlen,
+				"bad --simulate item '%s': the device count must be 1 to %d in all",
+				item, INV_MAX_DEVICES);
 			return -EINVAL;
 		}
 		for (long i = 0; i < count; i++) {

@@ -3,8 +3,8 @@
 #include <errno.h>
 
 static const char *const state_names[LEASE__STATE_COUNT] = {
-	[LEASE_QUEUED] = "queued",     [LEASE_GRANTED] = "granted", [LEASE_ATTACHED] = "attached",
-	[LEASE_RELEASED] = "released", [LEASE_EXPIRED] = "expired", [LEASE_FAILED] = "failed",
+	[LEASE_QUEUED] = "queued",	 [LEASE_GRANTED] = "granted", [LEASE_ATTACHED] = "attached",
+	[LEASE_RELEASED] = "released",	 [LEASE_EXPIRED] = "expired", [LEASE_FAILED] = "failed",
 	[LEASE_CANCELLED] = "cancelled",
 };
 

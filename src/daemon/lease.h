@@ -65,13 +65,13 @@ struct lease {
 	pid_t pid, pgid; /* attached process and its group, 0 when none */
 	int devices[INV_MAX_DEVICES];
 	int ndevices;
-	int position_sent; /* the queue position the client last heard, 0 = none */
+	int position_sent;		 /* the queue position the client last heard, 0 = none */
 	char message[LEASE_MESSAGE_MAX]; /* why it failed or expired, for the client */
 
-	struct heap_node timer;	      /* the one pending deadline of this lease */
+	struct heap_node timer;	       /* the one pending deadline of this lease */
 	struct lease *q_prev, *q_next; /* queue links, owned by the scheduling policy */
-	struct lease *hash_next;      /* lease table chain */
-	void *stream;		      /* the API's per-lease context, or NULL */
+	struct lease *hash_next;       /* lease table chain */
+	void *stream;		       /* the API's per-lease context, or NULL */
 };
 
 const char *lease_state_name(enum lease_state s);

@@ -89,8 +89,7 @@ static int parse_seconds(const char *s, int64_t *ms, bool zero_ok)
 	char *end;
 	errno = 0;
 	double v = strtod(s, &end);
-	if (end == s || *end || errno || !isfinite(v) || v < 0 || (!zero_ok && v == 0) ||
-	    v > 1e7)
+	if (end == s || *end || errno || !isfinite(v) || v < 0 || (!zero_ok && v == 0) || v > 1e7)
 		return -EINVAL;
 	*ms = (int64_t) llround(v * 1000.0);
 	return 0;
@@ -196,7 +195,8 @@ static int parse_options(int argc, char **argv, struct options *o)
 			break;
 		case OPT_MAX_DURATION:
 			if (parse_seconds(optarg, &o->cfg.max_duration_ms, false) < 0)
-				return die_usage("--max-duration takes seconds > 0, not '%s'", optarg);
+				return die_usage("--max-duration takes seconds > 0, not '%s'",
+						 optarg);
 			break;
 		case OPT_DEFAULT_DURATION:
 			if (parse_seconds(optarg, &o->cfg.default_duration_ms, false) < 0)
@@ -214,9 +214,10 @@ static int parse_options(int argc, char **argv, struct options *o)
 			break;
 		case OPT_LOG_LEVEL:
 			if ((o->log_level = log_level_parse(optarg)) < 0)
-				return die_usage("--log-level takes debug, info, warn or error, not "
-						 "'%s'",
-						 optarg);
+				return die_usage(
+					"--log-level takes debug, info, warn or error, not "
+					"'%s'",
+					optarg);
 			break;
 		case 'h':
 			fputs(usage_text, stdout);

@@ -5,9 +5,8 @@
 #include "daemon/engine.h"
 
 /* Upper bounds in seconds: fine below a millisecond (idle grants), coarse above (queueing). */
-static const double bucket_le[METRICS_BUCKETS] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025,
-						  0.005,  0.01,	   0.05,   0.1,	  0.5,
-						  1,	  5,	   30,	   120};
+static const double bucket_le[METRICS_BUCKETS] = {
+	0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120};
 
 void metrics_observe_grant(struct metrics *m, double seconds)
 {

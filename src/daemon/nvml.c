@@ -42,7 +42,7 @@ static int nvml_load(struct nvml_api *api, const char *libpath, char *err, size_
 		snprintf(err, errlen, "cannot load NVML (%s): %s", libpath, dlerror());
 		return -ENOENT;
 	}
-#define NVML_SYM(field, name, required)                                                           \
+#define NVML_SYM(field, name, required)                                                            \
 	do {                                                                                       \
 		*(void **) &api->field = dlsym(api->lib, name);                                    \
 		if (required && !api->field) {                                                     \

@@ -102,8 +102,7 @@ static bool valid_app_name(const char *s)
 }
 
 /* Copies an optional text field; refuses control characters and overlong text. */
-static int get_text(json_t *obj, const char *name, char *out, size_t size, char *err,
-		    size_t errlen)
+static int get_text(json_t *obj, const char *name, char *out, size_t size, char *err, size_t errlen)
 {
 	json_t *v = json_object_get(obj, name);
 	if (!v)
@@ -188,8 +187,8 @@ static int validate_lease(json_t *o, const struct engine_config *cfg, size_t dev
 		}
 		if ((size_t) n > device_count) {
 			snprintf(err, errlen,
-				 "gpus %lld is more than the %zu device%s this machine has", (long long) n,
-				 device_count, device_count == 1 ? "" : "s");
+				 "gpus %lld is more than the %zu device%s this machine has",
+				 (long long) n, device_count, device_count == 1 ? "" : "s");
 			return -EINVAL;
 		}
 		out->gpus = (int) n;

@@ -28,8 +28,8 @@ struct zgpud_listener {
 
 struct zgpud {
 	struct event_base *base;
-	struct event *timer;  /* fires at the engine's next deadline */
-	int64_t timer_at;     /* when it is armed for; INT64_MAX when idle */
+	struct event *timer; /* fires at the engine's next deadline */
+	int64_t timer_at;    /* when it is armed for; INT64_MAX when idle */
 	struct evhttp *http_unix, *http_tcp;
 	struct zgpud_listener listeners[2]; /* [0] Unix socket, [1] TCP */
 	struct inventory inv;

@@ -287,8 +287,8 @@ static int kind_from_name(const char *name)
 		const char *name;
 		zgpu_event_kind kind;
 	} kinds[] = {
-		{"queued", ZGPU_EVENT_QUEUED},	   {"granted", ZGPU_EVENT_GRANTED},
-		{"expired", ZGPU_EVENT_EXPIRED},   {"released", ZGPU_EVENT_RELEASED},
+		{"queued", ZGPU_EVENT_QUEUED},	 {"granted", ZGPU_EVENT_GRANTED},
+		{"expired", ZGPU_EVENT_EXPIRED}, {"released", ZGPU_EVENT_RELEASED},
 		{"failed", ZGPU_EVENT_FAILED},
 	};
 	for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++)
@@ -382,8 +382,7 @@ static json_t *request_json(const zgpu_request *req)
 }
 
 /* Waits on a lease stream for its grant, passing queue events to progress. */
-static int await_grant(zgpu_lease *l, int64_t deadline, zgpu_progress_fn progress,
-		       void *userdata)
+static int await_grant(zgpu_lease *l, int64_t deadline, zgpu_progress_fn progress, void *userdata)
 {
 	for (;;) {
 		zgpu_event ev;

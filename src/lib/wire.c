@@ -131,7 +131,7 @@ int wire_send(struct wire_conn *c, const char *method, const char *path, const c
 		total -= (size_t) w;
 		while (w > 0 && msg.msg_iovlen) {
 			size_t take = (size_t) w < msg.msg_iov->iov_len ? (size_t) w
-								       : msg.msg_iov->iov_len;
+									: msg.msg_iov->iov_len;
 			msg.msg_iov->iov_base = (char *) msg.msg_iov->iov_base + take;
 			msg.msg_iov->iov_len -= take;
 			w -= (ssize_t) take;
@@ -264,7 +264,8 @@ static int decode(struct wire_conn *c)
 			c->remaining = -1;
 			continue;
 		}
-		size_t take = c->raw.len < (size_t) c->remaining ? c->raw.len : (size_t) c->remaining;
+		size_t take = c->raw.len < (size_t) c->remaining ? c->raw.len
+								 : (size_t) c->remaining;
 		if (buf_append(&c->body, c->raw.data, take) < 0)
 			return ZGPU_ENOMEM;
 		buf_consume(&c->raw, take);

@@ -22,14 +22,15 @@ enum wire_body { WIRE_BODY_LENGTH, WIRE_BODY_CHUNKED, WIRE_BODY_UNTIL_CLOSE };
 
 struct wire_conn {
 	int fd;
-	struct wire_buf raw;	 /* bytes read, not yet decoded */
-	struct wire_buf body;	 /* decoded body bytes, not yet consumed */
+	struct wire_buf raw;  /* bytes read, not yet decoded */
+	struct wire_buf body; /* decoded body bytes, not yet consumed */
 	enum wire_body framing;
-	int64_t remaining;	 /* LENGTH: bytes left; CHUNKED: of the current chunk, -1 = at size line */
-	bool body_done;		 /* the whole body has been decoded */
-	bool keep_alive;	 /* the server keeps the connection after this reply */
-	bool got_bytes;		 /* anything came back for the current request */
-	size_t line_len;	 /* bytes of the line last handed out, dropped on the next read */
+	int64_t remaining; /* LENGTH: bytes left; CHUNKED: of the current chunk, -1 = at size line
+			    */
+	bool body_done;	   /* the whole body has been decoded */
+	bool keep_alive;   /* the server keeps the connection after this reply */
+	bool got_bytes;	   /* anything came back for the current request */
+	size_t line_len;   /* bytes of the line last handed out, dropped on the next read */
 };
 
 /* Connects to the Unix socket at path. *out belongs to the caller: wire_close(). */

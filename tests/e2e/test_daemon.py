@@ -244,3 +244,22 @@ def test_no_device_is_ever_granted_twice_under_contention(make_daemon):
     _, text = d.get("/metrics")
     assert "zerogpu_grants_total 480" in text
     assert d.busy_devices() == []
+
+
+def test_restart_after_kill_9(tmp_path):
+    d = Daemon(tmp_path, "--simulate", "2x80G").start()
+    held, ev = d.acquire({})
+    d.proc.kill()  # SIGKILL: no clean-up at all
+    d.proc.wait()
+    d.log.close()
+    with pytest.raises(EOFError):  # the client sees its lease stream cut off
+        held.event()
+    held.close()
+    # The lock died with the process and the socket file is stale: a new daemon starts.
+    again = Daemon(tmp_path, "--simulate", "2x80G").start()
+    assert again.get("/healthz")[0] == 200
+    assert again.busy_devices() == []
+    c, ev = again.acquire({})
+    assert ev["event"] == "granted"
+    c.close()
+    assert again.stop() == 0

@@ -56,7 +56,8 @@ nvmlReturn_t nvmlInit_v2(void)
 		g->mig_count = m ? atoi(m + 4) : 0;
 		g->migs = g->mig_count ? calloc((size_t) g->mig_count, sizeof(*g->migs)) : NULL;
 		for (int i = 0; i < g->mig_count; i++)
-			g->migs[i] = (struct fake_dev){(int) ngpus, i, g->memory / (unsigned) g->mig_count, 0, NULL};
+			g->migs[i] = (struct fake_dev){
+				(int) ngpus, i, g->memory / (unsigned) g->mig_count, 0, NULL};
 		ngpus++;
 	}
 	return 0;

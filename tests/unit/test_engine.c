@@ -73,8 +73,8 @@ static int teardown(void **state)
 /* Submits a request; returns the new lease's id number. */
 static int submit(int gpus, int64_t duration_ms, int64_t max_wait_ms, int64_t now)
 {
-	struct lease_request req = {.app = "app", .gpus = gpus, .duration_ms = duration_ms,
-				    .max_wait_ms = max_wait_ms};
+	struct lease_request req = {
+		.app = "app", .gpus = gpus, .duration_ms = duration_ms, .max_wait_ms = max_wait_ms};
 	struct lease_owner owner = {.uid = 1000};
 	assert_int_equal(engine_submit(&eng, &req, &owner, NULL, now), 0);
 	return next_id;

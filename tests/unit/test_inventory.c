@@ -113,9 +113,9 @@ static void nvml_failures_are_explained(void **state)
 {
 	struct inventory inv;
 	char err[256];
-	assert_int_equal(inventory_from_nvml(&inv, "/nonexistent/libnvidia-ml.so.1", err,
-					     sizeof(err)),
-			 -2 /* ENOENT */);
+	assert_int_equal(
+		inventory_from_nvml(&inv, "/nonexistent/libnvidia-ml.so.1", err, sizeof(err)),
+		-2 /* ENOENT */);
 	assert_non_null(strstr(err, "cannot load NVML"));
 
 	const char *lib = getenv("FAKE_NVML_LIBRARY");

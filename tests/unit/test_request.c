@@ -64,14 +64,17 @@ static void refusals_say_what_is_wrong(void **state)
 		{"{\"duration_s\":0}", "duration_s must be greater than 0 (got 0)"},
 		{"{\"duration_s\":-5}", "duration_s must be greater than 0 (got -5)"},
 		{"{\"duration_s\":900}", "duration 900 s is above this server's maximum of 300 s"},
-		{"{\"duration_s\":\"60\"}", "field 'duration_s' must be a number of seconds, not a string"},
-		{"{\"size\":\"huge\"}", "unknown size 'huge': use 'large' (half a GPU) or 'xlarge'"},
+		{"{\"duration_s\":\"60\"}",
+		 "field 'duration_s' must be a number of seconds, not a string"},
+		{"{\"size\":\"huge\"}",
+		 "unknown size 'huge': use 'large' (half a GPU) or 'xlarge'"},
 		{"{\"size\":2}", "field 'size' must be a string, not an integer"},
 		{"{\"app\":\"a b\"}", "app name 'a b' is not valid"},
 		{"{\"app\":\"\"}", "app name '' is not valid"},
 		{"{\"visitor\":\"a\\u0001\"}", "field 'visitor' contains a control character"},
 		{"{\"max_wait_s\":-1}", "max_wait_s must be between 0 and 3600 s (got -1)"},
-		{"{\"app\":\"x\",\"app\":\"y\"}", "request body is not valid JSON: duplicate object key"},
+		{"{\"app\":\"x\",\"app\":\"y\"}",
+		 "request body is not valid JSON: duplicate object key"},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		struct lease_request r;

@@ -190,8 +190,9 @@ int zgpu_lease_fd(const zgpu_lease *l);
 int zgpu_lease_next_event(zgpu_lease *l, int timeout_ms, zgpu_event *ev);
 
 /*
- * Binds process pid (and its process group) to the lease: the daemon kills the
- * group when the lease expires past its grace or is abandoned.
+ * Binds process pid to the lease: the daemon kills it when the lease expires
+ * past its grace or is abandoned — with its whole process group when pid leads
+ * one, so start work with setpgid(0, 0) to have all of it stopped.
  */
 int zgpu_attach(zgpu_client *c, const zgpu_lease *l, pid_t pid);
 

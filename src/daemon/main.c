@@ -249,9 +249,10 @@ static int parse_options(int argc, char **argv, struct options *o)
 static void kill_group(void *ctx, const struct lease *l)
 {
 	(void) ctx;
-	/* Never signal our own group: a client started from the daemon's shell
-	 * would otherwise take the daemon down with it. */
-	if (l->pgid > 1 && l->pgid != getpgrp()) {
+	/* The whole group only when the attached process leads it (as `zerogpu run`
+	 * arranges): a process sharing its parent's group would otherwise take its
+	 * parent, the app itself, down with it. Never our own group. */
+	if (l->pgid == l->pid && l->pgid > 1 && l->pgid != getpgrp()) {
 		if (kill(-l->pgid, SIGKILL) == 0) {
 			log_info("lease %s: killed process group %d", l->id, (int) l->pgid);
 			return;

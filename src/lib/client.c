@@ -178,23 +178,29 @@ static int ctl_exchange(zgpu_client *c, const char *method, const char *path, co
 	}
 }
 
-/* Sends a request expecting 200; *reply_out (may be NULL) gets the parsed JSON reply. */
+/* Sends a request expecting 200; *reply gets the body, which the caller frees. */
+static int ctl_request(zgpu_client *c, const char *method, const char *path, const char *body,
+		       char **reply)
+{
+	int status = 0;
+	pthread_mutex_lock(&c->lock);
+	int r = ctl_exchange(c, method, path, body, &status, reply);
+	pthread_mutex_unlock(&c->lock);
+	if (r == 0 && status != 200) {
+		r = fail_from_reply(status, *reply);
+		free(*reply);
+		*reply = NULL;
+	}
+	return r;
+}
+
+/* Like ctl_request; *reply_out (may be NULL) gets the reply parsed as JSON. */
 static int ctl_call(zgpu_client *c, const char *method, const char *path, const char *body,
 		    json_t **reply_out)
 {
-	int status = 0;
 	char *reply = NULL;
-	pthread_mutex_lock(&c->lock);
-	int r = ctl_exchange(c, method, path, body, &status, &reply);
-	pthread_mutex_unlock(&c->lock);
-	if (r < 0)
-		return r;
-	if (status != 200) {
-		r = fail_from_reply(status, reply);
-		free(reply);
-		return r;
-	}
-	if (reply_out) {
+	int r = ctl_request(c, method, path, body, &reply);
+	if (r == 0 && reply_out) {
 		*reply_out = json_loads(reply, 0, NULL);
 		if (!*reply_out)
 			r = fail(ZGPU_EPROTO, "zerogpud sent a reply that is not JSON");
@@ -208,20 +214,7 @@ int zgpu_get(zgpu_client *c, const char *path, char **body_out)
 	if (!c || !path || path[0] != '/' || !body_out)
 		return fail(ZGPU_EINVAL, "zgpu_get needs a client, a path starting with '/' and "
 					 "an output pointer");
-	int status = 0;
-	char *reply = NULL;
-	pthread_mutex_lock(&c->lock);
-	int r = ctl_exchange(c, "GET", path, NULL, &status, &reply);
-	pthread_mutex_unlock(&c->lock);
-	if (r < 0)
-		return r;
-	if (status != 200) {
-		r = fail_from_reply(status, reply);
-		free(reply);
-		return r;
-	}
-	*body_out = reply;
-	return 0;
+	return ctl_request(c, "GET", path, NULL, body_out);
 }
 
 /* ------------------------------------------------------------------------

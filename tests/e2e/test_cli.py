@@ -9,6 +9,17 @@ import time
 from conftest import ZEROGPU, ZEROGPUD
 
 
+def start_holding_run(daemon, *args):
+    """Starts `zerogpu run ARGS` in the background and returns once it holds a device."""
+    p = subprocess.Popen([str(ZEROGPU), "--socket", str(daemon.socket), "run"] + list(args),
+                         stderr=subprocess.PIPE, text=True)
+    t0 = time.monotonic()
+    while daemon.busy_devices() == []:
+        assert time.monotonic() - t0 < 5, "the background run got no device"
+        time.sleep(0.01)
+    return p
+
+
 def test_run_exports_the_granted_uuid_that_status_lists(daemon4):
     r = daemon4.cli("run", "-d", "5", "--", "sh", "-c", "echo $CUDA_VISIBLE_DEVICES")
     assert r.returncode == 0, r.stderr
@@ -56,12 +67,7 @@ def test_run_expiry_kills_the_command_and_exits_124(daemon1, tmp_path):
 
 
 def test_run_waits_in_the_queue_and_says_so(daemon1):
-    first = subprocess.Popen([str(ZEROGPU), "--socket", str(daemon1.socket), "run", "-d", "10", "--",
-                              "sleep", "1"], stderr=subprocess.PIPE, text=True)
-    t0 = time.monotonic()
-    while daemon1.busy_devices() == []:
-        assert time.monotonic() - t0 < 5
-        time.sleep(0.01)
+    first = start_holding_run(daemon1, "-d", "10", "--", "sleep", "1")
     r = daemon1.cli("run", "--", "true")
     first.wait(timeout=10)
     assert r.returncode == 0
@@ -69,11 +75,7 @@ def test_run_waits_in_the_queue_and_says_so(daemon1):
 
 
 def test_run_gives_up_after_max_wait(daemon1):
-    holder = subprocess.Popen([str(ZEROGPU), "--socket", str(daemon1.socket), "run", "--", "sleep", "5"])
-    t0 = time.monotonic()
-    while daemon1.busy_devices() == []:
-        assert time.monotonic() - t0 < 5
-        time.sleep(0.01)
+    holder = start_holding_run(daemon1, "--", "sleep", "5")
     r = daemon1.cli("run", "-q", "--max-wait", "0", "--", "true")
     holder.terminate()
     holder.wait()
@@ -82,11 +84,7 @@ def test_run_gives_up_after_max_wait(daemon1):
 
 
 def test_run_forwards_sigterm_to_the_command(daemon4):
-    p = subprocess.Popen([str(ZEROGPU), "--socket", str(daemon4.socket), "run", "--", "sleep", "100"])
-    t0 = time.monotonic()
-    while daemon4.busy_devices() == []:
-        assert time.monotonic() - t0 < 5
-        time.sleep(0.01)
+    p = start_holding_run(daemon4, "--", "sleep", "100")
     p.send_signal(signal.SIGTERM)
     assert p.wait(timeout=5) == 128 + signal.SIGTERM
     assert daemon4.busy_devices() == []

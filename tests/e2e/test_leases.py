@@ -211,3 +211,18 @@ def test_lease_ids_are_random_and_single_use(daemon4):
         c.close()
     assert len(ids) == 20
     assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+
+
+def test_expiry_spares_the_group_of_a_process_that_does_not_lead_it(daemon1):
+    # A worker in its parent's process group: only the worker dies, not the parent.
+    parent = subprocess.Popen(["sh", "-c", "sleep 1000 & echo $!; wait"], stdout=subprocess.PIPE,
+                              text=True, start_new_session=True)
+    worker = int(parent.stdout.readline())
+    c, ev = daemon1.acquire({"duration_s": 0.2})
+    status, body = daemon1.call("POST", f"/v1/leases/{ev['lease']}/attach", {"pid": worker})
+    assert status == 200 and body["pgid"] == parent.pid
+    assert c.event()["event"] == "expired"
+    assert c.event()["state"] == "expired"
+    parent.wait(timeout=3)  # `wait` returns once the worker was killed
+    assert parent.returncode == 0  # it exited by itself; a killed group would give -9
+    c.close()

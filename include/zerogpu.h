@@ -171,6 +171,8 @@ size_t zgpu_lease_device_count(const zgpu_lease *l);
 const zgpu_device *zgpu_lease_device(const zgpu_lease *l, size_t i);
 /* The deadline in Unix time, milliseconds. */
 int64_t zgpu_lease_deadline_ms(const zgpu_lease *l);
+/* The granted duration in seconds (the daemon's default when the request named none). */
+double zgpu_lease_duration_s(const zgpu_lease *l);
 /* Grace after the deadline before attached processes are killed, in seconds. */
 double zgpu_lease_grace_s(const zgpu_lease *l);
 

@@ -265,8 +265,9 @@ static int run_exec(const struct cli_globals *g, int argc, char **argv)
 			}
 			req.size = optarg;
 			break;
-		case 'n':
-			req.gpus = (int) strtol(optarg, &end, 10);
+		case 'n': {
+			long n = strtol(optarg, &end, 10);
+			req.gpus = n >= 1 && n <= 1024 ? (int) n : 0;
 			if (*end || end == optarg || req.gpus < 1) {
 				fprintf(stderr,
 					"zerogpu run: -n takes a number of GPUs >= 1, not '%s'\n",
@@ -274,6 +275,7 @@ static int run_exec(const struct cli_globals *g, int argc, char **argv)
 				return 2;
 			}
 			break;
+		}
 		case 'a':
 			req.app = optarg;
 			break;
@@ -308,11 +310,7 @@ static int run_exec(const struct cli_globals *g, int argc, char **argv)
 	}
 	char **cmd = argv + optind;
 
-	/* Signals go to the pipe from the start, so none is lost between fork and poll. */
-	if (install_signals() < 0) {
-		fprintf(stderr, "zerogpu: cannot set up signal handling: %s\n", strerror(errno));
-		return EXIT_ZEROGPU;
-	}
+	/* While waiting, Ctrl-C simply ends zerogpu: the closed stream withdraws the request. */
 	struct run_state st = {0};
 	int last_position = 0;
 	if (zgpu_client_open(&st.client, g->socket_path) < 0 ||
@@ -322,12 +320,14 @@ static int run_exec(const struct cli_globals *g, int argc, char **argv)
 		zgpu_client_free(st.client);
 		return EXIT_ZEROGPU;
 	}
-	struct timespec now;
-	clock_gettime(CLOCK_REALTIME, &now);
-	st.duration_s = req.duration_s > 0
-				? req.duration_s
-				: round((double) zgpu_lease_deadline_ms(st.lease) / 1000.0 -
-					(double) now.tv_sec);
+	st.duration_s = zgpu_lease_duration_s(st.lease);
+	/* From here on signals go to the pipe, so none is lost between fork and poll. */
+	if (install_signals() < 0) {
+		fprintf(stderr, "zerogpu: cannot set up signal handling: %s\n", strerror(errno));
+		zgpu_release(st.client, st.lease, true, NULL);
+		zgpu_client_free(st.client);
+		return EXIT_ZEROGPU;
+	}
 	if (last_position && !quiet)
 		fprintf(stderr, "zerogpu: granted lease %.8s\n", zgpu_lease_id(st.lease));
 	if (export_devices(st.lease) < 0) {

@@ -227,7 +227,7 @@ struct zgpu_lease {
 	zgpu_device *devices;
 	size_t ndevices;
 	int64_t deadline_ms;
-	double grace_s;
+	double duration_s, grace_s;
 	json_t *event; /* the last event read, which zgpu_event's strings point into */
 };
 
@@ -249,6 +249,11 @@ const zgpu_device *zgpu_lease_device(const zgpu_lease *l, size_t i)
 int64_t zgpu_lease_deadline_ms(const zgpu_lease *l)
 {
 	return l->deadline_ms;
+}
+
+double zgpu_lease_duration_s(const zgpu_lease *l)
+{
+	return l->duration_s;
 }
 
 double zgpu_lease_grace_s(const zgpu_lease *l)
@@ -329,8 +334,9 @@ static int take_grant(zgpu_lease *l)
 	const char *id;
 	json_t *devices;
 	json_int_t deadline;
-	if (json_unpack(l->event, "{s:s, s:o, s:I, s?F}", "lease", &id, "devices", &devices,
-			"deadline_ms", &deadline, "grace_s", &l->grace_s) < 0 ||
+	if (json_unpack(l->event, "{s:s, s:o, s:I, s:F, s?F}", "lease", &id, "devices", &devices,
+			"deadline_ms", &deadline, "duration_s", &l->duration_s, "grace_s",
+			&l->grace_s) < 0 ||
 	    !json_is_array(devices) || strlen(id) >= sizeof(l->id))
 		return fail(ZGPU_EPROTO, "zerogpud sent a granted event without its lease");
 	strcpy(l->id, id);

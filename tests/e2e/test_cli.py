@@ -141,3 +141,25 @@ def test_help_and_version(daemon4):
     assert r.returncode == 2 and "unknown command 'frobnicate'" in r.stderr
     r = subprocess.run([str(ZEROGPUD), "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "--simulate SPEC" in r.stdout
+
+
+def test_ctrl_c_while_queued_withdraws_the_request(daemon1):
+    holder = start_holding_run(daemon1, "--", "sleep", "10")
+    waiting = subprocess.Popen([str(ZEROGPU), "--socket", str(daemon1.socket), "run", "--", "true"],
+                               stderr=subprocess.PIPE, text=True)
+    assert "position 1 in the queue" in waiting.stderr.readline()
+    waiting.send_signal(signal.SIGINT)
+    assert waiting.wait(timeout=5) == -signal.SIGINT
+    t0 = time.monotonic()
+    while daemon1.get("/v1/queue")[1]["queue"]:
+        assert time.monotonic() - t0 < 1, "the withdrawn request is still queued"
+        time.sleep(0.01)
+    holder.terminate()
+    holder.wait()
+
+
+def test_default_duration_is_reported_from_the_grant(make_daemon):
+    d = make_daemon("--simulate", "1x80G", "--default-duration", "0.5", "--grace", "0.2")
+    r = d.cli("run", "--", "sleep", "10")
+    assert r.returncode == 124
+    assert "the lease's 0.5 s ran out; the command is killed in 0.2 s" in r.stderr

@@ -22,7 +22,7 @@ static const char *short_id(const char *id, char *buf)
 static void print_devices(json_t *devices)
 {
 	struct table t;
-	table_init(&t, 6, (const char *[]){"INDEX", "UUID", "NAME", "MEMORY", "STATE", "LEASE"});
+	table_init(&t, 6, (const char *[]){"INDEX", "UUID", "NAME", "MEMORY", "STATE", "LEASES"});
 	size_t i;
 	json_t *d;
 	json_array_foreach(devices, i, d)
@@ -33,11 +33,18 @@ static void print_devices(json_t *devices)
 		snprintf(mem, sizeof(mem), "%.1f GiB",
 			 (double) json_integer_value(json_object_get(d, "memory_bytes")) /
 				 (double) (1ULL << 30));
-		json_t *l = json_object_get(d, "lease");
-		table_add(&t,
-			  (const char *[]){
-				  index, str(d, "uuid"), str(d, "name"), mem, str(d, "state"),
-				  json_is_string(l) ? short_id(json_string_value(l), lease) : "-"});
+		/* A device split in halves may have two holders: show them all. */
+		char holders[64] = "";
+		size_t k;
+		json_t *id;
+		json_array_foreach(json_object_get(d, "leases"), k, id)
+		{
+			size_t used = strlen(holders);
+			snprintf(holders + used, sizeof(holders) - used, "%s%s", k ? "," : "",
+				 short_id(json_string_value(id), lease));
+		}
+		table_add(&t, (const char *[]){index, str(d, "uuid"), str(d, "name"), mem,
+					       str(d, "state"), holders[0] ? holders : "-"});
 	}
 	table_print_free(&t);
 }

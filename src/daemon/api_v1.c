@@ -25,12 +25,19 @@
 
 static json_t *device_json(const struct zgpud *d, const struct device *dev)
 {
-	const struct lease *holder = d->engine.holder[dev->index];
-	json_t *o = json_pack("{s:i, s:s, s:s, s:I, s:i, s:b, s:s, s:o}", "index", dev->index,
-			      "uuid", dev->uuid, "name", dev->name, "memory_bytes",
+	const struct lease *holders[ENGINE_MAX_SLOTS];
+	int slots, held;
+	int n = engine_device_usage(&d->engine, dev->index, &slots, &held, holders,
+				    ENGINE_MAX_SLOTS);
+	json_t *ids = json_array();
+	for (int i = 0; i < n; i++)
+		json_array_append_new(ids, json_string(holders[i]->id));
+	const char *state = held == 0 ? "free" : held < slots ? "partial" : "busy";
+	json_t *o = json_pack("{s:i, s:s, s:s, s:I, s:i, s:b, s:s, s:i, s:i, s:o}", "index",
+			      dev->index, "uuid", dev->uuid, "name", dev->name, "memory_bytes",
 			      (json_int_t) dev->memory_bytes, "gpu_index", dev->gpu_index,
-			      "simulated", dev->simulated, "state", holder ? "busy" : "free",
-			      "lease", holder ? json_string(holder->id) : json_null());
+			      "simulated", dev->simulated, "state", state, "slots", slots,
+			      "slots_busy", held, "leases", ids);
 	if (dev->mig_index >= 0)
 		json_object_set_new(o, "mig_index", json_integer(dev->mig_index));
 	return o;
@@ -46,12 +53,15 @@ static json_t *devices_json(const struct zgpud *d)
 
 static json_t *lease_devices_json(const struct zgpud *d, const struct lease *l)
 {
+	struct engine_device held[INV_MAX_DEVICES];
+	int n = engine_lease_devices(&d->engine, l, held, INV_MAX_DEVICES);
 	json_t *a = json_array();
-	for (int i = 0; i < l->ndevices; i++) {
-		const struct device *dev = &d->inv.devices[l->devices[i]];
-		json_array_append_new(a, json_pack("{s:i, s:s, s:I}", "index", dev->index, "uuid",
-						   dev->uuid, "memory_bytes",
-						   (json_int_t) dev->memory_bytes));
+	for (int i = 0; i < n; i++) {
+		const struct device *dev = &d->inv.devices[held[i].device];
+		json_array_append_new(
+			a, json_pack("{s:i, s:s, s:I, s:I}", "index", dev->index, "uuid", dev->uuid,
+				     "memory_bytes", (json_int_t) dev->memory_bytes,
+				     "memory_limit_bytes", (json_int_t) held[i].memory_limit));
 	}
 	return a;
 }
@@ -128,14 +138,14 @@ static void queue_item(struct lease *l, int position, void *arg)
 	struct queue_walk *w = arg;
 	json_t *o = lease_json(w->d, l, w->now);
 	json_object_set_new(o, "position", json_integer(position));
-	json_object_set_new(o, "reason", json_string("node"));
+	json_object_set_new(o, "reason", json_string(sched_reason(&w->d->engine.sched, l)));
 	json_array_append_new(w->array, o);
 }
 
 static json_t *queue_json(struct zgpud *d, int64_t now)
 {
 	struct queue_walk w = {d, json_array(), now};
-	d->engine.sched.ops->walk(&d->engine.sched, now, queue_item, &w);
+	(void) sched_walk(&d->engine.sched, queue_item, &w);
 	return w.array;
 }
 
@@ -216,11 +226,12 @@ void api_v1_on_event(void *ctx, struct lease *l, enum engine_event ev)
 		if (s)
 			stream_send(s, json_pack("{s:s, s:s, s:i, s:s}", "event", "queued", "lease",
 						 l->id, "position", l->position_sent, "reason",
-						 "node"));
+						 sched_reason(&d->engine.sched, l)));
 		break;
 	case ENGINE_EV_GRANTED:
-		log_info("lease %s: granted %d device(s) to app %s for %.0f s%s", l->id,
-			 l->ndevices, l->req.app, (double) l->req.duration_ms / 1000.0,
+		log_info("lease %s: granted %d %s GPU(s) to app %s for %g s%s", l->id, l->ngrants,
+			 lease_size_name(l->req.size), l->req.app,
+			 (double) l->req.duration_ms / 1000.0,
 			 l->granted_ms > l->created_ms ? " after queueing" : "");
 		if (s) {
 			metrics_observe_grant(&d->metrics,
@@ -291,7 +302,7 @@ static void get_status(struct call *c)
 		json_pack("{s:s, s:i, s:f, s:s, s:s, s:{s:f, s:f, s:f, s:f}, s:o, s:o, s:o}",
 			  "version", ZGPU_VERSION, "protocol", 1, "uptime_s",
 			  (double) (now - d->started_mono_ms) / 1000.0, "device_source",
-			  d->inv.source, "policy", d->engine.sched.ops->name, "limits",
+			  d->inv.source, "policy", d->engine.sched.p.name, "limits",
 			  "max_duration_s", (double) cfg->max_duration_ms / 1000.0,
 			  "default_duration_s", (double) cfg->default_duration_ms / 1000.0,
 			  "default_max_wait_s", (double) cfg->default_max_wait_ms / 1000.0,
@@ -319,7 +330,8 @@ static void post_lease(struct call *c)
 	struct lease_request rq;
 	if (http_take_body(c, &body, &len) < 0)
 		return;
-	int r = request_parse_lease(body, len, &d->engine.cfg, d->inv.count, &rq, err, sizeof(err));
+	int r = request_parse_lease(body, len, &d->engine.cfg, d->engine.ngpus, &rq, err,
+				    sizeof(err));
 	free(body);
 	if (r < 0) {
 		http_reply_error(c, 400, "bad_request", "%s", err);

@@ -80,34 +80,172 @@ void engine_foreach(const struct engine *e, void (*fn)(struct lease *l, void *ar
  * Devices, timers, events.
  * ------------------------------------------------------------------------ */
 
-static size_t free_devices(const struct engine *e)
+/* ------------------------------------------------------------------------
+ * The pool: GPUs made of slots.
+ * ------------------------------------------------------------------------ */
+
+void engine_config_default(struct engine_config *cfg)
 {
-	return e->inv->count - e->busy;
+	*cfg = (struct engine_config){
+		.max_duration_ms = 300000,
+		.default_duration_ms = 60000,
+		.default_max_wait_ms = 60000,
+		.max_wait_limit_ms = 3600000,
+		.grace_ms = 2000,
+		.split = 1,
+	};
+	sched_params_priority(&cfg->sched, cfg->max_duration_ms);
 }
 
-/* Takes the lowest-numbered free devices for l. The caller checked they suffice. */
-static void devices_take(struct engine *e, struct lease *l)
+/* Groups the inventory into GPUs: MIG instances of one GPU become its slots. */
+static void pool_build(struct engine *e)
 {
-	l->ndevices = 0;
-	for (size_t d = 0; d < e->inv->count && l->ndevices < l->req.gpus; d++) {
-		if (e->holder[d])
-			continue;
-		e->holder[d] = l;
-		l->devices[l->ndevices++] = (int) d;
+	const struct inventory *inv = e->inv;
+	for (size_t i = 0; i < inv->count; i++) {
+		const struct device *d = &inv->devices[i];
+		struct engine_gpu *g = NULL;
+		if (d->mig_index >= 0) {
+			for (size_t k = 0; k < e->ngpus && !g; k++) {
+				struct engine_gpu *c = &e->gpus[k];
+				const struct device *first = &inv->devices[c->slot_device[0]];
+				if (first->mig_index >= 0 && first->gpu_index == d->gpu_index &&
+				    c->nslots < ENGINE_MAX_SLOTS)
+					g = c;
+			}
+		}
+		if (!g)
+			g = &e->gpus[e->ngpus++];
+		int halves = d->mig_index >= 0 ? 1 : e->cfg.split;
+		for (int h = 0; h < halves; h++) {
+			g->slot_device[g->nslots] = (int) i;
+			g->slot_memory[g->nslots] = d->memory_bytes / (uint64_t) halves;
+			g->nslots++;
+			e->slots_total++;
+		}
 	}
-	assert(l->ndevices == l->req.gpus);
-	e->busy += (size_t) l->ndevices;
 }
 
-static void devices_give_back(struct engine *e, struct lease *l)
+static unsigned all_slots(const struct engine_gpu *g)
 {
-	for (int i = 0; i < l->ndevices; i++) {
-		int d = l->devices[i];
-		/* A device is never held by two leases: catch any slip here. */
-		assert(e->holder[d] == l);
-		e->holder[d] = NULL;
+	return (1u << g->nslots) - 1;
+}
+
+/* Whether g could take one more lease of this size now. */
+static bool gpu_can_take(const struct engine_gpu *g, enum lease_size size)
+{
+	return size == LEASE_SIZE_XLARGE ? g->used == 0 : g->used < g->nslots;
+}
+
+/*
+ * Chooses GPUs for l: xlarge takes whole free GPUs; large takes one slot each
+ * on GPUs already partly in use before breaking into a free one, so that
+ * whole GPUs stay whole for xlarge requests. Lowest index first otherwise.
+ * Fills chosen[] and returns true when all l->req.gpus fit now.
+ */
+static bool pool_choose(const struct engine *e, const struct lease *l, int *chosen)
+{
+	int n = 0;
+	for (int pass = 0; pass < 2 && n < l->req.gpus; pass++) {
+		for (size_t k = 0; k < e->ngpus && n < l->req.gpus; k++) {
+			const struct engine_gpu *g = &e->gpus[k];
+			bool partly_used = g->used > 0;
+			/* Pass 0 packs large requests onto partly used GPUs. */
+			if (pass == 0 && (l->req.size == LEASE_SIZE_XLARGE || !partly_used))
+				continue;
+			if (pass == 1 && l->req.size == LEASE_SIZE_LARGE && partly_used)
+				continue;
+			if (gpu_can_take(g, l->req.size))
+				chosen[n++] = (int) k;
+		}
 	}
-	e->busy -= (size_t) l->ndevices;
+	return n == l->req.gpus;
+}
+
+static void pool_take(struct engine *e, struct lease *l, const int *chosen)
+{
+	l->ngrants = 0;
+	for (int i = 0; i < l->req.gpus; i++) {
+		struct engine_gpu *g = &e->gpus[chosen[i]];
+		unsigned want = 0;
+		for (int s = 0; s < g->nslots; s++) {
+			if (g->holder[s])
+				continue;
+			want |= 1u << s;
+			if (l->req.size == LEASE_SIZE_LARGE)
+				break;
+		}
+		for (int s = 0; s < g->nslots; s++) {
+			if (!(want & (1u << s)))
+				continue;
+			/* A slot is never held by two leases: catch any slip here. */
+			assert(g->holder[s] == NULL);
+			g->holder[s] = l;
+			g->used++;
+			e->slots_busy++;
+		}
+		assert(l->req.size == LEASE_SIZE_LARGE || want == all_slots(g));
+		l->grants[l->ngrants++] = (struct lease_grant){chosen[i], want};
+	}
+}
+
+static void pool_give_back(struct engine *e, struct lease *l)
+{
+	for (int i = 0; i < l->ngrants; i++) {
+		struct engine_gpu *g = &e->gpus[l->grants[i].gpu];
+		for (int s = 0; s < g->nslots; s++) {
+			if (!(l->grants[i].slots & (1u << s)))
+				continue;
+			assert(g->holder[s] == l);
+			g->holder[s] = NULL;
+			g->used--;
+			e->slots_busy--;
+		}
+	}
+}
+
+int engine_lease_devices(const struct engine *e, const struct lease *l, struct engine_device *out,
+			 int max)
+{
+	int n = 0;
+	for (int i = 0; i < l->ngrants; i++) {
+		const struct engine_gpu *g = &e->gpus[l->grants[i].gpu];
+		for (int s = 0; s < g->nslots; s++) {
+			if (!(l->grants[i].slots & (1u << s)))
+				continue;
+			/* Halves of one device are one device with more memory. */
+			if (n && out[n - 1].device == g->slot_device[s]) {
+				out[n - 1].memory_limit += g->slot_memory[s];
+			} else if (n < max) {
+				out[n++] = (struct engine_device){g->slot_device[s],
+								  g->slot_memory[s]};
+			}
+		}
+	}
+	return n;
+}
+
+int engine_device_usage(const struct engine *e, int device, int *slots, int *held,
+			const struct lease **out, int max)
+{
+	int n = 0;
+	*slots = *held = 0;
+	for (size_t k = 0; k < e->ngpus; k++) {
+		const struct engine_gpu *g = &e->gpus[k];
+		for (int s = 0; s < g->nslots; s++) {
+			if (g->slot_device[s] != device)
+				continue;
+			(*slots)++;
+			if (!g->holder[s])
+				continue;
+			(*held)++;
+			bool seen = false;
+			for (int j = 0; j < n; j++)
+				seen |= out[j] == g->holder[s];
+			if (!seen && n < max)
+				out[n++] = g->holder[s];
+		}
+	}
+	return n;
 }
 
 static void timer_set(struct engine *e, struct lease *l, int64_t at)
@@ -164,10 +302,12 @@ static void finish(struct engine *e, struct lease *l, enum lease_state to, int64
 	assert(r == 0);
 	(void) r;
 	heap_remove(&e->timers, &l->timer);
-	if (from == LEASE_QUEUED)
-		e->sched.ops->remove(&e->sched, l);
-	else
-		devices_give_back(e, l);
+	if (from == LEASE_QUEUED) {
+		sched_remove(&e->sched, l);
+	} else {
+		pool_give_back(e, l);
+		sched_on_end(&e->sched, l);
+	}
 	l->ended_ms = now;
 	count_outcome(e, to);
 	emit(e, l, ENGINE_EV_ENDED);
@@ -177,12 +317,13 @@ static void finish(struct engine *e, struct lease *l, enum lease_state to, int64
 	dispatch(e, now, from == LEASE_QUEUED);
 }
 
-static void grant(struct engine *e, struct lease *l, int64_t now)
+static void grant(struct engine *e, struct lease *l, const int *chosen, int64_t now)
 {
 	int r = lease_transition(l, LEASE_GRANTED);
 	assert(r == 0);
 	(void) r;
-	devices_take(e, l);
+	sched_take(&e->sched, l);
+	pool_take(e, l, chosen);
 	l->granted_ms = now;
 	l->deadline_ms = now + l->req.duration_ms;
 	e->stats.granted++;
@@ -205,25 +346,39 @@ static void position_update(struct lease *l, int position, void *arg)
 	emit(w->e, l, ENGINE_EV_QUEUED);
 }
 
-static void announce_positions(struct engine *e, struct lease *only, int64_t now)
+static void announce_positions(struct engine *e, struct lease *only)
 {
 	struct position_walk w = {e, only};
-	e->sched.ops->walk(&e->sched, now, position_update, &w);
+	/* Out of memory only delays the announcement to the next change. */
+	(void) sched_walk(&e->sched, position_update, &w);
 }
 
-/* Grants waiting requests in the policy's order for as long as they fit; when
- * the queue moved, schedules telling the waiters their new positions. */
+/*
+ * Grants waiting requests in the policy's order while they fit. A request whose
+ * devices are not free lets those behind it that fit go first — until it has
+ * waited the policy's backfill time; from then on devices are held back for it,
+ * so a gang is never starved by a stream of small requests. When the queue
+ * moved, schedules telling the waiters their new positions.
+ */
 static void dispatch(struct engine *e, int64_t now, bool queue_shrank)
 {
 	bool changed = queue_shrank;
-	for (;;) {
-		struct lease *l = e->sched.ops->peek(&e->sched, now);
-		if (!l || (size_t) l->req.gpus > free_devices(e))
+	int chosen[INV_MAX_DEVICES];
+	struct lease *l;
+	while ((l = sched_peek(&e->sched))) {
+		if (pool_choose(e, l, chosen)) {
+			grant(e, l, chosen, now);
+			changed = true;
+			continue;
+		}
+		bool head = e->sched.nskipped == 0;
+		bool holds_back = e->sched.p.backfill_ms == 0 ||
+				  now - l->created_ms >= e->sched.p.backfill_ms;
+		if ((head && holds_back) || e->sched.nskipped == SCHED_MAX_SKIP)
 			break;
-		e->sched.ops->remove(&e->sched, l);
-		grant(e, l, now);
-		changed = true;
+		sched_skip(&e->sched, l);
 	}
+	sched_unskip_all(&e->sched);
 	if (changed && e->sched.len && !heap_node_queued(&e->positions_timer)) {
 		/* Reserved at submit, like the leases' timers: cannot fail. */
 		int r = heap_push(&e->timers, &e->positions_timer,
@@ -244,8 +399,10 @@ int engine_init(struct engine *e, const struct inventory *inv, const struct engi
 	e->cfg = *cfg;
 	e->hooks = *hooks;
 	e->inv = inv;
-	sched_fifo_init(&e->sched);
+	pool_build(e);
 	heap_init(&e->timers);
+	if (sched_init(&e->sched, &cfg->sched) < 0)
+		return -ENOMEM;
 	return table_grow(e);
 }
 
@@ -253,6 +410,15 @@ struct shutdown_walk {
 	struct engine *e;
 	int64_t now;
 };
+
+static void shutdown_queued(struct lease *l, void *arg)
+{
+	struct shutdown_walk *w = arg;
+	if (l->state != LEASE_QUEUED)
+		return;
+	snprintf(l->message, sizeof(l->message), "zerogpud is shutting down");
+	finish(w->e, l, LEASE_CANCELLED, w->now);
+}
 
 static void shutdown_one(struct lease *l, void *arg)
 {
@@ -265,14 +431,10 @@ static void shutdown_one(struct lease *l, void *arg)
 void engine_shutdown(struct engine *e, int64_t now)
 {
 	/* Empty the queue first so that ending a held lease grants nothing new. */
-	while (e->sched.len) {
-		struct lease *l = e->sched.ops->peek(&e->sched, now);
-		snprintf(l->message, sizeof(l->message), "zerogpud is shutting down");
-		finish(e, l, LEASE_CANCELLED, now);
-	}
 	struct shutdown_walk w = {e, now};
+	engine_foreach(e, shutdown_queued, &w);
 	engine_foreach(e, shutdown_one, &w);
-	e->sched.ops->destroy(&e->sched);
+	sched_destroy(&e->sched);
 	heap_release(&e->timers);
 	free(e->table);
 	e->table = NULL;
@@ -282,7 +444,7 @@ void engine_shutdown(struct engine *e, int64_t now)
 int engine_submit(struct engine *e, const struct lease_request *req,
 		  const struct lease_owner *owner, void *stream, int64_t now)
 {
-	if (req->gpus < 1 || (size_t) req->gpus > e->inv->count)
+	if (req->gpus < 1 || (size_t) req->gpus > e->ngpus)
 		return -EINVAL;
 	/* Room for every lease's timer and the positions timer, so pushes cannot fail. */
 	if ((e->nleases + 1 > e->table_cap && table_grow(e) < 0) ||
@@ -298,7 +460,7 @@ int engine_submit(struct engine *e, const struct lease_request *req,
 	l->state = LEASE_QUEUED;
 	l->created_ms = now;
 	l->stream = stream;
-	if (e->sched.ops->push(&e->sched, l, now) < 0) {
+	if (sched_push(&e->sched, l, now) < 0) {
 		free(l);
 		return -ENOMEM;
 	}
@@ -310,13 +472,13 @@ int engine_submit(struct engine *e, const struct lease_request *req,
 		return 0;
 	if (req->max_wait_ms <= 0) {
 		snprintf(l->message, sizeof(l->message),
-			 "No GPU was available: all %zu devices are busy and max_wait_s is 0",
-			 e->inv->count);
+			 "No GPU was available: none is free for this request now and max_wait_s "
+			 "is 0");
 		finish(e, l, LEASE_FAILED, now);
 		return 0;
 	}
 	timer_set(e, l, now + req->max_wait_ms);
-	announce_positions(e, l, now);
+	announce_positions(e, l);
 	return 0;
 }
 
@@ -365,7 +527,7 @@ void engine_tick(struct engine *e, int64_t now)
 	while ((n = heap_top(&e->timers)) && n->key <= now) {
 		heap_remove(&e->timers, n);
 		if (n == &e->positions_timer) {
-			announce_positions(e, NULL, now);
+			announce_positions(e, NULL);
 			continue;
 		}
 		struct lease *l = (struct lease *) ((char *) n - offsetof(struct lease, timer));

@@ -26,16 +26,16 @@ struct engine_config {
 	int64_t default_max_wait_ms; /* how long a request may queue by default */
 	int64_t max_wait_limit_ms;   /* longest max_wait a request may ask for */
 	int64_t grace_ms;	     /* after the deadline, before the attached group is killed */
+	int split;		     /* halves per whole (non-MIG) GPU: 1 or 2 */
+	struct sched_params sched;   /* the queue policy */
 };
 
-#define ENGINE_CONFIG_DEFAULT                                                                      \
-	{                                                                                          \
-		300000, 60000, 60000, 3600000, 2000                                                \
-	}
+/* The defaults: 300 s max, 60 s default, 60 s wait, 2 s grace, no split, priority policy. */
+void engine_config_default(struct engine_config *cfg);
 
 enum engine_event {
 	ENGINE_EV_QUEUED,  /* waiting; l->position_sent is the new position (see below) */
-	ENGINE_EV_GRANTED, /* l->devices are the client's until l->deadline_ms */
+	ENGINE_EV_GRANTED, /* l->grants are the client's until l->deadline_ms */
 	ENGINE_EV_EXPIRED, /* the deadline passed; the grace runs */
 	ENGINE_EV_ENDED,   /* l->state is terminal; l is freed after the hook */
 };
@@ -60,12 +60,27 @@ struct engine_stats {
  */
 #define ENGINE_POSITION_INTERVAL_MS 100
 
+#define ENGINE_MAX_SLOTS 8
+
+/*
+ * A physical GPU as the engine lends it: slots that `large` requests take one
+ * at a time and `xlarge` requests take all together. A whole GPU has `split`
+ * slots on the same device; a GPU in MIG mode has one slot per MIG instance.
+ */
+struct engine_gpu {
+	int nslots, used;
+	int slot_device[ENGINE_MAX_SLOTS];	/* inventory index of each slot's device */
+	uint64_t slot_memory[ENGINE_MAX_SLOTS]; /* each slot's share of memory */
+	struct lease *holder[ENGINE_MAX_SLOTS]; /* who holds each slot */
+};
+
 struct engine {
 	struct engine_config cfg;
 	struct engine_hooks hooks;
 	const struct inventory *inv;
-	struct lease *holder[INV_MAX_DEVICES]; /* which lease holds each device */
-	size_t busy;			       /* devices held */
+	struct engine_gpu gpus[INV_MAX_DEVICES];
+	size_t ngpus;
+	size_t slots_total, slots_busy;
 	struct sched sched;
 	struct heap timers;
 	struct heap_node positions_timer; /* in timers while positions need re-announcing */
@@ -120,6 +135,21 @@ void engine_tick(struct engine *e, int64_t now);
 
 /* When engine_tick() next has work, in monotonic ms; INT64_MAX when never. */
 int64_t engine_next_deadline(const struct engine *e);
+
+/* One device a lease holds: which inventory device, and how much of its memory. */
+struct engine_device {
+	int device;
+	uint64_t memory_limit;
+};
+
+/* The devices l holds, at most max of them, in grant order. Returns how many. */
+int engine_lease_devices(const struct engine *e, const struct lease *l, struct engine_device *out,
+			 int max);
+
+/* How inventory device d is used: its slots, how many are held, and by which
+ * leases (at most max, each once). Returns the number of leases. */
+int engine_device_usage(const struct engine *e, int device, int *slots, int *held,
+			const struct lease **out, int max);
 
 /* Calls fn on each lease that holds devices or waits, in no set order. */
 void engine_foreach(const struct engine *e, void (*fn)(struct lease *l, void *arg), void *arg);

@@ -27,6 +27,17 @@ const char *lease_size_name(enum lease_size s)
 	return s == LEASE_SIZE_XLARGE ? "xlarge" : "large";
 }
 
+const char *lease_tier_name(enum lease_tier t)
+{
+	static const char *const names[LEASE__TIER_COUNT] = {
+		[LEASE_TIER_ENTERPRISE] = "enterprise",
+		[LEASE_TIER_PRO] = "pro",
+		[LEASE_TIER_FREE] = "free",
+		[LEASE_TIER_ANONYMOUS] = "anonymous",
+	};
+	return (unsigned) t < LEASE__TIER_COUNT ? names[t] : "invalid";
+}
+
 bool lease_state_terminal(enum lease_state s)
 {
 	return (unsigned) s < LEASE__STATE_COUNT && allowed[s] == 0;

@@ -30,6 +30,15 @@ enum lease_state {
 
 enum lease_size { LEASE_SIZE_LARGE, LEASE_SIZE_XLARGE };
 
+/* Visitor tiers, best served first. */
+enum lease_tier {
+	LEASE_TIER_ENTERPRISE,
+	LEASE_TIER_PRO,
+	LEASE_TIER_FREE,
+	LEASE_TIER_ANONYMOUS,
+	LEASE__TIER_COUNT
+};
+
 #define LEASE_APP_MAX	  64
 #define LEASE_TEXT_MAX	  256
 #define LEASE_ID_LEN	  32 /* hex digits: 128 random bits */
@@ -44,6 +53,8 @@ struct lease_request {
 	int gpus;
 	int64_t duration_ms;
 	int64_t max_wait_ms;
+	enum lease_tier tier; /* from the visitor's identity; anonymous without one */
+	double quota_left;    /* share of the visitor's daily quota left, 0..1 */
 };
 
 /* Who holds a lease: a local uid (Unix socket) or a token holder (TCP). */
@@ -63,19 +74,24 @@ struct lease {
 	bool expiry_signalled; /* the deadline passed and the client was told */
 
 	pid_t pid, pgid; /* attached process and its group, 0 when none */
-	int devices[INV_MAX_DEVICES];
-	int ndevices;
+	struct lease_grant {
+		int gpu;	/* index into the engine's GPUs */
+		unsigned slots; /* bit i: slot i of that GPU */
+	} grants[INV_MAX_DEVICES];
+	int ngrants;			 /* = req.gpus once granted */
 	int position_sent;		 /* the queue position the client last heard, 0 = none */
 	char message[LEASE_MESSAGE_MAX]; /* why it failed or expired, for the client */
 
-	struct heap_node timer;	       /* the one pending deadline of this lease */
-	struct lease *q_prev, *q_next; /* queue links, owned by the scheduling policy */
-	struct lease *hash_next;       /* lease table chain */
-	void *stream;		       /* the API's per-lease context, or NULL */
+	struct heap_node timer;	 /* the one pending deadline of this lease */
+	struct heap_node qnode;	 /* in its app's queue (sched.c) */
+	int64_t sched_key;	 /* its place in line, fixed on arrival; 0 = not yet */
+	struct lease *hash_next; /* lease table chain */
+	void *stream;		 /* the API's per-lease context, or NULL */
 };
 
 const char *lease_state_name(enum lease_state s);
 const char *lease_size_name(enum lease_size s);
+const char *lease_tier_name(enum lease_tier t);
 bool lease_state_terminal(enum lease_state s);
 bool lease_transition_allowed(enum lease_state from, enum lease_state to);
 /* Moves l to state to; returns 0, or -EINVAL (and changes nothing) when illegal. */

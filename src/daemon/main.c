@@ -44,6 +44,17 @@ static const char usage_text[] =
 	"  --simulate SPEC        lend simulated devices instead of real ones, e.g. 4x80G or\n"
 	"                         2x141G,1x80G (used automatically when NVML finds no GPU)\n"
 	"  --nvml-library PATH    load NVML from PATH (default: libnvidia-ml.so.1)\n"
+	"  --split N              1: lend whole GPUs only; 2: lend each whole GPU as two\n"
+	"                         halves for 'large' requests (default 1; MIG instances\n"
+	"                         are always lent one by one)\n"
+	"\n"
+	"Scheduling (docs/scheduling.md):\n"
+	"  --policy NAME          priority (default) or fifo\n"
+	"  --aging-bound S        no request waits longer than this behind later\n"
+	"                         arrivals (default 30)\n"
+	"  --backfill S           a request whose devices are busy lets smaller ones pass\n"
+	"                         for this long, then devices are held for it (default 5)\n"
+	"  --app-limit N          leases one app may hold at once (default 0: no limit)\n"
 	"\n"
 	"Leases:\n"
 	"  --max-duration S       longest lease a request may ask for (default 300)\n"
@@ -124,6 +135,11 @@ static int parse_options(int argc, char **argv, struct options *o)
 		OPT_DEFAULT_MAX_WAIT,
 		OPT_GRACE,
 		OPT_LOG_LEVEL,
+		OPT_SPLIT,
+		OPT_POLICY,
+		OPT_AGING,
+		OPT_BACKFILL,
+		OPT_APP_LIMIT,
 	};
 	static const struct option longopts[] = {
 		{"socket", required_argument, NULL, OPT_SOCKET},
@@ -138,12 +154,19 @@ static int parse_options(int argc, char **argv, struct options *o)
 		{"default-max-wait", required_argument, NULL, OPT_DEFAULT_MAX_WAIT},
 		{"grace", required_argument, NULL, OPT_GRACE},
 		{"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+		{"split", required_argument, NULL, OPT_SPLIT},
+		{"policy", required_argument, NULL, OPT_POLICY},
+		{"aging-bound", required_argument, NULL, OPT_AGING},
+		{"backfill", required_argument, NULL, OPT_BACKFILL},
+		{"app-limit", required_argument, NULL, OPT_APP_LIMIT},
 		{"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, 'V'},
 		{NULL, 0, NULL, 0},
 	};
-	const struct engine_config defaults = ENGINE_CONFIG_DEFAULT;
-	o->cfg = defaults;
+	engine_config_default(&o->cfg);
+	const char *policy = "priority";
+	int64_t aging_ms = o->cfg.sched.aging_bound_ms, backfill_ms = o->cfg.sched.backfill_ms;
+	long app_limit = 0;
 	o->log_level = LOG_INFO;
 	if (zgpu_default_socket_path(o->socket_path, sizeof(o->socket_path)) < 0 ||
 	    default_state_dir(o->state_dir, sizeof(o->state_dir)) < 0)
@@ -219,6 +242,35 @@ static int parse_options(int argc, char **argv, struct options *o)
 					"'%s'",
 					optarg);
 			break;
+		case OPT_SPLIT:
+			if (strcmp(optarg, "1") && strcmp(optarg, "2"))
+				return die_usage("--split takes 1 or 2, not '%s'", optarg);
+			o->cfg.split = atoi(optarg);
+			break;
+		case OPT_POLICY:
+			if (strcmp(optarg, "priority") && strcmp(optarg, "fifo"))
+				return die_usage("--policy takes priority or fifo, not '%s'",
+						 optarg);
+			policy = optarg;
+			break;
+		case OPT_AGING:
+			if (parse_seconds(optarg, &aging_ms, false) < 0)
+				return die_usage("--aging-bound takes seconds > 0, not '%s'",
+						 optarg);
+			break;
+		case OPT_BACKFILL:
+			if (parse_seconds(optarg, &backfill_ms, true) < 0)
+				return die_usage("--backfill takes seconds >= 0, not '%s'", optarg);
+			break;
+		case OPT_APP_LIMIT: {
+			char *end;
+			app_limit = strtol(optarg, &end, 10);
+			if (*end || end == optarg || app_limit < 0 || app_limit > 100000)
+				return die_usage(
+					"--app-limit takes a number of leases >= 0, not '%s'",
+					optarg);
+			break;
+		}
 		case 'h':
 			fputs(usage_text, stdout);
 			exit(0);
@@ -235,6 +287,14 @@ static int parse_options(int argc, char **argv, struct options *o)
 		return die_usage("%s", "--default-duration is above --max-duration");
 	if (o->cfg.default_max_wait_ms > o->cfg.max_wait_limit_ms)
 		return die_usage("%s", "--default-max-wait is above the 3600 s limit");
+	if (strcmp(policy, "fifo") == 0) {
+		sched_params_fifo(&o->cfg.sched);
+	} else {
+		sched_params_priority(&o->cfg.sched, o->cfg.max_duration_ms);
+		o->cfg.sched.aging_bound_ms = aging_ms;
+		o->cfg.sched.backfill_ms = backfill_ms;
+	}
+	o->cfg.sched.app_limit = (int) app_limit;
 	if (o->listen && !daemon_ctx.token[0])
 		return die_usage("--listen %s needs --token or --token-file: TCP clients have no "
 				 "other identity",
@@ -524,10 +584,12 @@ int main(int argc, char **argv)
 		if (!d->http_tcp || listen_tcp(d->http_tcp, o.listen) < 0)
 			return 1;
 	}
-	log_info("zerogpud %s serving %s%s%s (state %s, max duration %.0f s, grace %.1f s)",
+	log_info("zerogpud %s serving %s%s%s (state %s, max duration %g s, grace %g s, %s "
+		 "policy, %zu GPUs in %zu slots)",
 		 ZGPU_VERSION, o.socket_path, o.listen ? " and http://" : "",
 		 o.listen ? o.listen : "", o.state_dir, (double) o.cfg.max_duration_ms / 1000.0,
-		 (double) o.cfg.grace_ms / 1000.0);
+		 (double) o.cfg.grace_ms / 1000.0, o.cfg.sched.name, d->engine.ngpus,
+		 d->engine.slots_total);
 
 	event_base_dispatch(d->base);
 

@@ -34,9 +34,22 @@ int metrics_render(const struct metrics *m, const struct engine *e, struct evbuf
 	P("# HELP zerogpu_devices_total Devices this daemon lends.\n"
 	  "# TYPE zerogpu_devices_total gauge\nzerogpu_devices_total %zu\n",
 	  e->inv->count);
-	P("# HELP zerogpu_devices_busy Devices held by a lease now.\n"
+	size_t busy = 0;
+	for (size_t i = 0; i < e->inv->count; i++) {
+		int slots, held;
+		const struct lease *holder;
+		engine_device_usage(e, (int) i, &slots, &held, &holder, 1);
+		busy += held > 0;
+	}
+	P("# HELP zerogpu_devices_busy Devices held in whole or in part by a lease now.\n"
 	  "# TYPE zerogpu_devices_busy gauge\nzerogpu_devices_busy %zu\n",
-	  e->busy);
+	  busy);
+	P("# HELP zerogpu_slots_total Lendable slots (halves or whole GPUs).\n"
+	  "# TYPE zerogpu_slots_total gauge\nzerogpu_slots_total %zu\n",
+	  e->slots_total);
+	P("# HELP zerogpu_slots_busy Slots held by a lease now.\n"
+	  "# TYPE zerogpu_slots_busy gauge\nzerogpu_slots_busy %zu\n",
+	  e->slots_busy);
 	P("# HELP zerogpu_queue_length Requests waiting for devices.\n"
 	  "# TYPE zerogpu_queue_length gauge\nzerogpu_queue_length %zu\n",
 	  e->sched.len);

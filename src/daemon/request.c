@@ -129,7 +129,7 @@ static int get_text(json_t *obj, const char *name, char *out, size_t size, char 
 	return 0;
 }
 
-static int validate_lease(json_t *o, const struct engine_config *cfg, size_t device_count,
+static int validate_lease(json_t *o, const struct engine_config *cfg, size_t gpu_count,
 			  struct lease_request *out, char *err, size_t errlen)
 {
 	static const char *const known[] = {"app",  "task",	  "visitor",	"size",
@@ -185,10 +185,10 @@ static int validate_lease(json_t *o, const struct engine_config *cfg, size_t dev
 			snprintf(err, errlen, "gpus must be at least 1 (got %lld)", (long long) n);
 			return -EINVAL;
 		}
-		if ((size_t) n > device_count) {
+		if ((size_t) n > gpu_count) {
 			snprintf(err, errlen,
-				 "gpus %lld is more than the %zu device%s this machine has",
-				 (long long) n, device_count, device_count == 1 ? "" : "s");
+				 "gpus %lld is more than the %zu GPU%s this machine has",
+				 (long long) n, gpu_count, gpu_count == 1 ? "" : "s");
 			return -EINVAL;
 		}
 		out->gpus = (int) n;
@@ -218,7 +218,7 @@ static int validate_lease(json_t *o, const struct engine_config *cfg, size_t dev
 }
 
 int request_parse_lease(const char *body, size_t len, const struct engine_config *cfg,
-			size_t device_count, struct lease_request *out, char *err, size_t errlen)
+			size_t gpu_count, struct lease_request *out, char *err, size_t errlen)
 {
 	memset(out, 0, sizeof(*out));
 	strcpy(out->app, "default");
@@ -226,11 +226,13 @@ int request_parse_lease(const char *body, size_t len, const struct engine_config
 	out->gpus = 1;
 	out->duration_ms = cfg->default_duration_ms;
 	out->max_wait_ms = cfg->default_max_wait_ms;
+	out->tier = LEASE_TIER_ANONYMOUS;
+	out->quota_left = 1.0;
 
 	json_t *o = load_object(body, len, err, errlen);
 	if (!o)
 		return -EINVAL;
-	int r = validate_lease(o, cfg, device_count, out, err, errlen);
+	int r = validate_lease(o, cfg, gpu_count, out, err, errlen);
 	json_decref(o);
 	return r;
 }

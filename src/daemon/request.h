@@ -13,11 +13,12 @@
 
 /*
  * Parses the body of POST /v1/leases into *out, filling defaults from cfg.
- * An empty body means "all defaults". device_count bounds `gpus`. Returns 0,
+ * An empty body means "all defaults". gpu_count (physical GPUs) bounds
+ * `gpus`. Returns 0,
  * or -EINVAL with a message in err.
  */
 int request_parse_lease(const char *body, size_t len, const struct engine_config *cfg,
-			size_t device_count, struct lease_request *out, char *err, size_t errlen);
+			size_t gpu_count, struct lease_request *out, char *err, size_t errlen);
 
 /* Parses {"pid": N} (N > 0). Returns 0, or -EINVAL with a message in err. */
 int request_parse_attach(const char *body, size_t len, pid_t *pid, char *err, size_t errlen);

@@ -16,7 +16,7 @@ BAD_LEASE_REQUESTS = [
     (b'{"duration_s": 0}', 400, "duration_s must be greater than 0 (got 0)"),
     (b'{"duration_s": -3}', 400, "duration_s must be greater than 0 (got -3)"),
     (b'{"duration_s": 900}', 400, "duration 900 s is above this server's maximum of 300 s"),
-    (b'{"gpus": 5}', 400, "gpus 5 is more than the 4 devices this machine has"),
+    (b'{"gpus": 5}', 400, "gpus 5 is more than the 4 GPUs this machine has"),
     (b'{"gpus": 0}', 400, "gpus must be at least 1 (got 0)"),
     (b'{"size": "medium"}', 400, "unknown size 'medium': use 'large' (half a GPU) or 'xlarge' (a whole GPU)"),
     (b'{"colour": "red"}', 400, "unknown field 'colour'"),

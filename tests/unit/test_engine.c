@@ -11,6 +11,9 @@
 
 #include "daemon/engine.h"
 
+static struct inventory inv;
+static struct engine eng;
+
 struct event_rec {
 	char id[LEASE_ID_LEN + 1];
 	enum engine_event ev;
@@ -18,6 +21,7 @@ struct event_rec {
 	int position;
 	int ndevices;
 	int devices[INV_MAX_DEVICES];
+	uint64_t memory_limit[INV_MAX_DEVICES];
 	char message[LEASE_MESSAGE_MAX];
 };
 
@@ -32,8 +36,12 @@ static void on_event(void *ctx, struct lease *l, enum engine_event ev)
 	r->ev = ev;
 	r->state = l->state;
 	r->position = l->position_sent;
-	r->ndevices = l->ndevices;
-	memcpy(r->devices, l->devices, sizeof(r->devices));
+	struct engine_device held[INV_MAX_DEVICES];
+	r->ndevices = engine_lease_devices(&eng, l, held, INV_MAX_DEVICES);
+	for (int i = 0; i < r->ndevices; i++) {
+		r->devices[i] = held[i].device;
+		r->memory_limit[i] = held[i].memory_limit;
+	}
 	memcpy(r->message, l->message, sizeof(r->message));
 }
 
@@ -48,20 +56,28 @@ static void make_id(void *ctx, char *out)
 	snprintf(out, LEASE_ID_LEN + 1, "%032d", ++next_id);
 }
 
-static struct inventory inv;
-static struct engine eng;
-
-static void setup_engine(size_t ndevices)
+/* Starts an engine on ndevices simulated 80 GiB GPUs with the given policy and split. */
+static void setup_with(size_t ndevices, bool priority, int split)
 {
 	char err[128];
 	char spec[16];
 	snprintf(spec, sizeof(spec), "%zux80G", ndevices);
 	assert_int_equal(inventory_simulate(&inv, spec, "test", err, sizeof(err)), 0);
-	struct engine_config cfg = ENGINE_CONFIG_DEFAULT;
+	struct engine_config cfg;
+	engine_config_default(&cfg);
+	cfg.split = split;
+	if (!priority)
+		sched_params_fifo(&cfg.sched);
 	struct engine_hooks hooks = {.event = on_event, .kill_group = on_kill, .make_id = make_id};
 	assert_int_equal(engine_init(&eng, &inv, &cfg, &hooks), 0);
 	nevents = nkills = next_id = 0;
 	last_killed = 0;
+}
+
+/* The engine's own order tests run under FIFO, which they describe. */
+static void setup_engine(size_t ndevices)
+{
+	setup_with(ndevices, false, 1);
 }
 
 static int teardown(void **state)
@@ -105,7 +121,7 @@ static void grants_at_once_on_an_idle_pool(void **state)
 	assert_int_equal(ev->ev, ENGINE_EV_GRANTED);
 	assert_int_equal(ev->ndevices, 1);
 	assert_int_equal(ev->devices[0], 0);
-	assert_int_equal(eng.busy, 1);
+	assert_int_equal(eng.slots_busy, 1);
 	assert_int_equal(lease_of(a)->deadline_ms, 5100);
 	assert_int_equal(engine_next_deadline(&eng), 5100);
 }
@@ -149,7 +165,7 @@ static void gang_takes_two_of_four(void **state)
 	int b = submit(2, 5000, 60000, 0);
 	assert_int_equal(last_event_of(b)->devices[0], 2);
 	assert_int_equal(last_event_of(b)->devices[1], 3);
-	assert_int_equal(eng.busy, 4);
+	assert_int_equal(eng.slots_busy, 4);
 }
 
 static void gang_is_all_or_nothing_and_not_overtaken(void **state)
@@ -160,7 +176,7 @@ static void gang_is_all_or_nothing_and_not_overtaken(void **state)
 	int small = submit(1, 5000, 60000, 2);
 	/* Three devices are free, but the gang needs four: it waits, holding nothing. */
 	assert_int_equal(last_event_of(big)->ev, ENGINE_EV_QUEUED);
-	assert_int_equal(eng.busy, 1);
+	assert_int_equal(eng.slots_busy, 1);
 	/* FIFO: the single request behind it does not jump ahead. */
 	assert_int_equal(last_event_of(small)->ev, ENGINE_EV_QUEUED);
 	assert_int_equal(last_event_of(small)->position, 2);
@@ -259,7 +275,7 @@ static void abandoning_cancels_or_releases_and_kills(void **state)
 	engine_abandon(&eng, lease_of(a), 2);
 	assert_int_equal(last_event_of(a)->state, LEASE_RELEASED);
 	assert_int_equal(nkills, 1);
-	assert_int_equal(eng.busy, 0);
+	assert_int_equal(eng.slots_busy, 0);
 	assert_int_equal(eng.nleases, 0);
 }
 
@@ -329,22 +345,29 @@ static void invariants_hold_under_random_load(void **state)
 		}
 
 		size_t held = 0;
-		for (size_t d = 0; d < inv.count; d++) {
-			struct lease *h = eng.holder[d];
-			if (!h)
-				continue;
-			held++;
-			assert_true(h->state == LEASE_GRANTED || h->state == LEASE_ATTACHED);
-			bool listed = false;
-			for (int i = 0; i < h->ndevices; i++)
-				listed |= h->devices[i] == (int) d;
-			assert_true(listed);
+		for (size_t k = 0; k < eng.ngpus; k++) {
+			struct engine_gpu *g = &eng.gpus[k];
+			int used = 0;
+			for (int s = 0; s < g->nslots; s++) {
+				struct lease *h = g->holder[s];
+				if (!h)
+					continue;
+				used++;
+				assert_true(h->state == LEASE_GRANTED || h->state == LEASE_ATTACHED);
+				bool listed = false;
+				for (int i = 0; i < h->ngrants; i++)
+					listed |= h->grants[i].gpu == (int) k &&
+						  (h->grants[i].slots & (1u << s));
+				assert_true(listed);
+			}
+			assert_int_equal(used, g->used);
+			held += (size_t) used;
 		}
-		assert_int_equal(held, eng.busy);
+		assert_int_equal(held, eng.slots_busy);
 		/* FIFO never idles a device while the head of the queue would fit. */
-		struct lease *head = eng.sched.ops->peek(&eng.sched, now);
+		struct lease *head = sched_peek(&eng.sched);
 		if (head)
-			assert_true((size_t) head->req.gpus > inv.count - eng.busy);
+			assert_true((size_t) head->req.gpus > inv.count - eng.slots_busy);
 	}
 	uint64_t ended = eng.stats.released + eng.stats.expired + eng.stats.failed +
 			 eng.stats.cancelled;

@@ -9,10 +9,10 @@
 
 #include "daemon/request.h"
 
-static const struct engine_config cfg = ENGINE_CONFIG_DEFAULT;
-
 static int parse(const char *body, struct lease_request *out, char *err)
 {
+	struct engine_config cfg;
+	engine_config_default(&cfg);
 	return request_parse_lease(body, strlen(body), &cfg, 4, out, err, 512);
 }
 
@@ -26,6 +26,7 @@ static void empty_body_means_defaults(void **state)
 	assert_int_equal(r.size, LEASE_SIZE_LARGE);
 	assert_int_equal(r.duration_ms, 60000);
 	assert_int_equal(r.max_wait_ms, 60000);
+	assert_int_equal(r.tier, LEASE_TIER_ANONYMOUS);
 }
 
 static void full_request(void **state)
@@ -60,7 +61,7 @@ static void refusals_say_what_is_wrong(void **state)
 		{"{\"gpus\":\"2\"}", "field 'gpus' must be an integer, not a string"},
 		{"{\"gpus\":1.5}", "field 'gpus' must be an integer, not a number"},
 		{"{\"gpus\":0}", "gpus must be at least 1 (got 0)"},
-		{"{\"gpus\":8}", "gpus 8 is more than the 4 devices this machine has"},
+		{"{\"gpus\":8}", "gpus 8 is more than the 4 GPUs this machine has"},
 		{"{\"duration_s\":0}", "duration_s must be greater than 0 (got 0)"},
 		{"{\"duration_s\":-5}", "duration_s must be greater than 0 (got -5)"},
 		{"{\"duration_s\":900}", "duration 900 s is above this server's maximum of 300 s"},

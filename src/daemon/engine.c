@@ -137,27 +137,29 @@ static bool gpu_can_take(const struct engine_gpu *g, enum lease_size size)
 }
 
 /*
- * Chooses GPUs for l: xlarge takes whole free GPUs; large takes one slot each
- * on GPUs already partly in use before breaking into a free one, so that
- * whole GPUs stay whole for xlarge requests. Lowest index first otherwise.
- * Fills chosen[] and returns true when all l->req.gpus fit now.
+ * How good a home g is for l, 0 best; -1 when it cannot take l now. A large
+ * request goes first to a GPU already partly in use, then to a free GPU that
+ * has halves, and only then takes a whole single-slot GPU: whole GPUs stay
+ * whole for xlarge requests for as long as possible.
  */
+static int placement_rank(const struct engine_gpu *g, enum lease_size size)
+{
+	if (!gpu_can_take(g, size))
+		return -1;
+	if (size == LEASE_SIZE_XLARGE)
+		return 0;
+	return g->used > 0 ? 0 : g->nslots > 1 ? 1 : 2;
+}
+
+/* Chooses GPUs for l, best rank first, lowest index within a rank. Fills
+ * chosen[] and returns true when all l->req.gpus fit now. */
 static bool pool_choose(const struct engine *e, const struct lease *l, int *chosen)
 {
 	int n = 0;
-	for (int pass = 0; pass < 2 && n < l->req.gpus; pass++) {
-		for (size_t k = 0; k < e->ngpus && n < l->req.gpus; k++) {
-			const struct engine_gpu *g = &e->gpus[k];
-			bool partly_used = g->used > 0;
-			/* Pass 0 packs large requests onto partly used GPUs. */
-			if (pass == 0 && (l->req.size == LEASE_SIZE_XLARGE || !partly_used))
-				continue;
-			if (pass == 1 && l->req.size == LEASE_SIZE_LARGE && partly_used)
-				continue;
-			if (gpu_can_take(g, l->req.size))
+	for (int rank = 0; rank <= 2 && n < l->req.gpus; rank++)
+		for (size_t k = 0; k < e->ngpus && n < l->req.gpus; k++)
+			if (placement_rank(&e->gpus[k], l->req.size) == rank)
 				chosen[n++] = (int) k;
-		}
-	}
 	return n == l->req.gpus;
 }
 

@@ -134,6 +134,9 @@ def test_listen_without_token_is_refused(tmp_path):
     (["--log-level", "loud"], "--log-level takes debug, info, warn or error, not 'loud'"),
     (["--default-duration", "400"], "--default-duration is above --max-duration"),
     (["--bogus"], "unknown option"),
+    (["--split", "3"], "--split takes 1 or 2, not '3'"),
+    (["--policy", "lottery"], "--policy takes priority or fifo, not 'lottery'"),
+    (["--app-limit", "-1"], "--app-limit takes a number of leases >= 0, not '-1'"),
 ])
 def test_bad_options_are_explained(tmp_path, args, message):
     r = subprocess.run([str(ZEROGPUD), "--socket", str(tmp_path / "s"), "--state-dir", str(tmp_path)]
@@ -263,3 +266,15 @@ def test_restart_after_kill_9(tmp_path):
     assert ev["event"] == "granted"
     c.close()
     assert again.stop() == 0
+
+
+def test_policy_option(make_daemon):
+    d = make_daemon("--simulate", "1x80G", "--policy", "fifo")
+    assert d.get("/v1/status")[1]["policy"] == "fifo"
+    held, _ = d.acquire({})
+    long_, _ = d.acquire({"duration_s": 300})
+    short, _ = d.acquire({"duration_s": 5})
+    _, q = d.get("/v1/queue")
+    assert [x["duration_s"] for x in q["queue"]] == [300, 5]  # arrival order
+    for s in (held, long_, short):
+        s.close()

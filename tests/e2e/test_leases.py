@@ -226,3 +226,56 @@ def test_expiry_spares_the_group_of_a_process_that_does_not_lead_it(daemon1):
     parent.wait(timeout=3)  # `wait` returns once the worker was killed
     assert parent.returncode == 0  # it exited by itself; a killed group would give -9
     c.close()
+
+
+def test_split_gpu_lends_two_halves(make_daemon):
+    d = make_daemon("--simulate", "1x80G", "--split", "2")
+    a, ev_a = d.acquire({"size": "large"})
+    b, ev_b = d.acquire({"size": "large"})
+    assert ev_a["event"] == ev_b["event"] == "granted"
+    assert ev_a["devices"][0]["uuid"] == ev_b["devices"][0]["uuid"]
+    assert ev_a["devices"][0]["memory_limit_bytes"] == 40 << 30
+    _, devices = d.get("/v1/devices")
+    dev = devices["devices"][0]
+    assert dev["state"] == "busy" and dev["slots"] == 2 and dev["slots_busy"] == 2
+    assert sorted(dev["leases"]) == sorted([ev_a["lease"], ev_b["lease"]])
+    a.close()
+    # One half free: a large request fits, an xlarge one waits for the whole GPU.
+    x, ev_x = d.acquire({"size": "xlarge"})
+    assert ev_x["event"] == "queued"
+    _, devices = d.get("/v1/devices")
+    assert devices["devices"][0]["state"] == "partial"
+    b.close()
+    ev = x.event()
+    assert ev["event"] == "granted" and ev["devices"][0]["memory_limit_bytes"] == 80 << 30
+    x.close()
+
+
+def test_app_limit_queues_with_reason_concurrency(make_daemon):
+    d = make_daemon("--simulate", "4x80G", "--app-limit", "1")
+    a, _ = d.acquire({"app": "hot"})
+    b, ev = d.acquire({"app": "hot"})
+    assert ev["event"] == "queued" and ev["reason"] == "concurrency"
+    c, ev_c = d.acquire({"app": "cold"})
+    assert ev_c["event"] == "granted"  # other apps are not held up
+    _, q = d.get("/v1/queue")
+    assert q["queue"][0]["reason"] == "concurrency"
+    a.close()
+    assert b.event()["event"] == "granted"
+    b.close()
+    c.close()
+
+
+def test_priority_serves_shorter_calls_first(daemon1):
+    held, _ = daemon1.acquire({})
+    long_, _ = daemon1.acquire({"duration_s": 300})
+    short, _ = daemon1.acquire({"duration_s": 5})
+    _, q = daemon1.get("/v1/queue")
+    assert [x["duration_s"] for x in q["queue"]] == [5, 300]
+    held.close()
+    ev = short.event()
+    while ev["event"] == "queued":
+        ev = short.event()
+    assert ev["event"] == "granted"
+    for s in (long_, short):
+        s.close()

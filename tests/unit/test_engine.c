@@ -321,10 +321,159 @@ static void end_with_failure_and_cancel(void **state)
 	assert_int_equal(eng.stats.cancelled, 1);
 }
 
+static int submit_sized(enum lease_size size, int gpus, int64_t duration_ms, int64_t now)
+{
+	struct lease_request req = {.app = "app",
+				    .gpus = gpus,
+				    .size = size,
+				    .duration_ms = duration_ms,
+				    .max_wait_ms = 600000};
+	struct lease_owner owner = {.uid = 1000};
+	assert_int_equal(engine_submit(&eng, &req, &owner, NULL, now), 0);
+	return next_id;
+}
+
+static void halves_are_packed_before_whole_gpus_are_broken(void **state)
+{
+	setup_with(3, true, 2);
+	assert_int_equal(eng.ngpus, 3);
+	assert_int_equal(eng.slots_total, 6);
+	int a = submit_sized(LEASE_SIZE_LARGE, 1, 10000, 0);
+	int b = submit_sized(LEASE_SIZE_LARGE, 1, 10000, 0);
+	/* Both halves of GPU 0, each with half its memory. */
+	assert_int_equal(last_event_of(a)->devices[0], 0);
+	assert_int_equal(last_event_of(b)->devices[0], 0);
+	assert_int_equal(last_event_of(a)->memory_limit[0], 40ULL << 30);
+	int c = submit_sized(LEASE_SIZE_LARGE, 1, 10000, 0);
+	assert_int_equal(last_event_of(c)->devices[0], 1);
+	engine_end(&eng, lease_of(b), false, 1, NULL);
+	/* GPU 0 and GPU 1 are both half used: the next half goes to one of them
+	 * (the lower), never to the whole GPU 2. */
+	int d = submit_sized(LEASE_SIZE_LARGE, 1, 10000, 2);
+	assert_int_equal(last_event_of(d)->devices[0], 0);
+	int e = submit_sized(LEASE_SIZE_LARGE, 1, 10000, 2);
+	assert_int_equal(last_event_of(e)->devices[0], 1);
+	int x = submit_sized(LEASE_SIZE_XLARGE, 1, 10000, 3);
+	assert_int_equal(last_event_of(x)->devices[0], 2);
+	assert_int_equal(last_event_of(x)->memory_limit[0], 80ULL << 30);
+	assert_int_equal(eng.slots_busy, 6);
+}
+
+static void xlarge_waits_for_a_whole_gpu(void **state)
+{
+	setup_with(2, true, 2);
+	int a = submit_sized(LEASE_SIZE_LARGE, 1, 10000, 0);
+	submit_sized(LEASE_SIZE_LARGE, 1, 10000, 0); /* packs onto GPU 0 */
+	int c = submit_sized(LEASE_SIZE_LARGE, 1, 10000, 0);
+	assert_int_equal(last_event_of(c)->devices[0], 1);
+	/* One half free on GPU 1 and none whole: an xlarge request waits. */
+	int x = submit_sized(LEASE_SIZE_XLARGE, 1, 10000, 0);
+	assert_int_equal(last_event_of(x)->ev, ENGINE_EV_QUEUED);
+	engine_end(&eng, lease_of(c), false, 1, NULL);
+	assert_int_equal(last_event_of(x)->ev, ENGINE_EV_GRANTED);
+	assert_int_equal(last_event_of(x)->devices[0], 1);
+	(void) a;
+}
+
+static void mig_instances_are_the_halves_of_their_gpu(void **state)
+{
+	memset(&inv, 0, sizeof(inv));
+	inv.source = "nvml";
+	/* GPU 0 whole; GPU 1 in MIG mode with two instances. */
+	const int gpu_of[3] = {0, 1, 1}, mig_of[3] = {-1, 0, 1};
+	for (int i = 0; i < 3; i++) {
+		inv.devices[i] = (struct device){.index = i,
+						 .gpu_index = gpu_of[i],
+						 .mig_index = mig_of[i],
+						 .memory_bytes = i ? 70ULL << 30 : 141ULL << 30};
+		snprintf(inv.devices[i].uuid, sizeof(inv.devices[i].uuid), "U%d", i);
+	}
+	inv.count = 3;
+	struct engine_config cfg;
+	engine_config_default(&cfg);
+	cfg.split = 1;
+	struct engine_hooks hooks = {.event = on_event, .kill_group = on_kill, .make_id = make_id};
+	assert_int_equal(engine_init(&eng, &inv, &cfg, &hooks), 0);
+	nevents = nkills = next_id = 0;
+	assert_int_equal(eng.ngpus, 2);
+	assert_int_equal(eng.slots_total, 3);
+	int x = submit_sized(LEASE_SIZE_XLARGE, 2, 10000, 0);
+	/* Two whole GPUs: GPU 0, and GPU 1 as both of its MIG instances. */
+	assert_int_equal(last_event_of(x)->ndevices, 3);
+	engine_end(&eng, lease_of(x), false, 1, NULL);
+	int a = submit_sized(LEASE_SIZE_LARGE, 1, 10000, 2);
+	int b = submit_sized(LEASE_SIZE_LARGE, 1, 10000, 2);
+	/* Halves go to the MIG instances first (packing), one each. */
+	assert_int_equal(last_event_of(a)->ndevices, 1);
+	assert_int_equal(last_event_of(a)->memory_limit[0], 70ULL << 30);
+	assert_int_not_equal(last_event_of(a)->devices[0], last_event_of(b)->devices[0]);
+}
+
+static void backfill_then_hold_devices_for_a_gang(void **state)
+{
+	setup_with(2, true, 1); /* priority policy, backfill 5 s */
+	int a = submit_sized(LEASE_SIZE_LARGE, 1, 60000, 0);
+	int gang = submit_sized(LEASE_SIZE_LARGE, 2, 60000, 0);
+	assert_int_equal(last_event_of(gang)->ev, ENGINE_EV_QUEUED);
+	/* Within the backfill time, a small request uses the idle GPU. */
+	int s1 = submit_sized(LEASE_SIZE_LARGE, 1, 1000, 1000);
+	assert_int_equal(last_event_of(s1)->ev, ENGINE_EV_GRANTED);
+	engine_end(&eng, lease_of(s1), false, 2000, NULL);
+	int s2 = submit_sized(LEASE_SIZE_LARGE, 1, 1000, 3000);
+	assert_int_equal(last_event_of(s2)->ev, ENGINE_EV_GRANTED);
+	engine_end(&eng, lease_of(s2), false, 6000, NULL);
+	/* The gang has waited 6 s: the free GPU is now held for it. */
+	int s3 = submit_sized(LEASE_SIZE_LARGE, 1, 1000, 6500);
+	assert_int_equal(last_event_of(s3)->ev, ENGINE_EV_QUEUED);
+	engine_end(&eng, lease_of(a), false, 7000, NULL);
+	assert_int_equal(last_event_of(gang)->ev, ENGINE_EV_GRANTED);
+	assert_int_equal(last_event_of(gang)->ndevices, 2);
+	engine_end(&eng, lease_of(gang), false, 8000, NULL);
+	assert_int_equal(last_event_of(s3)->ev, ENGINE_EV_GRANTED);
+}
+
+static void gang_is_not_starved_by_a_stream_of_small_requests(void **state)
+{
+	setup_with(4, true, 1);
+	/* Small requests keep all four GPUs busy, a new one arriving as each ends. */
+	int64_t now = 0;
+	int running[4];
+	for (int i = 0; i < 4; i++)
+		running[i] = submit_sized(LEASE_SIZE_LARGE, 1, 2000, now);
+	int gang = submit_sized(LEASE_SIZE_XLARGE, 4, 60000, now);
+	int64_t granted_at = -1;
+	for (int step = 0; step < 400 && granted_at < 0; step++) {
+		now += 250;
+		int k = step % 4;
+		struct lease *l = lease_of(running[k]);
+		if (l && l->state != LEASE_QUEUED)
+			engine_end(&eng, l, false, now, NULL);
+		if (last_event_of(gang)->ev == ENGINE_EV_GRANTED)
+			granted_at = now;
+		running[k] = submit_sized(LEASE_SIZE_LARGE, 1, 2000, now);
+	}
+	assert_true(granted_at >= 0);
+	/* Backfill (5 s) plus the time for the running small leases to finish. */
+	assert_true(granted_at <= 5000 + 2000);
+}
+
 /* Random operations; after each, devices and leases must agree exactly. */
+static void check_random_load(void);
+
 static void invariants_hold_under_random_load(void **state)
 {
 	setup_engine(4);
+	check_random_load();
+}
+
+static void random_load_with_halves_and_priorities(void **state)
+{
+	setup_with(4, true, 2);
+	check_random_load();
+}
+
+static void check_random_load(void)
+{
 	srand(12345);
 	int64_t now = 0;
 	for (int step = 0; step < 20000; step++) {
@@ -333,7 +482,18 @@ static void invariants_hold_under_random_load(void **state)
 		int n = next_id ? 1 + rand() % next_id : 0;
 		struct lease *l = n ? lease_of(n) : NULL;
 		if (op <= 1 || !l) {
-			submit(1 + rand() % 4, 100 + rand() % 2000, rand() % 3000, now);
+			struct lease_request req = {
+				.app = "app",
+				.gpus = 1 + rand() % 4,
+				.size = rand() % 2 ? LEASE_SIZE_LARGE : LEASE_SIZE_XLARGE,
+				.tier = (enum lease_tier)(rand() % LEASE__TIER_COUNT),
+				.duration_ms = 100 + rand() % 2000,
+				.max_wait_ms = rand() % 3000,
+			};
+			struct lease_owner owner = {.uid = 1};
+			assert_int_equal(engine_submit(&eng, &req, &owner, NULL, now), 0);
+			if (!lease_of(next_id))
+				continue; /* failed at once: max_wait 0 */
 		} else if (op == 2) {
 			engine_end(&eng, l, rand() % 2, now, NULL);
 		} else if (op == 3) {
@@ -353,7 +513,8 @@ static void invariants_hold_under_random_load(void **state)
 				if (!h)
 					continue;
 				used++;
-				assert_true(h->state == LEASE_GRANTED || h->state == LEASE_ATTACHED);
+				assert_true(h->state == LEASE_GRANTED ||
+					    h->state == LEASE_ATTACHED);
 				bool listed = false;
 				for (int i = 0; i < h->ngrants; i++)
 					listed |= h->grants[i].gpu == (int) k &&
@@ -364,10 +525,16 @@ static void invariants_hold_under_random_load(void **state)
 			held += (size_t) used;
 		}
 		assert_int_equal(held, eng.slots_busy);
-		/* FIFO never idles a device while the head of the queue would fit. */
+		/* No device idles while the request next in line would fit on it. */
 		struct lease *head = sched_peek(&eng.sched);
-		if (head)
-			assert_true((size_t) head->req.gpus > inv.count - eng.slots_busy);
+		if (head) {
+			int could = 0;
+			for (size_t k = 0; k < eng.ngpus; k++)
+				could += head->req.size == LEASE_SIZE_XLARGE
+						 ? eng.gpus[k].used == 0
+						 : eng.gpus[k].used < eng.gpus[k].nslots;
+			assert_true(could < head->req.gpus);
+		}
 	}
 	uint64_t ended = eng.stats.released + eng.stats.expired + eng.stats.failed +
 			 eng.stats.cancelled;
@@ -391,6 +558,13 @@ int main(void)
 		cmocka_unit_test_teardown(one_announcement_covers_many_moves, teardown),
 		cmocka_unit_test_teardown(end_with_failure_and_cancel, teardown),
 		cmocka_unit_test_teardown(invariants_hold_under_random_load, teardown),
+		cmocka_unit_test_teardown(halves_are_packed_before_whole_gpus_are_broken, teardown),
+		cmocka_unit_test_teardown(xlarge_waits_for_a_whole_gpu, teardown),
+		cmocka_unit_test_teardown(mig_instances_are_the_halves_of_their_gpu, teardown),
+		cmocka_unit_test_teardown(backfill_then_hold_devices_for_a_gang, teardown),
+		cmocka_unit_test_teardown(gang_is_not_starved_by_a_stream_of_small_requests,
+					  teardown),
+		cmocka_unit_test_teardown(random_load_with_halves_and_priorities, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -336,21 +336,39 @@ static void grant(struct engine *e, struct lease *l, const int *chosen, int64_t 
 
 struct position_walk {
 	struct engine *e;
-	struct lease *only; /* announce to this lease alone; NULL: to all who moved */
 };
+
+/*
+ * Whether a waiter at position `now_at`, last told `told`, should hear again:
+ * every move near the front, moves of a tenth or more further back. A waiter
+ * thus hears O(log position) announcements over its wait, not one per grant.
+ */
+static bool position_worth_telling(int told, int now_at)
+{
+	int moved = told > now_at ? told - now_at : now_at - told;
+	return moved > 0 && (now_at <= 10 || moved * 10 >= told);
+}
 
 static void position_update(struct lease *l, int position, void *arg)
 {
 	struct position_walk *w = arg;
-	if (l->position_sent == position || (w->only && l != w->only))
+	if (!position_worth_telling(l->position_sent, position))
 		return;
 	l->position_sent = position;
 	emit(w->e, l, ENGINE_EV_QUEUED);
 }
 
-static void announce_positions(struct engine *e, struct lease *only)
+/* Announcements walk the whole queue in order (O(n log n)): on a long queue they
+ * come less often, so that they never take more than a few percent of the loop. */
+static int64_t positions_interval(const struct engine *e)
 {
-	struct position_walk w = {e, only};
+	int64_t scaled = (int64_t) (e->sched.len / 200);
+	return scaled > ENGINE_POSITION_INTERVAL_MS ? scaled : ENGINE_POSITION_INTERVAL_MS;
+}
+
+static void announce_positions(struct engine *e)
+{
+	struct position_walk w = {e};
 	/* Out of memory only delays the announcement to the next change. */
 	(void) sched_walk(&e->sched, position_update, &w);
 }
@@ -373,6 +391,8 @@ static void dispatch(struct engine *e, int64_t now, bool queue_shrank)
 			changed = true;
 			continue;
 		}
+		if (e->slots_busy == e->slots_total)
+			break; /* nothing behind it could fit either */
 		bool head = e->sched.nskipped == 0;
 		bool holds_back = e->sched.p.backfill_ms == 0 ||
 				  now - l->created_ms >= e->sched.p.backfill_ms;
@@ -383,8 +403,7 @@ static void dispatch(struct engine *e, int64_t now, bool queue_shrank)
 	sched_unskip_all(&e->sched);
 	if (changed && e->sched.len && !heap_node_queued(&e->positions_timer)) {
 		/* Reserved at submit, like the leases' timers: cannot fail. */
-		int r = heap_push(&e->timers, &e->positions_timer,
-				  now + ENGINE_POSITION_INTERVAL_MS);
+		int r = heap_push(&e->timers, &e->positions_timer, now + positions_interval(e));
 		assert(r == 0);
 		(void) r;
 	}
@@ -480,7 +499,15 @@ int engine_submit(struct engine *e, const struct lease_request *req,
 		return 0;
 	}
 	timer_set(e, l, now + req->max_wait_ms);
-	announce_positions(e, l);
+	/* The newcomer hears where it stands at once; O(n) counting, no sort. Those
+	 * it overtook hear at the next announcement. */
+	l->position_sent = sched_position(&e->sched, l);
+	emit(e, l, ENGINE_EV_QUEUED);
+	if ((size_t) l->position_sent < e->sched.len && !heap_node_queued(&e->positions_timer)) {
+		int r = heap_push(&e->timers, &e->positions_timer, now + positions_interval(e));
+		assert(r == 0); /* reserved above */
+		(void) r;
+	}
 	return 0;
 }
 
@@ -529,7 +556,7 @@ void engine_tick(struct engine *e, int64_t now)
 	while ((n = heap_top(&e->timers)) && n->key <= now) {
 		heap_remove(&e->timers, n);
 		if (n == &e->positions_timer) {
-			announce_positions(e, NULL);
+			announce_positions(e);
 			continue;
 		}
 		struct lease *l = (struct lease *) ((char *) n - offsetof(struct lease, timer));

@@ -56,7 +56,8 @@ struct engine_stats {
 
 /*
  * Waiters hear their position when they arrive; later moves are re-announced at
- * most this often, so one grant does not cost a write to every waiter.
+ * most this often (less often past 20,000 waiting: every len/200 ms), so one
+ * grant does not cost a write to every waiter.
  */
 #define ENGINE_POSITION_INTERVAL_MS 100
 

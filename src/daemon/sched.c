@@ -272,6 +272,18 @@ const char *sched_reason(const struct sched *s, const struct lease *l)
 	return "node";
 }
 
+int sched_position(const struct sched *s, const struct lease *l)
+{
+	int ahead = 0;
+	for (size_t i = 0; i < s->table_cap; i++)
+		for (struct sched_app *a = s->table[i]; a; a = a->next)
+			for (size_t k = 0; k < a->waiting.len; k++)
+				ahead += a->waiting.items[k]->key < l->sched_key;
+	for (int i = 0; i < s->nskipped; i++)
+		ahead += s->skipped[i]->sched_key < l->sched_key;
+	return ahead + 1;
+}
+
 static int cmp_key(const void *x, const void *y)
 {
 	int64_t a = (*(struct lease *const *) x)->sched_key;

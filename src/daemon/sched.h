@@ -50,7 +50,7 @@ void sched_params_fifo(struct sched_params *p);
 struct sched_app;
 
 /* How many blocked requests one dispatch may look past. */
-#define SCHED_MAX_SKIP 32
+#define SCHED_MAX_SKIP 8
 
 struct sched {
 	struct sched_params p;
@@ -90,6 +90,9 @@ void sched_skip(struct sched *s, struct lease *l);
 void sched_unskip_all(struct sched *s);
 /* Why l waits: "concurrency" when its app is at its limit, else "node". */
 const char *sched_reason(const struct sched *s, const struct lease *l);
+
+/* The 1-based position of waiting lease l: O(n), one comparison per waiting request. */
+int sched_position(const struct sched *s, const struct lease *l);
 
 typedef void (*sched_walk_fn)(struct lease *l, int position, void *arg);
 /* Calls fn on every waiting lease in service order, with its 1-based position.

@@ -147,7 +147,8 @@ int main(int argc, char **argv)
 		} else if (i + 1 < argc && strcmp(argv[i], "--max-queued") == 0) {
 			max_queued = (size_t) atol(argv[++i]);
 		} else {
-			printf("Usage: sched [--ops N] [--max-queued N]\nTimes the queue policy and "
+			printf("Usage: sched [--ops N] [--max-queued N]\nTimes the queue policy "
+			       "and "
 			       "the engine with 1k, 10k and 100k requests waiting.\n");
 			return strcmp(argv[i], "--help") == 0 ? 0 : 2;
 		}

@@ -17,6 +17,8 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "daemon/http.h"
+#include "daemon/proc.h"
+#include "daemon/record.h"
 #include "daemon/request.h"
 
 /* ------------------------------------------------------------------------
@@ -160,6 +162,7 @@ struct stream {
 	struct lease *lease; /* NULL once the lease ended */
 	int64_t t0_us;	     /* when the request arrived, for the grant latency */
 	bool closing;	     /* the connection is going away: no more writes */
+	bool granted_sent;   /* the client heard `granted` */
 };
 
 static void stream_send(struct stream *s, json_t *event)
@@ -191,9 +194,10 @@ static void stream_closed(struct evhttp_connection *conn, void *arg)
 /* The lease ended: send the last event, finish the reply, forget the connection. */
 static void stream_end(struct stream *s, const struct lease *l, int64_t now)
 {
-	bool was_granted = l->granted_ms != 0;
-	if (!was_granted) {
-		const char *code = l->state == LEASE_CANCELLED ? "cancelled" : "no_gpu";
+	if (!s->granted_sent) {
+		const char *code = l->state == LEASE_CANCELLED ? "cancelled"
+				   : l->granted_ms	       ? "internal"
+							       : "no_gpu";
 		stream_send(s, json_pack("{s:s, s:s, s:{s:s, s:s}}", "event", "failed", "lease",
 					 l->id, "error", "code", code, "message", l->message));
 	} else {
@@ -229,6 +233,17 @@ void api_v1_on_event(void *ctx, struct lease *l, enum engine_event ev)
 						 sched_reason(&d->engine.sched, l)));
 		break;
 	case ENGINE_EV_GRANTED:
+		if (record_grant(d, l) < 0) {
+			log_error("lease %s: cannot record the grant, so it is not given: %s",
+				  l->id, d->ledger->error);
+			if (d->nunrecorded <
+			    (int) (sizeof(d->unrecorded) / sizeof(d->unrecorded[0])))
+				memcpy(d->unrecorded[d->nunrecorded++], l->id, LEASE_ID_LEN + 1);
+			snprintf(l->message, sizeof(l->message),
+				 "zerogpud could not record the grant in its ledger: %.140s",
+				 d->ledger->error);
+			break;
+		}
 		log_info("lease %s: granted %d %s GPU(s) to app %s for %g s%s", l->id, l->ngrants,
 			 lease_size_name(l->req.size), l->req.app,
 			 (double) l->req.duration_ms / 1000.0,
@@ -236,6 +251,7 @@ void api_v1_on_event(void *ctx, struct lease *l, enum engine_event ev)
 		if (s) {
 			metrics_observe_grant(&d->metrics,
 					      (double) (clock_mono_us() - s->t0_us) / 1e6);
+			s->granted_sent = true;
 			stream_send(s,
 				    json_pack("{s:s, s:s, s:o, s:I, s:f, s:f}", "event", "granted",
 					      "lease", l->id, "devices", lease_devices_json(d, l),
@@ -255,6 +271,10 @@ void api_v1_on_event(void *ctx, struct lease *l, enum engine_event ev)
 						 (double) d->engine.cfg.grace_ms / 1000.0));
 		break;
 	case ENGINE_EV_ENDED:
+		if (l->granted_ms && record_end(d, l, now) < 0)
+			log_error("lease %s: cannot record its end (%s); it is settled at the next "
+				  "start",
+				  l->id, d->ledger->error);
 		log_info("lease %s: %s%s%s", l->id, lease_state_name(l->state),
 			 l->message[0] ? ": " : "", l->message);
 		if (s) {
@@ -437,7 +457,15 @@ static void post_attach(struct call *c)
 	if (check_pid_owner(c, pid) < 0)
 		return;
 	pid_t pgid = getpgid(pid);
+	uint64_t pid_start = 0;
+	(void) proc_start_time(pid, &pid_start);
 	r = engine_attach(&c->d->engine, l, pid, pgid > 0 ? pgid : pid, clock_mono_ms());
+	if (r == 0 && record_attach(c->d, l, pid_start) < 0) {
+		log_error("lease %s: cannot record the attach: %s", l->id, c->d->ledger->error);
+		http_reply_error(c, 500, "ledger", "zerogpud could not record the attach: %s",
+				 c->d->ledger->error);
+		return;
+	}
 	switch (r) {
 	case 0:
 		log_info("lease %s: attached pid %d (process group %d)", l->id, (int) pid,

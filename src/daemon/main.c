@@ -23,6 +23,8 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "daemon/proc.h"
+#include "daemon/record.h"
 #include "daemon/zgpud.h"
 #include "zerogpu.h"
 
@@ -309,20 +311,12 @@ static int parse_options(int argc, char **argv, struct options *o)
 static void kill_group(void *ctx, const struct lease *l)
 {
 	(void) ctx;
-	/* The whole group only when the attached process leads it (as `zerogpu run`
-	 * arranges): a process sharing its parent's group would otherwise take its
-	 * parent, the app itself, down with it. Never our own group. */
-	if (l->pgid == l->pid && l->pgid > 1 && l->pgid != getpgrp()) {
-		if (kill(-l->pgid, SIGKILL) == 0) {
-			log_info("lease %s: killed process group %d", l->id, (int) l->pgid);
-			return;
-		}
-	}
-	if (kill(l->pid, SIGKILL) == 0)
-		log_info("lease %s: killed process %d", l->id, (int) l->pid);
-	else if (errno != ESRCH)
-		log_warn("lease %s: cannot kill process %d: %s", l->id, (int) l->pid,
-			 strerror(errno));
+	int r = proc_kill(l->pid, l->pgid);
+	if (r >= 0)
+		log_info("lease %s: killed %s %d", l->id, r == 1 ? "process group" : "process",
+			 (int) (r == 1 ? l->pgid : l->pid));
+	else if (r != -ESRCH)
+		log_warn("lease %s: cannot kill process %d: %s", l->id, (int) l->pid, strerror(-r));
 }
 
 static void make_id(void *ctx, char *out)
@@ -360,8 +354,19 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 	zgpud_rearm(d);
 }
 
+/* Fails the grants the ledger could not record (see zgpud.h). */
+static void fail_unrecorded(struct zgpud *d)
+{
+	while (d->nunrecorded) {
+		struct lease *l = engine_find(&d->engine, d->unrecorded[--d->nunrecorded]);
+		if (l)
+			engine_end(&d->engine, l, true, clock_mono_ms(), NULL);
+	}
+}
+
 void zgpud_rearm(struct zgpud *d)
 {
+	fail_unrecorded(d);
 	int64_t next = engine_next_deadline(&d->engine);
 	if (next == d->timer_at)
 		return;
@@ -554,6 +559,21 @@ int main(int argc, char **argv)
 		return 1;
 	log_devices(&d->inv);
 
+	char ledger_path[PATH_MAX + 32], err[512];
+	snprintf(ledger_path, sizeof(ledger_path), "%s/ledger.db", o.state_dir);
+	if (ledger_open_sqlite(&d->ledger, ledger_path, err, sizeof(err)) < 0) {
+		log_error("%s", err);
+		return 1;
+	}
+	int settled = record_recover(d, o.cfg.grace_ms);
+	if (settled < 0) {
+		log_error("cannot settle the leases a previous run left open: %s",
+			  d->ledger->error);
+		return 1;
+	}
+	if (settled)
+		log_info("settled %d lease(s) left open by the previous run", settled);
+
 	struct engine_hooks hooks = {
 		.ctx = d, .event = api_v1_on_event, .kill_group = kill_group, .make_id = make_id};
 	/* One thread: no locks. The changelist folds the many read/write interest
@@ -595,6 +615,7 @@ int main(int argc, char **argv)
 
 	/* End leases while their connections still exist, so clients hear why. */
 	engine_shutdown(&d->engine, clock_mono_ms());
+	ledger_close(d->ledger);
 	event_base_loop(d->base, EVLOOP_NONBLOCK); /* flush those last events */
 	evhttp_free(d->http_unix);
 	if (d->http_tcp)

@@ -13,6 +13,7 @@
 
 #include "daemon/engine.h"
 #include "daemon/inventory.h"
+#include "daemon/ledger.h"
 #include "daemon/metrics.h"
 
 #define ZGPUD_MAX_BODY	     (64 * 1024)
@@ -35,6 +36,11 @@ struct zgpud {
 	struct inventory inv;
 	struct engine engine;
 	struct metrics metrics;
+	struct ledger *ledger;
+	/* Grants the ledger could not record: never acknowledged, failed right after
+	 * the engine call that made them (the engine cannot be re-entered from a hook). */
+	char unrecorded[16][LEASE_ID_LEN + 1];
+	int nunrecorded;
 	char token[256]; /* bearer token for TCP; empty: no TCP listener */
 	int64_t started_mono_ms, started_wall_ms;
 	uid_t own_uid;

@@ -1,0 +1,66 @@
+/*
+ * ledger — the durable record of leases, behind a small interface so that a
+ * PostgreSQL backend can serve several machines later. SQLite is the default.
+ *
+ * Every grant, attach and end is committed before the client hears of it, so
+ * a daemon killed with -9 loses nothing it acknowledged. On start-up the leases
+ * it never settled are settled as expired (ledger_recover in main.c).
+ */
+#ifndef ZGPU_DAEMON_LEDGER_H
+#define ZGPU_DAEMON_LEDGER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define LEDGER_DEVICES_MAX 2048
+
+/* One lease row. Strings are borrowed for the duration of a call. */
+struct ledger_lease {
+	const char *id, *app, *task, *visitor, *tier, *size, *state;
+	const char *devices; /* granted devices' UUIDs, comma-separated */
+	int gpus;
+	int64_t requested_ms;	      /* the duration asked for */
+	int64_t started_at, ended_at; /* Unix ms; ended_at 0 while held */
+	int64_t used_ms, charged_ms;
+	pid_t pid, pgid;    /* attached process, 0 if none */
+	uint64_t pid_start; /* its start time (/proc/PID/stat field 22) */
+};
+
+struct ledger;
+
+struct ledger_ops {
+	const char *name;
+	int (*lease_granted)(struct ledger *lg, const struct ledger_lease *row);
+	int (*lease_attached)(struct ledger *lg, const char *id, pid_t pid, pid_t pgid,
+			      uint64_t pid_start);
+	int (*lease_ended)(struct ledger *lg, const char *id, const char *state, int64_t ended_at,
+			   int64_t used_ms, int64_t charged_ms);
+	/* Calls fn on every lease granted but never ended. */
+	int (*unsettled)(struct ledger *lg, void (*fn)(const struct ledger_lease *row, void *arg),
+			 void *arg);
+	void (*close)(struct ledger *lg);
+};
+
+struct ledger {
+	const struct ledger_ops *ops;
+	char error[256]; /* the backend's message for the last failure */
+};
+
+/*
+ * Opens (creating and migrating as needed) the SQLite ledger at path. *out
+ * belongs to the caller: ledger_close(). On failure returns a negative errno
+ * and writes a sentence into err.
+ */
+int ledger_open_sqlite(struct ledger **out, const char *path, char *err, size_t errlen);
+
+static inline void ledger_close(struct ledger *lg)
+{
+	if (lg)
+		lg->ops->close(lg);
+}
+
+/* The schema version this build writes. */
+#define LEDGER_SCHEMA_VERSION 1
+
+#endif

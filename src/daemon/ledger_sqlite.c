@@ -1,0 +1,232 @@
+/* The SQLite ledger: one file in the state directory, WAL mode, short transactions. */
+#include <errno.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "daemon/ledger.h"
+
+struct ledger_sqlite {
+	struct ledger base;
+	sqlite3 *db;
+	sqlite3_stmt *insert, *attach, *end, *unsettled;
+};
+
+/*
+ * Migrations, applied in order inside one transaction each; PRAGMA user_version
+ * says how many have run. Never edit one that has shipped: add the next.
+ */
+static const char *const migrations[] = {
+	/* 1: leases */
+	"CREATE TABLE leases ("
+	"  id TEXT PRIMARY KEY,"
+	"  app TEXT NOT NULL, task TEXT NOT NULL, visitor TEXT NOT NULL, tier TEXT NOT NULL,"
+	"  size TEXT NOT NULL, gpus INTEGER NOT NULL, devices TEXT NOT NULL,"
+	"  requested_ms INTEGER NOT NULL,"
+	"  started_at INTEGER NOT NULL, ended_at INTEGER,"
+	"  used_ms INTEGER, charged_ms INTEGER,"
+	"  state TEXT NOT NULL,"
+	"  pid INTEGER, pgid INTEGER, pid_start INTEGER"
+	") WITHOUT ROWID;"
+	/* Every commit is on the grant and release path: each index is pages written
+	 * per lease. Only the open leases are indexed; usage queries bring theirs. */
+	"CREATE INDEX leases_open ON leases(started_at) WHERE ended_at IS NULL;",
+};
+
+static int fail_db(struct ledger_sqlite *s, int rc, const char *what)
+{
+	snprintf(s->base.error, sizeof(s->base.error), "%s: %s", what,
+		 s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
+	return rc == SQLITE_FULL ? -ENOSPC : rc == SQLITE_READONLY ? -EROFS : -EIO;
+}
+
+/* Runs a prepared statement that returns no rows, then resets it. */
+static int step_done(struct ledger_sqlite *s, sqlite3_stmt *st, const char *what)
+{
+	int rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	return rc == SQLITE_DONE ? 0 : fail_db(s, rc, what);
+}
+
+static int sq_granted(struct ledger *lg, const struct ledger_lease *r)
+{
+	struct ledger_sqlite *s = (struct ledger_sqlite *) lg;
+	sqlite3_stmt *st = s->insert;
+	sqlite3_bind_text(st, 1, r->id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, r->app, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, r->task, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 4, r->visitor, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 5, r->tier, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 6, r->size, -1, SQLITE_STATIC);
+	sqlite3_bind_int(st, 7, r->gpus);
+	sqlite3_bind_text(st, 8, r->devices, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 9, r->requested_ms);
+	sqlite3_bind_int64(st, 10, r->started_at);
+	sqlite3_bind_text(st, 11, r->state, -1, SQLITE_STATIC);
+	return step_done(s, st, "recording a grant");
+}
+
+static int sq_attached(struct ledger *lg, const char *id, pid_t pid, pid_t pgid, uint64_t pid_start)
+{
+	struct ledger_sqlite *s = (struct ledger_sqlite *) lg;
+	sqlite3_stmt *st = s->attach;
+	sqlite3_bind_int(st, 1, pid);
+	sqlite3_bind_int(st, 2, pgid);
+	sqlite3_bind_int64(st, 3, (sqlite3_int64) pid_start);
+	sqlite3_bind_text(st, 4, id, -1, SQLITE_STATIC);
+	return step_done(s, st, "recording an attach");
+}
+
+static int sq_ended(struct ledger *lg, const char *id, const char *state, int64_t ended_at,
+		    int64_t used_ms, int64_t charged_ms)
+{
+	struct ledger_sqlite *s = (struct ledger_sqlite *) lg;
+	sqlite3_stmt *st = s->end;
+	sqlite3_bind_text(st, 1, state, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, ended_at);
+	sqlite3_bind_int64(st, 3, used_ms);
+	sqlite3_bind_int64(st, 4, charged_ms);
+	sqlite3_bind_text(st, 5, id, -1, SQLITE_STATIC);
+	return step_done(s, st, "recording a lease's end");
+}
+
+static const char *col_text(sqlite3_stmt *st, int i)
+{
+	const char *t = (const char *) sqlite3_column_text(st, i);
+	return t ? t : "";
+}
+
+static int sq_unsettled(struct ledger *lg, void (*fn)(const struct ledger_lease *row, void *arg),
+			void *arg)
+{
+	struct ledger_sqlite *s = (struct ledger_sqlite *) lg;
+	sqlite3_stmt *st = s->unsettled;
+	int rc;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		struct ledger_lease r = {
+			.id = col_text(st, 0),
+			.app = col_text(st, 1),
+			.visitor = col_text(st, 2),
+			.devices = col_text(st, 3),
+			.requested_ms = sqlite3_column_int64(st, 4),
+			.started_at = sqlite3_column_int64(st, 5),
+			.state = col_text(st, 6),
+			.pid = sqlite3_column_int(st, 7),
+			.pgid = sqlite3_column_int(st, 8),
+			.pid_start = (uint64_t) sqlite3_column_int64(st, 9),
+			.size = col_text(st, 10),
+		};
+		fn(&r, arg);
+	}
+	sqlite3_reset(st);
+	return rc == SQLITE_DONE ? 0 : fail_db(s, rc, "reading unsettled leases");
+}
+
+static void sq_close(struct ledger *lg)
+{
+	struct ledger_sqlite *s = (struct ledger_sqlite *) lg;
+	sqlite3_finalize(s->insert);
+	sqlite3_finalize(s->attach);
+	sqlite3_finalize(s->end);
+	sqlite3_finalize(s->unsettled);
+	sqlite3_close(s->db);
+	free(s);
+}
+
+static const struct ledger_ops sqlite_ops = {
+	.name = "sqlite",
+	.lease_granted = sq_granted,
+	.lease_attached = sq_attached,
+	.lease_ended = sq_ended,
+	.unsettled = sq_unsettled,
+	.close = sq_close,
+};
+
+static int migrate(struct ledger_sqlite *s)
+{
+	sqlite3_stmt *st;
+	int version = 0;
+	if (sqlite3_prepare_v2(s->db, "PRAGMA user_version", -1, &st, NULL) != SQLITE_OK)
+		return fail_db(s, SQLITE_ERROR, "reading the schema version");
+	if (sqlite3_step(st) == SQLITE_ROW)
+		version = sqlite3_column_int(st, 0);
+	sqlite3_finalize(st);
+
+	int known = (int) (sizeof(migrations) / sizeof(migrations[0]));
+	if (version > known) {
+		snprintf(s->base.error, sizeof(s->base.error),
+			 "the ledger has schema version %d, newer than this zerogpud knows (%d): "
+			 "upgrade zerogpud",
+			 version, known);
+		return -EPROTO;
+	}
+	for (; version < known; version++) {
+		char sql[64];
+		snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", version + 1);
+		char *msg = NULL;
+		if (sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, &msg) != SQLITE_OK ||
+		    sqlite3_exec(s->db, migrations[version], NULL, NULL, &msg) != SQLITE_OK ||
+		    sqlite3_exec(s->db, sql, NULL, NULL, &msg) != SQLITE_OK ||
+		    sqlite3_exec(s->db, "COMMIT", NULL, NULL, &msg) != SQLITE_OK) {
+			snprintf(s->base.error, sizeof(s->base.error),
+				 "migrating the ledger to version %d: %s", version + 1,
+				 msg ? msg : "unknown error");
+			sqlite3_free(msg);
+			sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+			return -EIO;
+		}
+	}
+	return 0;
+}
+
+int ledger_open_sqlite(struct ledger **out, const char *path, char *err, size_t errlen)
+{
+	struct ledger_sqlite *s = calloc(1, sizeof(*s));
+	if (!s) {
+		snprintf(err, errlen, "out of memory opening the ledger");
+		return -ENOMEM;
+	}
+	s->base.ops = &sqlite_ops;
+	int r = 0;
+	int rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
+	/* WAL: readers never block the writer; NORMAL sync: a commit survives the
+	 * daemon's own crash (kill -9); FULL would also survive power loss. */
+	if (rc != SQLITE_OK)
+		r = fail_db(s, rc, "opening the ledger");
+	else if (sqlite3_exec(s->db,
+			      "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;"
+			      "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 2000;",
+			      NULL, NULL, NULL) != SQLITE_OK)
+		r = fail_db(s, SQLITE_ERROR, "setting up the ledger");
+	if (r == 0)
+		r = migrate(s);
+	if (r == 0 &&
+	    (sqlite3_prepare_v2(s->db,
+				"INSERT INTO leases (id, app, task, visitor, tier, size, gpus, "
+				"devices, requested_ms, started_at, state) VALUES "
+				"(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+				-1, &s->insert, NULL) != SQLITE_OK ||
+	     sqlite3_prepare_v2(s->db,
+				"UPDATE leases SET pid = ?, pgid = ?, pid_start = ?, state = "
+				"'attached' WHERE id = ?",
+				-1, &s->attach, NULL) != SQLITE_OK ||
+	     sqlite3_prepare_v2(s->db,
+				"UPDATE leases SET state = ?, ended_at = ?, used_ms = ?, "
+				"charged_ms = ? WHERE id = ?",
+				-1, &s->end, NULL) != SQLITE_OK ||
+	     sqlite3_prepare_v2(s->db,
+				"SELECT id, app, visitor, devices, requested_ms, started_at, "
+				"state, pid, pgid, pid_start, size FROM leases WHERE ended_at IS "
+				"NULL",
+				-1, &s->unsettled, NULL) != SQLITE_OK))
+		r = fail_db(s, SQLITE_ERROR, "preparing the ledger's statements");
+	if (r < 0) {
+		snprintf(err, errlen, "ledger %s: %s", path, s->base.error);
+		sq_close(&s->base);
+		return r;
+	}
+	*out = &s->base;
+	return 0;
+}

@@ -1,0 +1,151 @@
+#include "daemon/record.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "daemon/ledger.h"
+#include "daemon/proc.h"
+#include "daemon/zgpud.h"
+
+int64_t record_charge_ms(const struct lease *l, int64_t used_ms)
+{
+	if (l->state == LEASE_FAILED && l->pid == 0)
+		return 0;
+	int64_t seconds = (used_ms + 999) / 1000;
+	return seconds * 1000 * (l->req.size == LEASE_SIZE_XLARGE ? 2 : 1);
+}
+
+static void devices_text(const struct zgpud *d, const struct lease *l, char *out, size_t size)
+{
+	struct engine_device held[INV_MAX_DEVICES];
+	int n = engine_lease_devices(&d->engine, l, held, INV_MAX_DEVICES);
+	size_t len = 0;
+	out[0] = '\0';
+	for (int i = 0; i < n && len < size; i++) {
+		int w = snprintf(out + len, size - len, "%s%s", i ? "," : "",
+				 d->inv.devices[held[i].device].uuid);
+		if (w < 0)
+			break;
+		len += (size_t) w;
+	}
+}
+
+int record_grant(struct zgpud *d, const struct lease *l)
+{
+	char devices[LEDGER_DEVICES_MAX];
+	devices_text(d, l, devices, sizeof(devices));
+	struct ledger_lease row = {
+		.id = l->id,
+		.app = l->req.app,
+		.task = l->req.task,
+		.visitor = l->req.visitor,
+		.tier = lease_tier_name(l->req.tier),
+		.size = lease_size_name(l->req.size),
+		.state = "granted",
+		.devices = devices,
+		.gpus = l->req.gpus,
+		.requested_ms = l->req.duration_ms,
+		.started_at = zgpud_wall_ms(l->granted_ms),
+	};
+	return d->ledger->ops->lease_granted(d->ledger, &row);
+}
+
+int record_attach(struct zgpud *d, const struct lease *l, uint64_t pid_start)
+{
+	return d->ledger->ops->lease_attached(d->ledger, l->id, l->pid, l->pgid, pid_start);
+}
+
+int record_end(struct zgpud *d, const struct lease *l, int64_t now)
+{
+	int64_t used = now - l->granted_ms;
+	return d->ledger->ops->lease_ended(d->ledger, l->id, lease_state_name(l->state),
+					   zgpud_wall_ms(now), used, record_charge_ms(l, used));
+}
+
+/* An open lease from the previous run, copied out of the ledger's cursor. */
+struct open_lease {
+	char id[LEASE_ID_LEN + 1], app[LEASE_APP_MAX + 1];
+	bool xlarge;
+	pid_t pid, pgid;
+	uint64_t pid_start;
+	int64_t started_at, requested_ms;
+};
+
+struct open_list {
+	struct open_lease *items;
+	size_t n, cap;
+	bool oom;
+};
+
+static void collect_open(const struct ledger_lease *row, void *arg)
+{
+	struct open_list *list = arg;
+	if (list->n == list->cap) {
+		size_t cap = list->cap ? list->cap * 2 : 16;
+		struct open_lease *items = realloc(list->items, cap * sizeof(*items));
+		if (!items) {
+			list->oom = true;
+			return;
+		}
+		list->items = items;
+		list->cap = cap;
+	}
+	struct open_lease *o = &list->items[list->n++];
+	snprintf(o->id, sizeof(o->id), "%s", row->id);
+	snprintf(o->app, sizeof(o->app), "%s", row->app);
+	o->xlarge = strcmp(row->size, "xlarge") == 0;
+	o->pid = row->pid;
+	o->pgid = row->pgid;
+	o->pid_start = row->pid_start;
+	o->started_at = row->started_at;
+	o->requested_ms = row->requested_ms;
+}
+
+/* Kills what the previous run left attached and records the lease as expired. */
+static int settle(struct zgpud *d, const struct open_lease *o, int64_t now_wall, int64_t grace_ms)
+{
+	uint64_t started;
+	/* Kill only the very process that was attached, not a newcomer with its pid. */
+	if (o->pid > 0 && proc_start_time(o->pid, &started) == 0 && started == o->pid_start) {
+		int k = proc_kill(o->pid, o->pgid);
+		log_info("lease %s: killed %s %d, left running by the previous zerogpud", o->id,
+			 k == 1 ? "process group" : "process", (int) o->pid);
+	}
+	/* It ran until its deadline and grace at most; the charge follows the usual rule. */
+	int64_t used = now_wall - o->started_at;
+	if (used > o->requested_ms + grace_ms)
+		used = o->requested_ms + grace_ms;
+	if (used < 0)
+		used = 0;
+	struct lease l = {.state = LEASE_EXPIRED, .pid = o->pid};
+	l.req.size = o->xlarge ? LEASE_SIZE_XLARGE : LEASE_SIZE_LARGE;
+	if (d->ledger->ops->lease_ended(d->ledger, o->id, "expired", now_wall, used,
+					record_charge_ms(&l, used)) < 0) {
+		log_error("lease %s: cannot settle it: %s", o->id, d->ledger->error);
+		return -EIO;
+	}
+	log_info("lease %s: settled as expired after a restart (app %s, used %.1f s)", o->id,
+		 o->app, (double) used / 1000.0);
+	return 0;
+}
+
+int record_recover(struct zgpud *d, int64_t grace_ms)
+{
+	struct open_list list = {0};
+	int r = d->ledger->ops->unsettled(d->ledger, collect_open, &list);
+	if (r == 0 && list.oom)
+		r = -ENOMEM;
+	int settled = 0;
+	int64_t now_wall = clock_wall_ms();
+	for (size_t i = 0; r == 0 && i < list.n; i++)
+		if (settle(d, &list.items[i], now_wall, grace_ms) == 0)
+			settled++;
+	free(list.items);
+	if (r < 0)
+		return r;
+	return settled == (int) list.n ? settled : -EIO;
+}

@@ -1,0 +1,28 @@
+/*
+ * record — what the daemon writes into the ledger about leases, and the
+ * settling of leases a previous run left open. Each write happens before the
+ * client hears of the change it records.
+ */
+#ifndef ZGPU_DAEMON_RECORD_H
+#define ZGPU_DAEMON_RECORD_H
+
+#include <stdint.h>
+
+#include "daemon/lease.h"
+
+struct zgpud;
+
+/* Seconds charged for a lease: the time used rounded up to whole seconds, twice
+ * that for xlarge; nothing for a failure reported before any process ran. */
+int64_t record_charge_ms(const struct lease *l, int64_t used_ms);
+
+int record_grant(struct zgpud *d, const struct lease *l);
+int record_attach(struct zgpud *d, const struct lease *l, uint64_t pid_start);
+int record_end(struct zgpud *d, const struct lease *l, int64_t now);
+
+/* Settles every lease the ledger holds as open (a previous run died): kills
+ * its process if that very process still runs, and records it as expired.
+ * Returns how many were settled, or a negative errno. */
+int record_recover(struct zgpud *d, int64_t grace_ms);
+
+#endif

@@ -25,6 +25,7 @@
 #include "common/log.h"
 #include "daemon/proc.h"
 #include "daemon/record.h"
+#include "daemon/settings.h"
 #include "daemon/zgpud.h"
 #include "zerogpu.h"
 
@@ -65,6 +66,8 @@ static const char usage_text[] =
 	"  --grace S              after a deadline, before attached processes are\n"
 	"                         killed (default 2)\n"
 	"\n"
+	"  --config FILE          read settings from FILE (default: /etc/zerogpu/zerogpud.conf\n"
+	"                         when it exists); options given here override it\n"
 	"  --log-level LEVEL      debug, info, warn or error (default info)\n"
 	"  -h, --help             show this help and exit\n"
 	"  -V, --version          show the version and exit\n"
@@ -72,237 +75,7 @@ static const char usage_text[] =
 	"The API is documented in docs/openapi.yaml; try\n"
 	"  curl --unix-socket SOCKET http://x/v1/status\n";
 
-struct options {
-	char socket_path[sizeof(((struct sockaddr_un *) 0)->sun_path)];
-	char state_dir[PATH_MAX];
-	const char *listen;
-	const char *simulate;
-	const char *nvml_library;
-	struct engine_config cfg;
-	int log_level;
-};
-
 static struct zgpud daemon_ctx;
-
-static int die_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int die_usage(const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	fprintf(stderr, "zerogpud: ");
-	vfprintf(stderr, fmt, ap);
-	fprintf(stderr, "\nTry 'zerogpud --help'.\n");
-	va_end(ap);
-	return 2;
-}
-
-/* Parses a positive number of seconds (fractions allowed) into milliseconds. */
-static int parse_seconds(const char *s, int64_t *ms, bool zero_ok)
-{
-	char *end;
-	errno = 0;
-	double v = strtod(s, &end);
-	if (end == s || *end || errno || !isfinite(v) || v < 0 || (!zero_ok && v == 0) || v > 1e7)
-		return -EINVAL;
-	*ms = (int64_t) llround(v * 1000.0);
-	return 0;
-}
-
-static int default_state_dir(char *buf, size_t size)
-{
-	const char *home = getenv("HOME");
-	const char *xdg = getenv("XDG_STATE_HOME");
-	int n;
-	if (geteuid() == 0)
-		n = snprintf(buf, size, "/var/lib/zerogpu");
-	else if (xdg && *xdg)
-		n = snprintf(buf, size, "%s/zerogpu", xdg);
-	else
-		n = snprintf(buf, size, "%s/.local/state/zerogpu", home ? home : "/tmp");
-	return n < 0 || (size_t) n >= size ? -ENAMETOOLONG : 0;
-}
-
-static int parse_options(int argc, char **argv, struct options *o)
-{
-	enum {
-		OPT_SOCKET = 256,
-		OPT_STATE_DIR,
-		OPT_LISTEN,
-		OPT_TOKEN,
-		OPT_TOKEN_FILE,
-		OPT_SIMULATE,
-		OPT_NVML,
-		OPT_MAX_DURATION,
-		OPT_DEFAULT_DURATION,
-		OPT_DEFAULT_MAX_WAIT,
-		OPT_GRACE,
-		OPT_LOG_LEVEL,
-		OPT_SPLIT,
-		OPT_POLICY,
-		OPT_AGING,
-		OPT_BACKFILL,
-		OPT_APP_LIMIT,
-	};
-	static const struct option longopts[] = {
-		{"socket", required_argument, NULL, OPT_SOCKET},
-		{"state-dir", required_argument, NULL, OPT_STATE_DIR},
-		{"listen", required_argument, NULL, OPT_LISTEN},
-		{"token", required_argument, NULL, OPT_TOKEN},
-		{"token-file", required_argument, NULL, OPT_TOKEN_FILE},
-		{"simulate", required_argument, NULL, OPT_SIMULATE},
-		{"nvml-library", required_argument, NULL, OPT_NVML},
-		{"max-duration", required_argument, NULL, OPT_MAX_DURATION},
-		{"default-duration", required_argument, NULL, OPT_DEFAULT_DURATION},
-		{"default-max-wait", required_argument, NULL, OPT_DEFAULT_MAX_WAIT},
-		{"grace", required_argument, NULL, OPT_GRACE},
-		{"log-level", required_argument, NULL, OPT_LOG_LEVEL},
-		{"split", required_argument, NULL, OPT_SPLIT},
-		{"policy", required_argument, NULL, OPT_POLICY},
-		{"aging-bound", required_argument, NULL, OPT_AGING},
-		{"backfill", required_argument, NULL, OPT_BACKFILL},
-		{"app-limit", required_argument, NULL, OPT_APP_LIMIT},
-		{"help", no_argument, NULL, 'h'},
-		{"version", no_argument, NULL, 'V'},
-		{NULL, 0, NULL, 0},
-	};
-	engine_config_default(&o->cfg);
-	const char *policy = "priority";
-	int64_t aging_ms = o->cfg.sched.aging_bound_ms, backfill_ms = o->cfg.sched.backfill_ms;
-	long app_limit = 0;
-	o->log_level = LOG_INFO;
-	if (zgpu_default_socket_path(o->socket_path, sizeof(o->socket_path)) < 0 ||
-	    default_state_dir(o->state_dir, sizeof(o->state_dir)) < 0)
-		return die_usage("%s", "the default socket or state path is too long; pass "
-				       "--socket and --state-dir");
-
-	int c;
-	while ((c = getopt_long(argc, argv, "hV", longopts, NULL)) != -1) {
-		switch (c) {
-		case OPT_SOCKET:
-			if (strlen(optarg) >= sizeof(o->socket_path))
-				return die_usage("socket path '%s' is too long for a Unix socket",
-						 optarg);
-			strcpy(o->socket_path, optarg);
-			break;
-		case OPT_STATE_DIR:
-			if (strlen(optarg) >= sizeof(o->state_dir))
-				return die_usage("state directory '%s' is too long", optarg);
-			strcpy(o->state_dir, optarg);
-			break;
-		case OPT_LISTEN:
-			o->listen = optarg;
-			break;
-		case OPT_TOKEN:
-			if (strlen(optarg) >= sizeof(daemon_ctx.token) || strlen(optarg) < 16)
-				return die_usage("--token must be 16 to 255 characters (got '%s')",
-						 optarg);
-			strcpy(daemon_ctx.token, optarg);
-			break;
-		case OPT_TOKEN_FILE: {
-			FILE *f = fopen(optarg, "r");
-			if (!f || !fgets(daemon_ctx.token, sizeof(daemon_ctx.token), f)) {
-				if (f)
-					fclose(f);
-				return die_usage("cannot read a token from '%s'", optarg);
-			}
-			fclose(f);
-			daemon_ctx.token[strcspn(daemon_ctx.token, "\r\n")] = '\0';
-			if (strlen(daemon_ctx.token) < 16)
-				return die_usage("the token in '%s' is shorter than 16 characters",
-						 optarg);
-			break;
-		}
-		case OPT_SIMULATE:
-			o->simulate = optarg;
-			break;
-		case OPT_NVML:
-			o->nvml_library = optarg;
-			break;
-		case OPT_MAX_DURATION:
-			if (parse_seconds(optarg, &o->cfg.max_duration_ms, false) < 0)
-				return die_usage("--max-duration takes seconds > 0, not '%s'",
-						 optarg);
-			break;
-		case OPT_DEFAULT_DURATION:
-			if (parse_seconds(optarg, &o->cfg.default_duration_ms, false) < 0)
-				return die_usage("--default-duration takes seconds > 0, not '%s'",
-						 optarg);
-			break;
-		case OPT_DEFAULT_MAX_WAIT:
-			if (parse_seconds(optarg, &o->cfg.default_max_wait_ms, true) < 0)
-				return die_usage("--default-max-wait takes seconds >= 0, not '%s'",
-						 optarg);
-			break;
-		case OPT_GRACE:
-			if (parse_seconds(optarg, &o->cfg.grace_ms, true) < 0)
-				return die_usage("--grace takes seconds >= 0, not '%s'", optarg);
-			break;
-		case OPT_LOG_LEVEL:
-			if ((o->log_level = log_level_parse(optarg)) < 0)
-				return die_usage(
-					"--log-level takes debug, info, warn or error, not "
-					"'%s'",
-					optarg);
-			break;
-		case OPT_SPLIT:
-			if (strcmp(optarg, "1") && strcmp(optarg, "2"))
-				return die_usage("--split takes 1 or 2, not '%s'", optarg);
-			o->cfg.split = atoi(optarg);
-			break;
-		case OPT_POLICY:
-			if (strcmp(optarg, "priority") && strcmp(optarg, "fifo"))
-				return die_usage("--policy takes priority or fifo, not '%s'",
-						 optarg);
-			policy = optarg;
-			break;
-		case OPT_AGING:
-			if (parse_seconds(optarg, &aging_ms, false) < 0)
-				return die_usage("--aging-bound takes seconds > 0, not '%s'",
-						 optarg);
-			break;
-		case OPT_BACKFILL:
-			if (parse_seconds(optarg, &backfill_ms, true) < 0)
-				return die_usage("--backfill takes seconds >= 0, not '%s'", optarg);
-			break;
-		case OPT_APP_LIMIT: {
-			char *end;
-			app_limit = strtol(optarg, &end, 10);
-			if (*end || end == optarg || app_limit < 0 || app_limit > 100000)
-				return die_usage(
-					"--app-limit takes a number of leases >= 0, not '%s'",
-					optarg);
-			break;
-		}
-		case 'h':
-			fputs(usage_text, stdout);
-			exit(0);
-		case 'V':
-			printf("zerogpud %s (protocol %d)\n", ZGPU_VERSION, ZGPU_PROTOCOL_VERSION);
-			exit(0);
-		default:
-			return die_usage("%s", "unknown option");
-		}
-	}
-	if (optind < argc)
-		return die_usage("unexpected argument '%s'", argv[optind]);
-	if (o->cfg.default_duration_ms > o->cfg.max_duration_ms)
-		return die_usage("%s", "--default-duration is above --max-duration");
-	if (o->cfg.default_max_wait_ms > o->cfg.max_wait_limit_ms)
-		return die_usage("%s", "--default-max-wait is above the 3600 s limit");
-	if (strcmp(policy, "fifo") == 0) {
-		sched_params_fifo(&o->cfg.sched);
-	} else {
-		sched_params_priority(&o->cfg.sched, o->cfg.max_duration_ms);
-		o->cfg.sched.aging_bound_ms = aging_ms;
-		o->cfg.sched.backfill_ms = backfill_ms;
-	}
-	o->cfg.sched.app_limit = (int) app_limit;
-	if (o->listen && !daemon_ctx.token[0])
-		return die_usage("--listen %s needs --token or --token-file: TCP clients have no "
-				 "other identity",
-				 o->listen);
-	return 0;
-}
 
 /* ------------------------------------------------------------------------
  * Hooks the engine calls.
@@ -506,19 +279,20 @@ static int listen_tcp(struct evhttp *http, const char *spec)
 	return 0;
 }
 
-static int load_devices(struct zgpud *d, const struct options *o)
+static int load_devices(struct zgpud *d, const struct settings *o)
 {
 	char err[256], host[128] = "zerogpu";
 	(void) gethostname(host, sizeof(host) - 1);
-	if (!o->simulate) {
-		int r = inventory_from_nvml(&d->inv, o->nvml_library, err, sizeof(err));
+	if (!o->simulate[0]) {
+		int r = inventory_from_nvml(&d->inv, o->nvml_library[0] ? o->nvml_library : NULL,
+					    err, sizeof(err));
 		if (r == 0)
 			return 0;
 		log_warn("no GPUs from NVML (%s); lending one simulated 80 GiB device instead — "
 			 "pass --simulate SPEC to choose",
 			 err);
 	}
-	if (inventory_simulate(&d->inv, o->simulate ? o->simulate : "1x80G", host, err,
+	if (inventory_simulate(&d->inv, o->simulate[0] ? o->simulate : "1x80G", host, err,
 			       sizeof(err)) < 0) {
 		log_error("%s", err);
 		return -1;
@@ -539,14 +313,17 @@ static void log_devices(const struct inventory *inv)
 
 int main(int argc, char **argv)
 {
-	struct options o = {0};
-	int r = parse_options(argc, argv, &o);
+	static struct settings o;
+	int r = settings_load(&o, argc, argv, usage_text);
 	if (r)
-		return r;
+		return r == 1 ? 0 : r;
 	log_setup("zerogpud", (enum log_level) o.log_level);
+	if (o.config_path[0])
+		log_info("read settings from %s", o.config_path);
 	signal(SIGPIPE, SIG_IGN);
 
 	struct zgpud *d = &daemon_ctx;
+	snprintf(d->token, sizeof(d->token), "%s", o.token);
 	d->own_uid = geteuid();
 	d->started_mono_ms = clock_mono_ms();
 	d->started_wall_ms = clock_wall_ms();
@@ -599,15 +376,15 @@ int main(int argc, char **argv)
 	d->http_unix = http_server_new(d, false);
 	if (ufd < 0 || !d->http_unix || evhttp_accept_socket(d->http_unix, ufd) < 0)
 		return 1;
-	if (o.listen) {
+	if (o.listen[0]) {
 		d->http_tcp = http_server_new(d, true);
 		if (!d->http_tcp || listen_tcp(d->http_tcp, o.listen) < 0)
 			return 1;
 	}
 	log_info("zerogpud %s serving %s%s%s (state %s, max duration %g s, grace %g s, %s "
 		 "policy, %zu GPUs in %zu slots)",
-		 ZGPU_VERSION, o.socket_path, o.listen ? " and http://" : "",
-		 o.listen ? o.listen : "", o.state_dir, (double) o.cfg.max_duration_ms / 1000.0,
+		 ZGPU_VERSION, o.socket_path, o.listen[0] ? " and http://" : "", o.listen,
+		 o.state_dir, (double) o.cfg.max_duration_ms / 1000.0,
 		 (double) o.cfg.grace_ms / 1000.0, o.cfg.sched.name, d->engine.ngpus,
 		 d->engine.slots_total);
 

@@ -20,12 +20,14 @@ int proc_start_time(pid_t pid, uint64_t *out)
 	if (n <= 0)
 		return -ESRCH;
 	buf[n] = '\0';
-	/* The command name may hold spaces and parentheses: fields resume after the last ')'. */
+	/* The command name (field 2) may hold spaces and parentheses: the fields
+	 * resume after the last ')'. p moves from the space before field 3 to the
+	 * space before field 22, the start time. */
 	char *p = strrchr(buf, ')');
 	if (!p)
 		return -ESRCH;
 	p++;
-	for (int field = 2; field < 22 && p; field++)
+	for (int field = 3; field < 22 && p; field++)
 		p = strchr(p + 1, ' ');
 	if (!p)
 		return -ESRCH;

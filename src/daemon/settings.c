@@ -1,0 +1,343 @@
+#include "daemon/settings.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <ini.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "zerogpu.h"
+
+typedef int (*apply_fn)(struct settings *s, const char *value, char *err, size_t errlen);
+
+struct setting {
+	const char *section, *key; /* in the config file */
+	const char *option;	   /* on the command line, without "--" */
+	apply_fn apply;
+};
+
+/* ------------------------------------------------------------------------
+ * One checker per kind of value. Each error is the end of a sentence that
+ * starts with the setting's name.
+ * ------------------------------------------------------------------------ */
+
+static int bad(char *err, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static int bad(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+static int seconds(const char *v, int64_t *ms, bool zero_ok, char *err, size_t errlen)
+{
+	char *end;
+	errno = 0;
+	double x = strtod(v, &end);
+	if (end == v || *end || errno || !isfinite(x) || x < 0 || (!zero_ok && x == 0) || x > 1e7)
+		return bad(err, errlen, "takes seconds %s, not '%s'", zero_ok ? ">= 0" : "> 0", v);
+	*ms = (int64_t) llround(x * 1000.0);
+	return 0;
+}
+
+static int copy(char *dst, size_t size, const char *v, char *err, size_t errlen)
+{
+	if (strlen(v) >= size)
+		return bad(err, errlen, "is too long (%zu characters, at most %zu)", strlen(v),
+			   size - 1);
+	strcpy(dst, v);
+	return 0;
+}
+
+#define STRING_SETTER(name, field)                                                                 \
+	static int name(struct settings *s, const char *v, char *err, size_t errlen)               \
+	{                                                                                          \
+		return copy(s->field, sizeof(s->field), v, err, errlen);                           \
+	}
+STRING_SETTER(set_state_dir, state_dir)
+STRING_SETTER(set_listen, listen)
+STRING_SETTER(set_simulate, simulate)
+STRING_SETTER(set_nvml, nvml_library)
+
+static int set_socket(struct settings *s, const char *v, char *err, size_t errlen)
+{
+	if (strlen(v) >= sizeof(s->socket_path))
+		return bad(err, errlen, "path '%s' is too long for a Unix socket", v);
+	return copy(s->socket_path, sizeof(s->socket_path), v, err, errlen);
+}
+
+static int set_token(struct settings *s, const char *v, char *err, size_t errlen)
+{
+	if (strlen(v) < 16 || strlen(v) >= sizeof(s->token))
+		return bad(err, errlen, "must be 16 to 255 characters (got '%s')", v);
+	strcpy(s->token, v);
+	return 0;
+}
+
+static int set_token_file(struct settings *s, const char *v, char *err, size_t errlen)
+{
+	char line[sizeof(s->token) + 2];
+	FILE *f = fopen(v, "r");
+	bool ok = f && fgets(line, sizeof(line), f);
+	if (f)
+		fclose(f);
+	if (!ok)
+		return bad(err, errlen, "cannot read a token from '%s'", v);
+	line[strcspn(line, "\r\n")] = '\0';
+	if (strlen(line) < 16 || strlen(line) >= sizeof(s->token))
+		return bad(err, errlen, "the token in '%s' must be 16 to 255 characters", v);
+	strcpy(s->token, line);
+	return 0;
+}
+
+static int set_log_level(struct settings *s, const char *v, char *err, size_t errlen)
+{
+	if ((s->log_level = log_level_parse(v)) < 0)
+		return bad(err, errlen, "takes debug, info, warn or error, not '%s'", v);
+	return 0;
+}
+
+static int set_split(struct settings *s, const char *v, char *err, size_t errlen)
+{
+	if (strcmp(v, "1") && strcmp(v, "2"))
+		return bad(err, errlen, "takes 1 or 2, not '%s'", v);
+	s->cfg.split = atoi(v);
+	return 0;
+}
+
+#define SECONDS_SETTER(name, field, zero_ok)                                                       \
+	static int name(struct settings *s, const char *v, char *err, size_t errlen)               \
+	{                                                                                          \
+		return seconds(v, &s->field, zero_ok, err, errlen);                                \
+	}
+SECONDS_SETTER(set_max_duration, cfg.max_duration_ms, false)
+
+static int set_default_duration(struct settings *s, const char *v, char *err, size_t errlen)
+{
+	s->default_duration_set = true;
+	return seconds(v, &s->cfg.default_duration_ms, false, err, errlen);
+}
+SECONDS_SETTER(set_default_max_wait, cfg.default_max_wait_ms, true)
+SECONDS_SETTER(set_grace, cfg.grace_ms, true)
+SECONDS_SETTER(set_aging, aging_bound_ms, false)
+SECONDS_SETTER(set_backfill, backfill_ms, true)
+
+static int set_policy(struct settings *s, const char *v, char *err, size_t errlen)
+{
+	if (strcmp(v, "priority") && strcmp(v, "fifo"))
+		return bad(err, errlen, "takes priority or fifo, not '%s'", v);
+	strcpy(s->policy, v);
+	return 0;
+}
+
+static int set_app_limit(struct settings *s, const char *v, char *err, size_t errlen)
+{
+	char *end;
+	long n = strtol(v, &end, 10);
+	if (*end || end == v || n < 0 || n > 100000)
+		return bad(err, errlen, "takes a number of leases >= 0, not '%s'", v);
+	s->app_limit = (int) n;
+	return 0;
+}
+
+static const struct setting table[] = {
+	{"server", "socket", "socket", set_socket},
+	{"server", "state_dir", "state-dir", set_state_dir},
+	{"server", "listen", "listen", set_listen},
+	{"server", "token", "token", set_token},
+	{"server", "token_file", "token-file", set_token_file},
+	{"server", "log_level", "log-level", set_log_level},
+	{"devices", "simulate", "simulate", set_simulate},
+	{"devices", "nvml_library", "nvml-library", set_nvml},
+	{"devices", "split", "split", set_split},
+	{"leases", "max_duration", "max-duration", set_max_duration},
+	{"leases", "default_duration", "default-duration", set_default_duration},
+	{"leases", "default_max_wait", "default-max-wait", set_default_max_wait},
+	{"leases", "grace", "grace", set_grace},
+	{"scheduler", "policy", "policy", set_policy},
+	{"scheduler", "aging_bound", "aging-bound", set_aging},
+	{"scheduler", "backfill", "backfill", set_backfill},
+	{"scheduler", "app_limit", "app-limit", set_app_limit},
+};
+#define NSETTINGS (sizeof(table) / sizeof(table[0]))
+
+/* ------------------------------------------------------------------------
+ * Defaults, the file, the command line.
+ * ------------------------------------------------------------------------ */
+
+static void defaults(struct settings *s)
+{
+	memset(s, 0, sizeof(*s));
+	engine_config_default(&s->cfg);
+	s->log_level = LOG_INFO;
+	strcpy(s->policy, "priority");
+	s->aging_bound_ms = s->cfg.sched.aging_bound_ms;
+	s->backfill_ms = s->cfg.sched.backfill_ms;
+	(void) zgpu_default_socket_path(s->socket_path, sizeof(s->socket_path));
+	const char *home = getenv("HOME"), *xdg = getenv("XDG_STATE_HOME");
+	if (geteuid() == 0)
+		snprintf(s->state_dir, sizeof(s->state_dir), "/var/lib/zerogpu");
+	else if (xdg && *xdg)
+		snprintf(s->state_dir, sizeof(s->state_dir), "%s/zerogpu", xdg);
+	else
+		snprintf(s->state_dir, sizeof(s->state_dir), "%s/.local/state/zerogpu",
+			 home ? home : "/tmp");
+}
+
+struct file_state {
+	struct settings *s;
+	char error[512]; /* the first problem, without its line */
+};
+
+static int on_ini_entry(void *user, const char *section, const char *key, const char *value)
+{
+	struct file_state *f = user;
+	if (f->error[0])
+		return 0;
+	bool section_known = false;
+	for (size_t i = 0; i < NSETTINGS; i++) {
+		if (strcmp(table[i].section, section) != 0)
+			continue;
+		section_known = true;
+		if (strcmp(table[i].key, key) != 0)
+			continue;
+		char err[384];
+		if (table[i].apply(f->s, value, err, sizeof(err)) < 0) {
+			snprintf(f->error, sizeof(f->error), "[%s] %s %s", section, key, err);
+			return 0;
+		}
+		return 1;
+	}
+	if (!section_known) {
+		snprintf(f->error, sizeof(f->error),
+			 "unknown section [%.64s]; known: [server], [devices], [leases], "
+			 "[scheduler]",
+			 section);
+	} else {
+		size_t n = (size_t) snprintf(f->error, sizeof(f->error),
+					     "unknown setting '%.64s' in [%s]; known:", key,
+					     section);
+		for (size_t i = 0; i < NSETTINGS && n < sizeof(f->error); i++)
+			if (strcmp(table[i].section, section) == 0)
+				n += (size_t) snprintf(f->error + n, sizeof(f->error) - n, " %s",
+						       table[i].key);
+	}
+	return 0;
+}
+
+static int load_file(struct settings *s, const char *path, bool must_exist)
+{
+	if (!must_exist && access(path, F_OK) != 0)
+		return 0;
+	struct file_state f = {.s = s};
+	int line = ini_parse(path, on_ini_entry, &f);
+	if (line == -1) {
+		fprintf(stderr, "zerogpud: cannot read config file %s: %s\n", path,
+			strerror(errno));
+		return 2;
+	}
+	if (line != 0) {
+		fprintf(stderr, "zerogpud: %s:%d: %s\n", path, line,
+			f.error[0] ? f.error
+				   : "not an INI line (expected [section] or key = value)");
+		return 2;
+	}
+	snprintf(s->config_path, sizeof(s->config_path), "%s", path);
+	return 0;
+}
+
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int usage_error(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	fputs("zerogpud: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputs("\nTry 'zerogpud --help'.\n", stderr);
+	va_end(ap);
+	return 2;
+}
+
+/* Cross-checks, and the scheduler parameters from their parts. */
+static int finish(struct settings *s)
+{
+	/* The built-in default follows a lower maximum; a chosen one must fit under it. */
+	if (s->cfg.default_duration_ms > s->cfg.max_duration_ms) {
+		if (s->default_duration_set)
+			return usage_error("--default-duration is above --max-duration");
+		s->cfg.default_duration_ms = s->cfg.max_duration_ms;
+	}
+	if (s->cfg.default_max_wait_ms > s->cfg.max_wait_limit_ms)
+		return usage_error("--default-max-wait is above the 3600 s limit");
+	if (s->listen[0] && !s->token[0])
+		return usage_error("--listen %s needs --token or --token-file: TCP clients have no "
+				   "other identity",
+				   s->listen);
+	if (strcmp(s->policy, "fifo") == 0) {
+		sched_params_fifo(&s->cfg.sched);
+	} else {
+		sched_params_priority(&s->cfg.sched, s->cfg.max_duration_ms);
+		s->cfg.sched.aging_bound_ms = s->aging_bound_ms;
+		s->cfg.sched.backfill_ms = s->backfill_ms;
+	}
+	s->cfg.sched.app_limit = s->app_limit;
+	return 0;
+}
+
+int settings_load(struct settings *s, int argc, char **argv, const char *usage_text)
+{
+	enum { OPT_CONFIG = 1000, OPT_TABLE = 1100 };
+	struct option longopts[NSETTINGS + 4];
+	for (size_t i = 0; i < NSETTINGS; i++)
+		longopts[i] = (struct option){table[i].option, required_argument, NULL,
+					      OPT_TABLE + (int) i};
+	longopts[NSETTINGS] = (struct option){"config", required_argument, NULL, OPT_CONFIG};
+	longopts[NSETTINGS + 1] = (struct option){"help", no_argument, NULL, 'h'};
+	longopts[NSETTINGS + 2] = (struct option){"version", no_argument, NULL, 'V'};
+	longopts[NSETTINGS + 3] = (struct option){NULL, 0, NULL, 0};
+
+	defaults(s);
+	/* The file first, wherever --config stands, so that options override it. */
+	const char *config = NULL;
+	int c;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "hV", longopts, NULL)) != -1)
+		if (c == OPT_CONFIG)
+			config = optarg;
+	int r = load_file(s, config ? config : SETTINGS_DEFAULT_CONFIG, config != NULL);
+	if (r)
+		return r;
+
+	optind = 1;
+	opterr = 1;
+	while ((c = getopt_long(argc, argv, "hV", longopts, NULL)) != -1) {
+		if (c >= OPT_TABLE && c < OPT_TABLE + (int) NSETTINGS) {
+			const struct setting *st = &table[c - OPT_TABLE];
+			char err[384];
+			if (st->apply(s, optarg, err, sizeof(err)) < 0)
+				return usage_error("--%s %s", st->option, err);
+		} else if (c == OPT_CONFIG) {
+			continue;
+		} else if (c == 'h') {
+			fputs(usage_text, stdout);
+			return 1;
+		} else if (c == 'V') {
+			printf("zerogpud %s (protocol %d)\n", ZGPU_VERSION, ZGPU_PROTOCOL_VERSION);
+			return 1;
+		} else {
+			return usage_error("unknown option");
+		}
+	}
+	if (optind < argc)
+		return usage_error("unexpected argument '%s'", argv[optind]);
+	return finish(s);
+}

@@ -1,0 +1,43 @@
+/*
+ * settings — zerogpud's configuration: defaults, then the config file
+ * (/etc/zerogpu/zerogpud.conf or --config FILE, INI), then command-line
+ * options. File keys and options are one table, so each setting is checked
+ * by one function whichever way it comes; docs/configuration.md lists them.
+ */
+#ifndef ZGPU_DAEMON_SETTINGS_H
+#define ZGPU_DAEMON_SETTINGS_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/un.h>
+
+#include "daemon/engine.h"
+
+#define SETTINGS_DEFAULT_CONFIG "/etc/zerogpu/zerogpud.conf"
+
+struct settings {
+	char socket_path[sizeof(((struct sockaddr_un *) 0)->sun_path)];
+	char state_dir[PATH_MAX];
+	char listen[128];	     /* ADDR:PORT, or empty for no TCP listener */
+	char token[256];	     /* bearer token for TCP */
+	char simulate[256];	     /* simulated devices spec, or empty for NVML */
+	char nvml_library[PATH_MAX]; /* empty: libnvidia-ml.so.1 */
+	char config_path[PATH_MAX];  /* the file read, or empty */
+	int log_level;
+	struct engine_config cfg;
+	/* Scheduler inputs, turned into cfg.sched by settings_finish(). */
+	char policy[16];
+	int64_t aging_bound_ms, backfill_ms;
+	int app_limit;
+	bool default_duration_set; /* given, rather than the built-in 60 s */
+};
+
+/*
+ * Fills s from defaults, the config file and argv, in that order. Returns 0 to
+ * run, 1 when --help or --version was answered (exit 0), or 2 after printing
+ * what is wrong to stderr (exit 2).
+ */
+int settings_load(struct settings *s, int argc, char **argv, const char *usage_text);
+
+#endif

@@ -1,0 +1,154 @@
+#include "daemon/quota.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void quota_config_default(struct quota_config *c)
+{
+	c->daily_ms[LEASE_TIER_ANONYMOUS] = 120 * 1000;
+	c->daily_ms[LEASE_TIER_FREE] = 300 * 1000;
+	c->daily_ms[LEASE_TIER_PRO] = 2400 * 1000;
+	c->daily_ms[LEASE_TIER_ENTERPRISE] = 3600 * 1000;
+	c->window_ms = 24 * 3600 * 1000;
+	c->xlarge_factor = 2;
+}
+
+static size_t key_hash(const char *key, size_t cap)
+{
+	uint64_t h = 0xcbf29ce484222325ULL;
+	for (; *key; key++)
+		h = (h ^ (unsigned char) *key) * 0x100000001b3ULL;
+	return (size_t) h & (cap - 1);
+}
+
+static int grow(struct quota_book *b)
+{
+	size_t cap = b->cap ? b->cap * 2 : 256;
+	struct quota_account **t = calloc(cap, sizeof(*t));
+	if (!t)
+		return -ENOMEM;
+	for (size_t i = 0; i < b->cap; i++)
+		for (struct quota_account *a = b->table[i], *next; a; a = next) {
+			next = a->next;
+			size_t k = key_hash(a->key, cap);
+			a->next = t[k];
+			t[k] = a;
+		}
+	free(b->table);
+	b->table = t;
+	b->cap = cap;
+	return 0;
+}
+
+int quota_init(struct quota_book *b, const struct quota_config *cfg)
+{
+	memset(b, 0, sizeof(*b));
+	b->cfg = *cfg;
+	return grow(b);
+}
+
+void quota_release(struct quota_book *b)
+{
+	for (size_t i = 0; i < b->cap; i++)
+		for (struct quota_account *a = b->table[i], *next; a; a = next) {
+			next = a->next;
+			free(a);
+		}
+	free(b->table);
+	memset(b, 0, sizeof(*b));
+}
+
+struct quota_account *quota_find(struct quota_book *b, const char *key)
+{
+	for (struct quota_account *a = b->table[key_hash(key, b->cap)]; a; a = a->next)
+		if (strcmp(a->key, key) == 0)
+			return a;
+	return NULL;
+}
+
+struct quota_account *quota_add(struct quota_book *b, const char *key, enum lease_tier tier,
+				int64_t window_start, int64_t used_ms)
+{
+	struct quota_account *a;
+	if (strlen(key) > QUOTA_KEY_MAX || (b->n + 1 > b->cap && grow(b) < 0) ||
+	    !(a = calloc(1, sizeof(*a))))
+		return NULL;
+	strcpy(a->key, key);
+	a->tier = tier;
+	a->window_start = window_start;
+	a->used_ms = used_ms;
+	size_t k = key_hash(key, b->cap);
+	a->next = b->table[k];
+	b->table[k] = a;
+	b->n++;
+	return a;
+}
+
+int64_t quota_cost_ms(const struct quota_config *c, const struct lease_request *req)
+{
+	return req->duration_ms * (req->size == LEASE_SIZE_XLARGE ? c->xlarge_factor : 1);
+}
+
+void quota_roll(const struct quota_config *c, struct quota_account *a, int64_t now)
+{
+	if (a->window_start && now >= a->window_start + c->window_ms) {
+		a->window_start = 0;
+		a->used_ms = 0;
+	}
+}
+
+int quota_reserve(const struct quota_config *c, struct quota_account *a, int64_t cost_ms,
+		  int64_t now, int64_t *left_ms, int64_t *wait_ms)
+{
+	quota_roll(c, a, now);
+	int64_t left = c->daily_ms[a->tier] - a->used_ms - a->reserved_ms;
+	if (left < 0)
+		left = 0;
+	if (cost_ms > left) {
+		*left_ms = left;
+		/* A window opens at first use; with none open, what is held now frees first. */
+		*wait_ms = a->window_start ? a->window_start + c->window_ms - now : 0;
+		return -EDQUOT;
+	}
+	if (!a->window_start)
+		a->window_start = now;
+	a->reserved_ms += cost_ms;
+	return 0;
+}
+
+void quota_settle(struct quota_account *a, int64_t reserved_ms, int64_t charged_ms)
+{
+	a->reserved_ms -= reserved_ms;
+	if (a->reserved_ms < 0)
+		a->reserved_ms = 0;
+	a->used_ms += charged_ms;
+}
+
+double quota_left_share(const struct quota_config *c, const struct quota_account *a)
+{
+	int64_t daily = c->daily_ms[a->tier];
+	if (daily <= 0)
+		return 0;
+	double left = (double) (daily - a->used_ms - a->reserved_ms) / (double) daily;
+	return left < 0 ? 0 : left > 1 ? 1 : left;
+}
+
+void quota_message(char *out, size_t size, enum lease_tier tier, int64_t requested_ms,
+		   int64_t left_ms, int64_t wait_ms)
+{
+	static const char *const names[LEASE__TIER_COUNT] = {
+		[LEASE_TIER_ENTERPRISE] = "Enterprise GPU",
+		[LEASE_TIER_PRO] = "Pro GPU",
+		[LEASE_TIER_FREE] = "free GPU",
+		[LEASE_TIER_ANONYMOUS] = "GPU",
+	};
+	int64_t wait_s = (wait_ms + 999) / 1000;
+	snprintf(out, size,
+		 "You have exceeded your %s quota (%llds requested vs. %llds left). Try again in "
+		 "%lld:%02lld:%02lld.",
+		 names[tier], (long long) ((requested_ms + 999) / 1000),
+		 (long long) (left_ms / 1000), (long long) (wait_s / 3600),
+		 (long long) (wait_s / 60 % 60), (long long) (wait_s % 60));
+}

@@ -1,0 +1,111 @@
+/* Visitor tokens: what is accepted, and each way a token is refused. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "daemon/auth.h"
+
+static const unsigned char secret[] = "correct horse battery staple";
+#define SECRET secret, sizeof(secret) - 1
+#define NOW    1795000000
+
+static char *sign(const char *sub, enum lease_tier tier, int64_t exp)
+{
+	struct visitor_identity id = {.tier = tier, .exp = exp};
+	strcpy(id.sub, sub);
+	char *tok;
+	assert_int_equal(auth_sign_visitor(&id, SECRET, &tok), 0);
+	return tok;
+}
+
+static int verify(const char *tok, struct visitor_identity *out, char *err)
+{
+	return auth_verify_visitor(tok, SECRET, NOW, out, err, 256);
+}
+
+static void accepts_a_good_token(void **state)
+{
+	char *tok = sign("alice", LEASE_TIER_PRO, NOW + 60);
+	struct visitor_identity id;
+	char err[256];
+	assert_int_equal(verify(tok, &id, err), 0);
+	assert_string_equal(id.sub, "alice");
+	assert_int_equal(id.tier, LEASE_TIER_PRO);
+	assert_int_equal(id.exp, NOW + 60);
+	free(tok);
+}
+
+static void refuses_a_bad_signature_and_another_secret(void **state)
+{
+	char *tok = sign("alice", LEASE_TIER_PRO, NOW + 60);
+	char err[256];
+	struct visitor_identity id;
+	tok[strlen(tok) - 2] ^= 1; /* flip a bit of the signature */
+	assert_int_equal(verify(tok, &id, err), -13);
+	assert_string_equal(err, "invalid visitor token: bad signature");
+	tok[strlen(tok) - 2] ^= 1;
+	const unsigned char other[] = "another secret";
+	assert_int_equal(auth_verify_visitor(tok, other, sizeof(other) - 1, NOW, &id, err, 256),
+			 -13);
+	/* A changed claim breaks the signature too: pro -> enterprise by hand. */
+	char *dot = strchr(tok, '.');
+	dot[1] = dot[1] == 'e' ? 'f' : 'e';
+	assert_int_equal(verify(tok, &id, err), -13);
+	free(tok);
+}
+
+static void refuses_expired(void **state)
+{
+	char *tok = sign("bob", LEASE_TIER_FREE, NOW - 30);
+	char err[256];
+	struct visitor_identity id;
+	assert_int_equal(verify(tok, &id, err), -13);
+	assert_string_equal(err, "visitor token expired 30 s ago");
+	free(tok);
+}
+
+static void refuses_alg_none_and_garbage(void **state)
+{
+	char err[256];
+	struct visitor_identity id;
+	/* {"alg":"none"} . {"sub":"x","tier":"pro","exp":9999999999} . (empty) */
+	assert_int_equal(verify("eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4IiwidGllciI6InBybyIsImV4cCI6OTk5"
+				"OTk5OTk5OX0.",
+				&id, err),
+			 -13);
+	assert_string_equal(err, "invalid visitor token: the algorithm must be HS256");
+	assert_int_equal(verify("not-a-token", &id, err), -13);
+	assert_string_equal(err, "invalid visitor token: not a JWT (three base64url parts "
+				 "separated by dots)");
+	assert_int_equal(verify("a.b.c.d", &id, err), -13);
+	assert_int_equal(verify("!!!.???.***", &id, err), -13);
+}
+
+static void refuses_missing_claims(void **state)
+{
+	char err[256];
+	struct visitor_identity id;
+	char *tok = sign("", LEASE_TIER_FREE, NOW + 60);
+	assert_int_equal(verify(tok, &id, err), -13);
+	assert_string_equal(
+		err, "invalid visitor token: claim 'sub' is missing or not a string of 1-256 "
+		     "bytes");
+	free(tok);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(accepts_a_good_token),
+		cmocka_unit_test(refuses_a_bad_signature_and_another_secret),
+		cmocka_unit_test(refuses_expired),
+		cmocka_unit_test(refuses_alg_none_and_garbage),
+		cmocka_unit_test(refuses_missing_claims),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -118,12 +118,14 @@ typedef struct {
 	double duration_s;   /* <= 0: the daemon's default (60 s) */
 	int gpus;	     /* <= 0: 1 */
 	double max_wait_s;   /* < 0: the daemon's default (60 s); 0: fail unless free now */
+	/* Who pays, for metered calls (neither: the app's own call, not metered). */
+	const char *visitor_token; /* a signed visitor token (JWT) the app received */
+	const char *visitor_ip;	   /* else the visitor's address: an anonymous visitor */
 } zgpu_request;
 
-#define ZGPU_REQUEST_INIT                                                                          \
-	{                                                                                          \
-		NULL, NULL, NULL, NULL, 0, 0, -1                                                   \
-	}
+/* clang-format off */
+#define ZGPU_REQUEST_INIT {NULL, NULL, NULL, NULL, 0, 0, -1, NULL, NULL}
+/* clang-format on */
 
 typedef enum {
 	ZGPU_EVENT_QUEUED = 1, /* still waiting; position and reason are set */

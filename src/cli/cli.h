@@ -20,6 +20,7 @@ struct cli_command {
 extern const struct cli_command cmd_status;
 extern const struct cli_command cmd_run;
 extern const struct cli_command cmd_version;
+extern const struct cli_command cmd_quota;
 
 /* An aligned text table. */
 struct table {

@@ -236,11 +236,18 @@ static int supervise(struct run_state *st)
 static int run_exec(const struct cli_globals *g, int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{"duration", required_argument, NULL, 'd'}, {"size", required_argument, NULL, 's'},
-		{"gpus", required_argument, NULL, 'n'},	    {"app", required_argument, NULL, 'a'},
-		{"visitor", required_argument, NULL, 'v'},  {"task", required_argument, NULL, 't'},
-		{"max-wait", required_argument, NULL, 'w'}, {"quiet", no_argument, NULL, 'q'},
-		{"help", no_argument, NULL, 'h'},	    {NULL, 0, NULL, 0},
+		{"duration", required_argument, NULL, 'd'},
+		{"size", required_argument, NULL, 's'},
+		{"gpus", required_argument, NULL, 'n'},
+		{"app", required_argument, NULL, 'a'},
+		{"visitor", required_argument, NULL, 'v'},
+		{"task", required_argument, NULL, 't'},
+		{"max-wait", required_argument, NULL, 'w'},
+		{"quiet", no_argument, NULL, 'q'},
+		{"help", no_argument, NULL, 'h'},
+		{"visitor-ip", required_argument, NULL, 'i'},
+		{"visitor-token", required_argument, NULL, 'k'},
+		{NULL, 0, NULL, 0},
 	};
 	zgpu_request req = ZGPU_REQUEST_INIT;
 	bool quiet = false;
@@ -293,6 +300,12 @@ static int run_exec(const struct cli_globals *g, int argc, char **argv)
 				return 2;
 			}
 			break;
+		case 'i':
+			req.visitor_ip = optarg;
+			break;
+		case 'k':
+			req.visitor_token = optarg;
+			break;
 		case 'q':
 			quiet = true;
 			break;
@@ -309,6 +322,9 @@ static int run_exec(const struct cli_globals *g, int argc, char **argv)
 		return 2;
 	}
 	char **cmd = argv + optind;
+	/* A token on the command line shows in `ps`: the environment keeps it private. */
+	if (!req.visitor_token && getenv("ZEROGPU_VISITOR_TOKEN"))
+		req.visitor_token = getenv("ZEROGPU_VISITOR_TOKEN");
 
 	/* While waiting, Ctrl-C simply ends zerogpu: the closed stream withdraws the request. */
 	struct run_state st = {0};
@@ -373,7 +389,10 @@ const struct cli_command cmd_run = {
 		 "GPU)\n"
 		 "  -n, --gpus N            how many devices, all granted together (default 1)\n"
 		 "      --app NAME          the app the call is for (default: 'default')\n"
-		 "      --visitor ID        the visitor the call is for\n"
+		 "      --visitor ID        the visitor the call is for (a label)\n"
+		 "      --visitor-token T   charge the visitor this signed token names (also\n"
+		 "                          $ZEROGPU_VISITOR_TOKEN)\n"
+		 "      --visitor-ip ADDR   else charge this address as an anonymous visitor\n"
 		 "      --task TEXT         a note naming the call, shown in status\n"
 		 "      --max-wait SECONDS  give up after waiting this long in the queue\n"
 		 "                          (default: the daemon's, 60; 0: only if free now)\n"
@@ -382,6 +401,7 @@ const struct cli_command cmd_run = {
 		 "\n"
 		 "Exit status: COMMAND's own (128+N if killed by signal N); 124 when the lease\n"
 		 "expired and COMMAND was killed; 125 when zerogpu failed (no GPU in time, bad\n"
-		 "request, daemon unreachable); 126 if COMMAND cannot run; 127 if not found.\n",
+		 "request, quota exceeded, daemon unreachable); 126 if COMMAND cannot run;\n"
+		 "127 if not found.\n",
 	.exec = run_exec,
 };

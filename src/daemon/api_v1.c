@@ -16,6 +16,7 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "daemon/auth.h"
 #include "daemon/http.h"
 #include "daemon/proc.h"
 #include "daemon/record.h"
@@ -270,8 +271,15 @@ void api_v1_on_event(void *ctx, struct lease *l, enum engine_event ev)
 						 "lease", l->id, "message", l->message, "grace_s",
 						 (double) d->engine.cfg.grace_ms / 1000.0));
 		break;
-	case ENGINE_EV_ENDED:
-		if (l->granted_ms && record_end(d, l, now) < 0)
+	case ENGINE_EV_ENDED: {
+		/* Settle the visitor's reservation to the charge; waiting costs nothing. */
+		struct quota_account *a = l->req.quota_key[0]
+						  ? quota_find(&d->quota, l->req.quota_key)
+						  : NULL;
+		if (a)
+			quota_settle(a, l->req.reserved_ms,
+				     l->granted_ms ? record_charge_ms(l, now - l->granted_ms) : 0);
+		if (l->granted_ms && record_end(d, l, now, a) < 0)
 			log_error("lease %s: cannot record its end (%s); it is settled at the next "
 				  "start",
 				  l->id, d->ledger->error);
@@ -283,6 +291,7 @@ void api_v1_on_event(void *ctx, struct lease *l, enum engine_event ev)
 			stream_end(s, l, now);
 		}
 		return;
+	}
 	}
 	if (s)
 		s->lease = l;
@@ -342,24 +351,97 @@ static void get_metrics(struct call *c)
 		evbuffer_free(buf);
 }
 
+/*
+ * Who pays: a visitor token names them (and their tier); without one, the
+ * visitor's IP is an anonymous visitor; with neither, it is the app's own call
+ * and is not metered. Replies 401 and returns -1 for a token that does not hold.
+ */
+static int identify_visitor(struct call *c, const struct request_visitor *who,
+			    struct lease_request *rq)
+{
+	struct zgpud *d = c->d;
+	if (who->token[0]) {
+		struct visitor_identity id;
+		char err[256];
+		if (!d->visitor_secret[0]) {
+			http_reply_error(c, 401, "unauthorized",
+					 "this zerogpud verifies no visitor tokens: set [auth] "
+					 "visitor_secret (or --visitor-secret-file)");
+			return -1;
+		}
+		if (auth_verify_visitor(who->token, (const unsigned char *) d->visitor_secret,
+					strlen(d->visitor_secret), clock_wall_ms() / 1000, &id, err,
+					sizeof(err)) < 0) {
+			http_reply_error(c, 401, "unauthorized", "%s", err);
+			return -1;
+		}
+		snprintf(rq->quota_key, sizeof(rq->quota_key), "user:%s", id.sub);
+		rq->tier = id.tier;
+	} else if (who->ip[0]) {
+		snprintf(rq->quota_key, sizeof(rq->quota_key), "ip:%s", who->ip);
+		rq->tier = LEASE_TIER_ANONYMOUS;
+	}
+	return 0;
+}
+
+/* Reserves the request's cost; replies 429 with the hosted message when it does not fit. */
+static int reserve_quota(struct call *c, struct lease_request *rq)
+{
+	struct zgpud *d = c->d;
+	if (!rq->quota_key[0])
+		return 0;
+	struct quota_account *a = record_visitor(d, rq->quota_key, rq->tier);
+	if (!a) {
+		http_reply_error(c, 500, "internal", "cannot read the visitor's quota: %s",
+				 d->ledger->error);
+		return -1;
+	}
+	a->tier = rq->tier; /* a token may have moved them to another tier */
+	int64_t cost = quota_cost_ms(&d->quota.cfg, rq), left, wait;
+	if (quota_reserve(&d->quota.cfg, a, cost, clock_wall_ms(), &left, &wait) < 0) {
+		char msg[256];
+		quota_message(msg, sizeof(msg), a->tier, cost, left, wait);
+		http_reply_json(c, 429,
+				json_pack("{s:{s:s, s:s}, s:I, s:I}", "error", "code", "quota",
+					  "message", msg, "left_s", (json_int_t) (left / 1000),
+					  "wait_s", (json_int_t) ((wait + 999) / 1000)));
+		return -1;
+	}
+	rq->reserved_ms = cost;
+	rq->quota_left = quota_left_share(&d->quota.cfg, a);
+	return 0;
+}
+
+/* Gives back a reservation whose request never made it into the engine. */
+static void unreserve(struct zgpud *d, const struct lease_request *rq)
+{
+	struct quota_account *a = rq->quota_key[0] ? quota_find(&d->quota, rq->quota_key) : NULL;
+	if (a)
+		quota_settle(a, rq->reserved_ms, 0);
+}
+
 static void post_lease(struct call *c)
 {
 	struct zgpud *d = c->d;
 	char *body, err[512];
 	size_t len;
 	struct lease_request rq;
+	static struct request_visitor who; /* large (a token), and the loop is single-threaded */
 	if (http_take_body(c, &body, &len) < 0)
 		return;
-	int r = request_parse_lease(body, len, &d->engine.cfg, d->engine.ngpus, &rq, err,
+	int r = request_parse_lease(body, len, &d->engine.cfg, d->engine.ngpus, &rq, &who, err,
 				    sizeof(err));
 	free(body);
 	if (r < 0) {
 		http_reply_error(c, 400, "bad_request", "%s", err);
 		return;
 	}
+	if (identify_visitor(c, &who, &rq) < 0 || reserve_quota(c, &rq) < 0)
+		return;
 
 	struct stream *s = calloc(1, sizeof(*s));
 	if (!s) {
+		unreserve(d, &rq);
 		http_reply_error(c, 500, "internal", "out of memory");
 		return;
 	}
@@ -381,6 +463,7 @@ static void post_lease(struct call *c)
 	struct lease_owner owner = {.via_token = c->via_tcp, .uid = c->uid};
 	r = engine_submit(&d->engine, &rq, &owner, s, clock_mono_ms());
 	if (r < 0) {
+		unreserve(d, &rq);
 		stream_send(s,
 			    json_pack("{s:s, s:{s:s, s:s}}", "event", "failed", "error", "code",
 				      "internal", "message", "out of memory queueing the request"));
@@ -512,7 +595,45 @@ static void delete_lease(struct call *c)
 				  "used_s", (double) used_ms / 1000.0));
 }
 
+static void get_quota(struct call *c)
+{
+	struct zgpud *d = c->d;
+	struct quota_account *a = quota_find(&d->quota, c->arg);
+	struct ledger_visitor v = {0};
+	if (!a) {
+		int found = d->ledger->ops->visitor_load(d->ledger, c->arg, &v);
+		if (found <= 0) {
+			http_reply_error(c, found < 0 ? 500 : 404, "no_such_visitor",
+					 "no GPU use is recorded for '%.200s' (visitors are "
+					 "'ip:ADDRESS' or 'user:NAME')",
+					 c->arg);
+			return;
+		}
+		a = record_visitor(d, c->arg, LEASE_TIER_ANONYMOUS);
+		if (!a) {
+			http_reply_error(c, 500, "internal", "out of memory");
+			return;
+		}
+	}
+	int64_t now = clock_wall_ms();
+	quota_roll(&d->quota.cfg, a, now);
+	int64_t limit = d->quota.cfg.daily_ms[a->tier];
+	int64_t left = limit - a->used_ms - a->reserved_ms;
+	json_t *o = json_pack("{s:s, s:s, s:f, s:f, s:f, s:f}", "visitor", a->key, "tier",
+			      lease_tier_name(a->tier), "limit_s", (double) limit / 1000.0,
+			      "used_s", (double) a->used_ms / 1000.0, "reserved_s",
+			      (double) a->reserved_ms / 1000.0, "left_s",
+			      (double) (left > 0 ? left : 0) / 1000.0);
+	json_object_set_new(o, "window_start_ms",
+			    a->window_start ? json_integer(a->window_start) : json_null());
+	json_object_set_new(o, "resets_ms",
+			    a->window_start ? json_integer(a->window_start + d->quota.cfg.window_ms)
+					    : json_null());
+	http_reply_json(c, 200, o);
+}
+
 const struct route api_v1_routes[] = {
+	{.method = EVHTTP_REQ_GET, .pattern = "/v1/quota/*", .handler = get_quota},
 	{.method = EVHTTP_REQ_GET, .pattern = "/healthz", .handler = get_healthz, .open = true},
 	{.method = EVHTTP_REQ_GET, .pattern = "/metrics", .handler = get_metrics},
 	{.method = EVHTTP_REQ_GET, .pattern = "/v1/status", .handler = get_status},

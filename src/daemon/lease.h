@@ -53,8 +53,10 @@ struct lease_request {
 	int gpus;
 	int64_t duration_ms;
 	int64_t max_wait_ms;
-	enum lease_tier tier; /* from the visitor's identity; anonymous without one */
-	double quota_left;    /* share of the visitor's daily quota left, 0..1 */
+	enum lease_tier tier;		    /* from the visitor's identity; anonymous without one */
+	double quota_left;		    /* share of the visitor's daily quota left, 0..1 */
+	char quota_key[LEASE_TEXT_MAX + 9]; /* the visitor charged; "" when not metered */
+	int64_t reserved_ms;		    /* quota held for this request until it settles */
 };
 
 /* Who holds a lease: a local uid (Unix socket) or a token holder (TCP). */

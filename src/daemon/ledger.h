@@ -18,13 +18,21 @@
 /* One lease row. Strings are borrowed for the duration of a call. */
 struct ledger_lease {
 	const char *id, *app, *task, *visitor, *tier, *size, *state;
-	const char *devices; /* granted devices' UUIDs, comma-separated */
+	const char *devices;   /* granted devices' UUIDs, comma-separated */
+	const char *quota_key; /* the visitor charged, "" when the call is not metered */
 	int gpus;
 	int64_t requested_ms;	      /* the duration asked for */
 	int64_t started_at, ended_at; /* Unix ms; ended_at 0 while held */
 	int64_t used_ms, charged_ms;
 	pid_t pid, pgid;    /* attached process, 0 if none */
 	uint64_t pid_start; /* its start time (/proc/PID/stat field 22) */
+};
+
+/* A visitor's quota window. */
+struct ledger_visitor {
+	const char *key, *tier;
+	char tier_buf[16]; /* where visitor_load puts the tier */
+	int64_t window_start, used_ms;
 };
 
 struct ledger;
@@ -34,8 +42,11 @@ struct ledger_ops {
 	int (*lease_granted)(struct ledger *lg, const struct ledger_lease *row);
 	int (*lease_attached)(struct ledger *lg, const char *id, pid_t pid, pid_t pgid,
 			      uint64_t pid_start);
+	/* Records the end; when v is not NULL, also the visitor's window, in one transaction. */
 	int (*lease_ended)(struct ledger *lg, const char *id, const char *state, int64_t ended_at,
-			   int64_t used_ms, int64_t charged_ms);
+			   int64_t used_ms, int64_t charged_ms, const struct ledger_visitor *v);
+	/* Fills *v for key; returns 1 when found, 0 when the ledger has never seen it. */
+	int (*visitor_load)(struct ledger *lg, const char *key, struct ledger_visitor *v);
 	/* Calls fn on every lease granted but never ended. */
 	int (*unsettled)(struct ledger *lg, void (*fn)(const struct ledger_lease *row, void *arg),
 			 void *arg);

@@ -10,7 +10,7 @@
 struct ledger_sqlite {
 	struct ledger base;
 	sqlite3 *db;
-	sqlite3_stmt *insert, *attach, *end, *unsettled;
+	sqlite3_stmt *insert, *attach, *end, *unsettled, *visitor_get, *visitor_put;
 };
 
 /*
@@ -26,8 +26,12 @@ static const char *const migrations[] = {
 	"  requested_ms INTEGER NOT NULL,"
 	"  started_at INTEGER NOT NULL, ended_at INTEGER,"
 	"  used_ms INTEGER, charged_ms INTEGER,"
-	"  state TEXT NOT NULL,"
+	"  state TEXT NOT NULL, quota_key TEXT NOT NULL,"
 	"  pid INTEGER, pgid INTEGER, pid_start INTEGER"
+	") WITHOUT ROWID;"
+	"CREATE TABLE visitors ("
+	"  key TEXT PRIMARY KEY, tier TEXT NOT NULL,"
+	"  window_start INTEGER NOT NULL, used_ms INTEGER NOT NULL"
 	") WITHOUT ROWID;"
 	/* Every commit is on the grant and release path: each index is pages written
 	 * per lease. Only the open leases are indexed; usage queries bring theirs. */
@@ -65,6 +69,7 @@ static int sq_granted(struct ledger *lg, const struct ledger_lease *r)
 	sqlite3_bind_int64(st, 9, r->requested_ms);
 	sqlite3_bind_int64(st, 10, r->started_at);
 	sqlite3_bind_text(st, 11, r->state, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 12, r->quota_key ? r->quota_key : "", -1, SQLITE_STATIC);
 	return step_done(s, st, "recording a grant");
 }
 
@@ -79,23 +84,65 @@ static int sq_attached(struct ledger *lg, const char *id, pid_t pid, pid_t pgid,
 	return step_done(s, st, "recording an attach");
 }
 
+static const char *col_text(sqlite3_stmt *st, int i)
+{
+	const char *t = (const char *) sqlite3_column_text(st, i);
+	return t ? t : "";
+}
+
+static int put_visitor(struct ledger_sqlite *s, const struct ledger_visitor *v)
+{
+	sqlite3_stmt *st = s->visitor_put;
+	sqlite3_bind_text(st, 1, v->key, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, v->tier, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, v->window_start);
+	sqlite3_bind_int64(st, 4, v->used_ms);
+	return step_done(s, st, "recording a visitor's quota");
+}
+
 static int sq_ended(struct ledger *lg, const char *id, const char *state, int64_t ended_at,
-		    int64_t used_ms, int64_t charged_ms)
+		    int64_t used_ms, int64_t charged_ms, const struct ledger_visitor *v)
 {
 	struct ledger_sqlite *s = (struct ledger_sqlite *) lg;
+	/* The lease's end and the visitor's total change together or not at all. */
+	if (v && sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+		return fail_db(s, SQLITE_ERROR, "starting a settlement");
 	sqlite3_stmt *st = s->end;
 	sqlite3_bind_text(st, 1, state, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 2, ended_at);
 	sqlite3_bind_int64(st, 3, used_ms);
 	sqlite3_bind_int64(st, 4, charged_ms);
 	sqlite3_bind_text(st, 5, id, -1, SQLITE_STATIC);
-	return step_done(s, st, "recording a lease's end");
+	int r = step_done(s, st, "recording a lease's end");
+	if (v) {
+		if (r == 0)
+			r = put_visitor(s, v);
+		if (r == 0 && sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+			r = fail_db(s, SQLITE_ERROR, "committing a settlement");
+		if (r < 0)
+			sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+	}
+	return r;
 }
 
-static const char *col_text(sqlite3_stmt *st, int i)
+static int sq_visitor_load(struct ledger *lg, const char *key, struct ledger_visitor *v)
 {
-	const char *t = (const char *) sqlite3_column_text(st, i);
-	return t ? t : "";
+	struct ledger_sqlite *s = (struct ledger_sqlite *) lg;
+	sqlite3_stmt *st = s->visitor_get;
+	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(st), found = 0;
+	if (rc == SQLITE_ROW) {
+		snprintf(v->tier_buf, sizeof(v->tier_buf), "%s", col_text(st, 0));
+		v->tier = v->tier_buf;
+		v->window_start = sqlite3_column_int64(st, 1);
+		v->used_ms = sqlite3_column_int64(st, 2);
+		found = 1;
+	}
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return fail_db(s, rc, "reading a visitor's quota");
+	return found;
 }
 
 static int sq_unsettled(struct ledger *lg, void (*fn)(const struct ledger_lease *row, void *arg),
@@ -117,6 +164,7 @@ static int sq_unsettled(struct ledger *lg, void (*fn)(const struct ledger_lease 
 			.pgid = sqlite3_column_int(st, 8),
 			.pid_start = (uint64_t) sqlite3_column_int64(st, 9),
 			.size = col_text(st, 10),
+			.quota_key = col_text(st, 11),
 		};
 		fn(&r, arg);
 	}
@@ -131,6 +179,8 @@ static void sq_close(struct ledger *lg)
 	sqlite3_finalize(s->attach);
 	sqlite3_finalize(s->end);
 	sqlite3_finalize(s->unsettled);
+	sqlite3_finalize(s->visitor_get);
+	sqlite3_finalize(s->visitor_put);
 	sqlite3_close(s->db);
 	free(s);
 }
@@ -141,6 +191,7 @@ static const struct ledger_ops sqlite_ops = {
 	.lease_attached = sq_attached,
 	.lease_ended = sq_ended,
 	.unsettled = sq_unsettled,
+	.visitor_load = sq_visitor_load,
 	.close = sq_close,
 };
 
@@ -205,8 +256,8 @@ int ledger_open_sqlite(struct ledger **out, const char *path, char *err, size_t 
 	if (r == 0 &&
 	    (sqlite3_prepare_v2(s->db,
 				"INSERT INTO leases (id, app, task, visitor, tier, size, gpus, "
-				"devices, requested_ms, started_at, state) VALUES "
-				"(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+				"devices, requested_ms, started_at, state, quota_key) VALUES "
+				"(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
 				-1, &s->insert, NULL) != SQLITE_OK ||
 	     sqlite3_prepare_v2(s->db,
 				"UPDATE leases SET pid = ?, pgid = ?, pid_start = ?, state = "
@@ -218,9 +269,17 @@ int ledger_open_sqlite(struct ledger **out, const char *path, char *err, size_t 
 				-1, &s->end, NULL) != SQLITE_OK ||
 	     sqlite3_prepare_v2(s->db,
 				"SELECT id, app, visitor, devices, requested_ms, started_at, "
-				"state, pid, pgid, pid_start, size FROM leases WHERE ended_at IS "
-				"NULL",
-				-1, &s->unsettled, NULL) != SQLITE_OK))
+				"state, pid, pgid, pid_start, size, quota_key FROM leases WHERE "
+				"ended_at IS NULL",
+				-1, &s->unsettled, NULL) != SQLITE_OK ||
+	     sqlite3_prepare_v2(s->db,
+				"SELECT tier, window_start, used_ms FROM visitors WHERE key = ?",
+				-1, &s->visitor_get, NULL) != SQLITE_OK ||
+	     sqlite3_prepare_v2(
+		     s->db,
+		     "INSERT OR REPLACE INTO visitors (key, tier, window_start, used_ms) "
+		     "VALUES (?, ?, ?, ?)",
+		     -1, &s->visitor_put, NULL) != SQLITE_OK))
 		r = fail_db(s, SQLITE_ERROR, "preparing the ledger's statements");
 	if (r < 0) {
 		snprintf(err, errlen, "ledger %s: %s", path, s->base.error);

@@ -324,6 +324,11 @@ int main(int argc, char **argv)
 
 	struct zgpud *d = &daemon_ctx;
 	snprintf(d->token, sizeof(d->token), "%s", o.token);
+	snprintf(d->visitor_secret, sizeof(d->visitor_secret), "%s", o.visitor_secret);
+	if (quota_init(&d->quota, &o.quota) < 0) {
+		log_error("out of memory at start-up");
+		return 1;
+	}
 	d->own_uid = geteuid();
 	d->started_mono_ms = clock_mono_ms();
 	d->started_wall_ms = clock_wall_ms();
@@ -393,6 +398,7 @@ int main(int argc, char **argv)
 	/* End leases while their connections still exist, so clients hear why. */
 	engine_shutdown(&d->engine, clock_mono_ms());
 	ledger_close(d->ledger);
+	quota_release(&d->quota);
 	event_base_loop(d->base, EVLOOP_NONBLOCK); /* flush those last events */
 	evhttp_free(d->http_unix);
 	if (d->http_tcp)

@@ -47,6 +47,7 @@ int record_grant(struct zgpud *d, const struct lease *l)
 		.size = lease_size_name(l->req.size),
 		.state = "granted",
 		.devices = devices,
+		.quota_key = l->req.quota_key,
 		.gpus = l->req.gpus,
 		.requested_ms = l->req.duration_ms,
 		.started_at = zgpud_wall_ms(l->granted_ms),
@@ -59,16 +60,49 @@ int record_attach(struct zgpud *d, const struct lease *l, uint64_t pid_start)
 	return d->ledger->ops->lease_attached(d->ledger, l->id, l->pid, l->pgid, pid_start);
 }
 
-int record_end(struct zgpud *d, const struct lease *l, int64_t now)
+static void visitor_row(struct ledger_visitor *v, const struct quota_account *a)
+{
+	v->key = a->key;
+	v->tier = lease_tier_name(a->tier);
+	v->window_start = a->window_start;
+	v->used_ms = a->used_ms;
+}
+
+int record_end(struct zgpud *d, const struct lease *l, int64_t now, const struct quota_account *a)
 {
 	int64_t used = now - l->granted_ms;
+	struct ledger_visitor v;
+	if (a)
+		visitor_row(&v, a);
 	return d->ledger->ops->lease_ended(d->ledger, l->id, lease_state_name(l->state),
-					   zgpud_wall_ms(now), used, record_charge_ms(l, used));
+					   zgpud_wall_ms(now), used, record_charge_ms(l, used),
+					   a ? &v : NULL);
+}
+
+static enum lease_tier tier_named(const char *name)
+{
+	for (int t = 0; t < LEASE__TIER_COUNT; t++)
+		if (strcmp(name, lease_tier_name((enum lease_tier) t)) == 0)
+			return (enum lease_tier) t;
+	return LEASE_TIER_ANONYMOUS;
+}
+
+struct quota_account *record_visitor(struct zgpud *d, const char *key, enum lease_tier tier)
+{
+	struct quota_account *a = quota_find(&d->quota, key);
+	if (a)
+		return a;
+	struct ledger_visitor v = {0};
+	int found = d->ledger->ops->visitor_load(d->ledger, key, &v);
+	if (found < 0)
+		return NULL;
+	return found ? quota_add(&d->quota, key, tier_named(v.tier), v.window_start, v.used_ms)
+		     : quota_add(&d->quota, key, tier, 0, 0);
 }
 
 /* An open lease from the previous run, copied out of the ledger's cursor. */
 struct open_lease {
-	char id[LEASE_ID_LEN + 1], app[LEASE_APP_MAX + 1];
+	char id[LEASE_ID_LEN + 1], app[LEASE_APP_MAX + 1], quota_key[LEASE_TEXT_MAX + 9];
 	bool xlarge;
 	pid_t pid, pgid;
 	uint64_t pid_start;
@@ -97,6 +131,7 @@ static void collect_open(const struct ledger_lease *row, void *arg)
 	struct open_lease *o = &list->items[list->n++];
 	snprintf(o->id, sizeof(o->id), "%s", row->id);
 	snprintf(o->app, sizeof(o->app), "%s", row->app);
+	snprintf(o->quota_key, sizeof(o->quota_key), "%s", row->quota_key ? row->quota_key : "");
 	o->xlarge = strcmp(row->size, "xlarge") == 0;
 	o->pid = row->pid;
 	o->pgid = row->pgid;
@@ -123,8 +158,21 @@ static int settle(struct zgpud *d, const struct open_lease *o, int64_t now_wall,
 		used = 0;
 	struct lease l = {.state = LEASE_EXPIRED, .pid = o->pid};
 	l.req.size = o->xlarge ? LEASE_SIZE_XLARGE : LEASE_SIZE_LARGE;
-	if (d->ledger->ops->lease_ended(d->ledger, o->id, "expired", now_wall, used,
-					record_charge_ms(&l, used)) < 0) {
+	int64_t charged = record_charge_ms(&l, used);
+	/* The visitor pays for it as for any lease: the quota stays spent. */
+	struct quota_account *a = o->quota_key[0]
+					  ? record_visitor(d, o->quota_key, LEASE_TIER_ANONYMOUS)
+					  : NULL;
+	struct ledger_visitor v;
+	if (a) {
+		quota_roll(&d->quota.cfg, a, now_wall);
+		if (!a->window_start)
+			a->window_start = now_wall;
+		quota_settle(a, 0, charged);
+		visitor_row(&v, a);
+	}
+	if (d->ledger->ops->lease_ended(d->ledger, o->id, "expired", now_wall, used, charged,
+					a ? &v : NULL) < 0) {
 		log_error("lease %s: cannot settle it: %s", o->id, d->ledger->error);
 		return -EIO;
 	}

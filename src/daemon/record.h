@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "daemon/lease.h"
+#include "daemon/quota.h"
 
 struct zgpud;
 
@@ -18,7 +19,12 @@ int64_t record_charge_ms(const struct lease *l, int64_t used_ms);
 
 int record_grant(struct zgpud *d, const struct lease *l);
 int record_attach(struct zgpud *d, const struct lease *l, uint64_t pid_start);
-int record_end(struct zgpud *d, const struct lease *l, int64_t now);
+/* Records l's end; with a (the visitor charged, already settled), their new total too. */
+int record_end(struct zgpud *d, const struct lease *l, int64_t now, const struct quota_account *a);
+
+/* The quota account for key: from memory, else from the ledger, else a new one
+ * at tier. NULL when out of memory or the ledger cannot be read. */
+struct quota_account *record_visitor(struct zgpud *d, const char *key, enum lease_tier tier);
 
 /* Settles every lease the ledger holds as open (a previous run died): kills
  * its process if that very process still runs, and records it as expired.

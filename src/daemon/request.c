@@ -1,5 +1,6 @@
 #include "daemon/request.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <jansson.h>
@@ -130,15 +131,27 @@ static int get_text(json_t *obj, const char *name, char *out, size_t size, char 
 }
 
 static int validate_lease(json_t *o, const struct engine_config *cfg, size_t gpu_count,
-			  struct lease_request *out, char *err, size_t errlen)
+			  struct lease_request *out, struct request_visitor *who, char *err,
+			  size_t errlen)
 {
-	static const char *const known[] = {"app",  "task",	  "visitor",	"size",
-					    "gpus", "duration_s", "max_wait_s", NULL};
+	static const char *const known[] = {"app",	  "task", "visitor", "visitor_token",
+					    "visitor_ip", "size", "gpus",    "duration_s",
+					    "max_wait_s", NULL};
 	int r;
 	if ((r = check_known_fields(o, known,
-				    "app, task, visitor, size, gpus, duration_s, max_wait_s", err,
-				    errlen)) < 0)
+				    "app, task, visitor, visitor_token, visitor_ip, size, gpus, "
+				    "duration_s, max_wait_s",
+				    err, errlen)) < 0)
 		return r;
+	if ((r = get_text(o, "visitor_token", who->token, sizeof(who->token), err, errlen)) < 0 ||
+	    (r = get_text(o, "visitor_ip", who->ip, sizeof(who->ip), err, errlen)) < 0)
+		return r;
+	unsigned char addr[16];
+	if (who->ip[0] && inet_pton(AF_INET, who->ip, addr) != 1 &&
+	    inet_pton(AF_INET6, who->ip, addr) != 1) {
+		snprintf(err, errlen, "visitor_ip '%.64s' is not an IPv4 or IPv6 address", who->ip);
+		return -EINVAL;
+	}
 
 	if ((r = get_text(o, "app", out->app, sizeof(out->app), err, errlen)) < 0 ||
 	    (r = get_text(o, "task", out->task, sizeof(out->task), err, errlen)) < 0 ||
@@ -218,9 +231,11 @@ static int validate_lease(json_t *o, const struct engine_config *cfg, size_t gpu
 }
 
 int request_parse_lease(const char *body, size_t len, const struct engine_config *cfg,
-			size_t gpu_count, struct lease_request *out, char *err, size_t errlen)
+			size_t gpu_count, struct lease_request *out, struct request_visitor *who,
+			char *err, size_t errlen)
 {
 	memset(out, 0, sizeof(*out));
+	memset(who, 0, sizeof(*who));
 	strcpy(out->app, "default");
 	out->size = LEASE_SIZE_LARGE;
 	out->gpus = 1;
@@ -232,7 +247,7 @@ int request_parse_lease(const char *body, size_t len, const struct engine_config
 	json_t *o = load_object(body, len, err, errlen);
 	if (!o)
 		return -EINVAL;
-	int r = validate_lease(o, cfg, gpu_count, out, err, errlen);
+	int r = validate_lease(o, cfg, gpu_count, out, who, err, errlen);
 	json_decref(o);
 	return r;
 }

@@ -17,8 +17,15 @@
  * `gpus`. Returns 0,
  * or -EINVAL with a message in err.
  */
+/* Who a request is for, as the app says: a signed token, or the visitor's address. */
+struct request_visitor {
+	char token[4097]; /* "" when none */
+	char ip[64];	  /* "" when none; a valid IPv4 or IPv6 address otherwise */
+};
+
 int request_parse_lease(const char *body, size_t len, const struct engine_config *cfg,
-			size_t gpu_count, struct lease_request *out, char *err, size_t errlen);
+			size_t gpu_count, struct lease_request *out, struct request_visitor *who,
+			char *err, size_t errlen);
 
 /* Parses {"pid": N} (N > 0). Returns 0, or -EINVAL with a message in err. */
 int request_parse_attach(const char *body, size_t len, pid_t *pid, char *err, size_t errlen);

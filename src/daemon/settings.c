@@ -149,6 +149,38 @@ static int set_app_limit(struct settings *s, const char *v, char *err, size_t er
 	return 0;
 }
 
+#define QUOTA_SETTER(name, tier)                                                                   \
+	static int name(struct settings *s, const char *v, char *err, size_t errlen)               \
+	{                                                                                          \
+		return seconds(v, &s->quota.daily_ms[tier], true, err, errlen);                    \
+	}
+QUOTA_SETTER(set_quota_anonymous, LEASE_TIER_ANONYMOUS)
+QUOTA_SETTER(set_quota_free, LEASE_TIER_FREE)
+QUOTA_SETTER(set_quota_pro, LEASE_TIER_PRO)
+QUOTA_SETTER(set_quota_enterprise, LEASE_TIER_ENTERPRISE)
+SECONDS_SETTER(set_quota_window, quota.window_ms, false)
+
+static int set_visitor_secret(struct settings *s, const char *v, char *err, size_t errlen)
+{
+	if (strlen(v) < 16 || strlen(v) >= sizeof(s->visitor_secret))
+		return bad(err, errlen, "must be 16 to 255 characters");
+	strcpy(s->visitor_secret, v);
+	return 0;
+}
+
+static int set_visitor_secret_file(struct settings *s, const char *v, char *err, size_t errlen)
+{
+	char line[sizeof(s->visitor_secret) + 2];
+	FILE *f = fopen(v, "r");
+	bool ok = f && fgets(line, sizeof(line), f);
+	if (f)
+		fclose(f);
+	if (!ok)
+		return bad(err, errlen, "cannot read a secret from '%s'", v);
+	line[strcspn(line, "\r\n")] = '\0';
+	return set_visitor_secret(s, line, err, errlen);
+}
+
 static const struct setting table[] = {
 	{"server", "socket", "socket", set_socket},
 	{"server", "state_dir", "state-dir", set_state_dir},
@@ -167,6 +199,13 @@ static const struct setting table[] = {
 	{"scheduler", "aging_bound", "aging-bound", set_aging},
 	{"scheduler", "backfill", "backfill", set_backfill},
 	{"scheduler", "app_limit", "app-limit", set_app_limit},
+	{"quota", "anonymous", "quota-anonymous", set_quota_anonymous},
+	{"quota", "free", "quota-free", set_quota_free},
+	{"quota", "pro", "quota-pro", set_quota_pro},
+	{"quota", "enterprise", "quota-enterprise", set_quota_enterprise},
+	{"quota", "window", "quota-window", set_quota_window},
+	{"auth", "visitor_secret", "visitor-secret", set_visitor_secret},
+	{"auth", "visitor_secret_file", "visitor-secret-file", set_visitor_secret_file},
 };
 #define NSETTINGS (sizeof(table) / sizeof(table[0]))
 
@@ -178,6 +217,7 @@ static void defaults(struct settings *s)
 {
 	memset(s, 0, sizeof(*s));
 	engine_config_default(&s->cfg);
+	quota_config_default(&s->quota);
 	s->log_level = LOG_INFO;
 	strcpy(s->policy, "priority");
 	s->aging_bound_ms = s->cfg.sched.aging_bound_ms;
@@ -220,7 +260,7 @@ static int on_ini_entry(void *user, const char *section, const char *key, const 
 	if (!section_known) {
 		snprintf(f->error, sizeof(f->error),
 			 "unknown section [%.64s]; known: [server], [devices], [leases], "
-			 "[scheduler]",
+			 "[scheduler], [quota], [auth]",
 			 section);
 	} else {
 		size_t n = (size_t) snprintf(f->error, sizeof(f->error),

@@ -13,6 +13,7 @@
 #include <sys/un.h>
 
 #include "daemon/engine.h"
+#include "daemon/quota.h"
 
 #define SETTINGS_DEFAULT_CONFIG "/etc/zerogpu/zerogpud.conf"
 
@@ -31,6 +32,8 @@ struct settings {
 	int64_t aging_bound_ms, backfill_ms;
 	int app_limit;
 	bool default_duration_set; /* given, rather than the built-in 60 s */
+	struct quota_config quota;
+	char visitor_secret[256]; /* verifies visitor tokens; "" accepts none */
 };
 
 /*

@@ -15,6 +15,7 @@
 #include "daemon/inventory.h"
 #include "daemon/ledger.h"
 #include "daemon/metrics.h"
+#include "daemon/quota.h"
 
 #define ZGPUD_MAX_BODY	     (64 * 1024)
 #define ZGPUD_IDLE_TIMEOUT_S 30 /* a kept-alive connection with no request is closed */
@@ -37,6 +38,8 @@ struct zgpud {
 	struct engine engine;
 	struct metrics metrics;
 	struct ledger *ledger;
+	struct quota_book quota;
+	char visitor_secret[256]; /* verifies visitor tokens; "" accepts none */
 	/* Grants the ledger could not record: never acknowledged, failed right after
 	 * the engine call that made them (the engine cannot be re-entered from a hook). */
 	char unrecorded[16][LEASE_ID_LEN + 1];

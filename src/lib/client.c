@@ -377,6 +377,10 @@ static json_t *request_json(const zgpu_request *req)
 		json_object_set_new(o, "gpus", json_integer(req->gpus));
 	if (req->max_wait_s >= 0)
 		json_object_set_new(o, "max_wait_s", json_real(req->max_wait_s));
+	if (req->visitor_token)
+		json_object_set_new(o, "visitor_token", json_string(req->visitor_token));
+	if (req->visitor_ip)
+		json_object_set_new(o, "visitor_ip", json_string(req->visitor_ip));
 	return o;
 }
 

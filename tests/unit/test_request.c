@@ -13,7 +13,24 @@ static int parse(const char *body, struct lease_request *out, char *err)
 {
 	struct engine_config cfg;
 	engine_config_default(&cfg);
-	return request_parse_lease(body, strlen(body), &cfg, 4, out, err, 512);
+	static struct request_visitor who;
+	return request_parse_lease(body, strlen(body), &cfg, 4, out, &who, err, 512);
+}
+
+static void visitor_fields(void **state)
+{
+	struct engine_config cfg;
+	engine_config_default(&cfg);
+	struct lease_request r;
+	static struct request_visitor who;
+	char err[512];
+	const char *ok = "{\"visitor_ip\":\"2001:db8::1\",\"visitor_token\":\"a.b.c\"}";
+	assert_int_equal(request_parse_lease(ok, strlen(ok), &cfg, 4, &r, &who, err, 512), 0);
+	assert_string_equal(who.ip, "2001:db8::1");
+	assert_string_equal(who.token, "a.b.c");
+	const char *bad = "{\"visitor_ip\":\"10.0.0.300\"}";
+	assert_int_equal(request_parse_lease(bad, strlen(bad), &cfg, 4, &r, &who, err, 512), -22);
+	assert_string_equal(err, "visitor_ip '10.0.0.300' is not an IPv4 or IPv6 address");
 }
 
 static void empty_body_means_defaults(void **state)
@@ -125,6 +142,7 @@ int main(void)
 		cmocka_unit_test(refusals_say_what_is_wrong),
 		cmocka_unit_test(overlong_text_is_refused),
 		cmocka_unit_test(attach_body),
+		cmocka_unit_test(visitor_fields),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

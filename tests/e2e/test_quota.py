@@ -136,3 +136,20 @@ def test_quota_command(make_daemon):
     assert "resets     20" in r.stdout
     r = d.cli("quota", "ip:10.3.3.3")
     assert r.returncode == 1 and "no GPU use is recorded for 'ip:10.3.3.3'" in r.stderr
+
+
+def test_quota_replies_match_the_openapi_schema(make_daemon):
+    import jsonschema
+    import yaml
+    from conftest import ROOT
+    spec = yaml.safe_load((ROOT / "docs" / "openapi.yaml").read_text())
+
+    def check(name, doc):
+        jsonschema.Draft202012Validator({**spec, "$ref": f"#/components/schemas/{name}"}).validate(doc)
+
+    d = make_daemon("--simulate", "1x80G", "--quota-anonymous", "10")
+    d.cli("run", "--visitor-ip", "10.5.5.5", "-d", "1", "--", "true")
+    check("Quota", d.get("/v1/quota/ip:10.5.5.5")[1])
+    status, body = d.call("POST", "/v1/leases", {"visitor_ip": "10.5.5.5", "duration_s": 60})
+    assert status == 429
+    check("QuotaError", body)

@@ -108,6 +108,14 @@ const char *zgpu_client_socket_path(const zgpu_client *c);
  */
 int zgpu_get(zgpu_client *c, const char *path, char **body_out);
 
+/*
+ * Sends METHOD path with a JSON body (may be NULL) and returns the reply body
+ * through *reply_out (may be NULL), NUL-terminated, which the caller free()s.
+ * For the API's administrative routes; a non-200 reply is an error.
+ */
+int zgpu_call(zgpu_client *c, const char *method, const char *path, const char *body,
+	      char **reply_out);
+
 /* ---- leases ------------------------------------------------------------ */
 
 typedef struct {

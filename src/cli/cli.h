@@ -21,6 +21,8 @@ extern const struct cli_command cmd_status;
 extern const struct cli_command cmd_run;
 extern const struct cli_command cmd_version;
 extern const struct cli_command cmd_quota;
+extern const struct cli_command cmd_account;
+extern const struct cli_command cmd_app;
 
 /* An aligned text table. */
 struct table {

@@ -27,6 +27,21 @@ static int quota_exec(const struct cli_globals *g, int argc, char **argv)
 {
 	if (cli_wants_help(&cmd_quota, argc, argv))
 		return 0;
+	if (argc == 3 && strcmp(argv[1], "reset") == 0) {
+		char path[512];
+		snprintf(path, sizeof(path), "/v1/quota/%s/reset", argv[2]);
+		zgpu_client *c;
+		int r = zgpu_client_open(&c, g->socket_path);
+		if (r == 0)
+			r = zgpu_call(c, "POST", path, NULL, NULL);
+		zgpu_client_free(c);
+		if (r < 0) {
+			fprintf(stderr, "zerogpu: %s\n", zgpu_last_error());
+			return 1;
+		}
+		printf("quota of %s reset\n", argv[2]);
+		return 0;
+	}
 	bool as_json = argc == 3 && strcmp(argv[2], "--json") == 0;
 	if (argc != 2 && !as_json) {
 		fprintf(stderr, "zerogpu quota: name one visitor\n%s", cmd_quota.usage);
@@ -72,8 +87,10 @@ const struct cli_command cmd_quota = {
 	.name = "quota",
 	.summary = "show a visitor's daily GPU time",
 	.usage = "Usage: zerogpu [--socket PATH] quota VISITOR [--json]\n"
+		 "       zerogpu [--socket PATH] quota reset VISITOR\n"
 		 "Show a visitor's tier, the GPU time used and left in their daily window, and\n"
 		 "when it resets. VISITOR is 'ip:ADDRESS' for anonymous visitors and\n"
-		 "'user:NAME' for those with a token.\n",
+		 "'user:NAME' for those with a token. 'reset' starts the visitor's window over\n"
+		 "(root, zerogpud's user or the admin token only).\n",
 	.exec = quota_exec,
 };

@@ -6,8 +6,9 @@
 #include "cli/cli.h"
 #include "common/log.h"
 
-static const struct cli_command *const commands[] = {&cmd_status, &cmd_run, &cmd_quota,
-						     &cmd_version};
+static const struct cli_command *const commands[] = {
+	&cmd_status, &cmd_run, &cmd_quota, &cmd_app, &cmd_account, &cmd_version,
+};
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 
 static void usage(FILE *f)

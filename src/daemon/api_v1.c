@@ -436,6 +436,16 @@ static void post_lease(struct call *c)
 		http_reply_error(c, 400, "bad_request", "%s", err);
 		return;
 	}
+	/* An app token says which app this is; the body may only repeat it. */
+	if (c->app[0]) {
+		if (strcmp(rq.app, "default") != 0 && strcmp(rq.app, c->app) != 0) {
+			http_reply_error(c, 403, "forbidden",
+					 "this app token is for app '%s', not '%s'", c->app,
+					 rq.app);
+			return;
+		}
+		snprintf(rq.app, sizeof(rq.app), "%s", c->app);
+	}
 	if (identify_visitor(c, &who, &rq) < 0 || reserve_quota(c, &rq) < 0)
 		return;
 

@@ -13,6 +13,7 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "daemon/registry.h"
 
 static int append_to_evbuffer(const char *buffer, size_t size, void *data)
 {
@@ -111,18 +112,35 @@ static bool route_match(const char *pattern, const char *path, char *arg, size_t
 	return *pattern == '\0' && *path == '\0';
 }
 
-static bool token_ok(const struct zgpud *d, struct evhttp_request *req)
+/* Compares in time independent of where the strings differ. */
+static bool same_secret(const char *a, const char *b)
 {
-	const char *h = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
-	if (!h || strncmp(h, "Bearer ", 7) != 0)
-		return false;
-	const char *given = h + 7;
-	size_t n = strlen(d->token), m = strlen(given);
-	/* Compare in time independent of where they differ. */
+	size_t n = strlen(a), m = strlen(b);
 	unsigned char diff = (unsigned char) (n != m);
 	for (size_t i = 0; i < n; i++)
-		diff |= (unsigned char) (d->token[i] ^ (i < m ? given[i] : 0));
+		diff |= (unsigned char) (a[i] ^ (i < m ? b[i] : 0));
 	return diff == 0;
+}
+
+/*
+ * Reads the bearer token, if any: the admin token makes the call an admin's,
+ * an app token names the app. Returns 0, or -1 when a token was sent that is
+ * neither (the caller replies 401).
+ */
+static int bearer(struct call *c)
+{
+	const char *h = evhttp_find_header(evhttp_request_get_input_headers(c->req),
+					   "Authorization");
+	if (!h)
+		return 0;
+	if (strncmp(h, "Bearer ", 7) != 0)
+		return -1;
+	const char *given = h + 7;
+	if (c->d->token[0] && same_secret(c->d->token, given)) {
+		c->admin = true;
+		return 0;
+	}
+	return registry_app_for_token(c->d, given, c->app, sizeof(c->app)) == 1 ? 0 : -1;
 }
 
 static void peer_credentials(struct call *c)
@@ -152,28 +170,41 @@ static void dispatch_request(struct evhttp_request *req, void *arg)
 		http_reply_error(&c, 400, "bad_query", "malformed query string '%.100s'", q);
 		goto out;
 	}
-	if (!c.via_tcp)
+	if (!c.via_tcp) {
 		peer_credentials(&c);
+		c.admin = c.uid == 0 || c.uid == c.d->own_uid;
+	}
+	bool token_bad = bearer(&c) < 0;
 
 	bool path_known = false;
-	for (const struct route *r = api_v1_routes; r->pattern; r++) {
-		if (!route_match(r->pattern, c.path, seg, sizeof(seg)))
-			continue;
-		path_known = true;
-		if (r->method != evhttp_request_get_command(req))
-			continue;
-		if (c.via_tcp && !r->open && !token_ok(c.d, req)) {
-			evhttp_add_header(evhttp_request_get_output_headers(req),
-					  "WWW-Authenticate", "Bearer");
-			http_reply_error(
-				&c, 401, "unauthorized",
-				"missing or wrong bearer token: send 'Authorization: "
-				"Bearer <token>' with the token zerogpud was started with");
+	const struct route *tables[] = {api_v1_routes, api_registry_routes};
+	for (size_t k = 0; k < sizeof(tables) / sizeof(tables[0]); k++) {
+		for (const struct route *r = tables[k]; r->pattern; r++) {
+			if (!route_match(r->pattern, c.path, seg, sizeof(seg)))
+				continue;
+			path_known = true;
+			if (r->method != evhttp_request_get_command(req))
+				continue;
+			if (!r->open && (token_bad || (c.via_tcp && !c.admin && !c.app[0]))) {
+				evhttp_add_header(evhttp_request_get_output_headers(req),
+						  "WWW-Authenticate", "Bearer");
+				http_reply_error(&c, 401, "unauthorized",
+						 "missing or wrong bearer token: send "
+						 "'Authorization: Bearer <token>' with the admin "
+						 "token or an app's token");
+				goto out;
+			}
+			if (r->admin && !c.admin) {
+				http_reply_error(
+					&c, 403, "forbidden",
+					"only root, zerogpud's own user or the admin token "
+					"may change accounts, apps and quotas");
+				goto out;
+			}
+			c.arg = strchr(r->pattern, '*') ? seg : NULL;
+			r->handler(&c);
 			goto out;
 		}
-		c.arg = strchr(r->pattern, '*') ? seg : NULL;
-		r->handler(&c);
-		goto out;
 	}
 	if (path_known)
 		http_reply_error(&c, 405, "method_not_allowed", "%s does not accept this method",

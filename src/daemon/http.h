@@ -27,16 +27,20 @@ struct call {
 	struct evkeyvalq query;
 	const char *arg; /* the path segment matched by '*' in the route, or NULL */
 	int64_t t0_us;
+	bool admin;		     /* root or the daemon's uid; or the admin token on TCP */
+	char app[LEASE_APP_MAX + 1]; /* the app whose token came with it, or "" */
 };
 
 struct route {
 	enum evhttp_cmd_type method;
 	const char *pattern; /* exact path; one '*' matches one segment */
 	void (*handler)(struct call *c);
-	bool open; /* served without the bearer token on TCP */
+	bool open;  /* served without a bearer token on TCP */
+	bool admin; /* changes the registry or quotas: admins only */
 };
 
 extern const struct route api_v1_routes[];
+extern const struct route api_registry_routes[];
 
 /* Appends v as compact JSON and a newline to out; jansson writes straight into it. */
 int http_append_json(struct evbuffer *out, const json_t *v);

@@ -35,6 +35,18 @@ struct ledger_visitor {
 	int64_t window_start, used_ms;
 };
 
+/* An account (who owns apps) or an app, as listed. */
+struct ledger_account {
+	const char *name, *kind;
+	int apps;
+	int64_t created_at;
+};
+
+struct ledger_app {
+	const char *name, *account;
+	int64_t created_at;
+};
+
 struct ledger;
 
 struct ledger_ops {
@@ -50,8 +62,26 @@ struct ledger_ops {
 	/* Calls fn on every lease granted but never ended. */
 	int (*unsettled)(struct ledger *lg, void (*fn)(const struct ledger_lease *row, void *arg),
 			 void *arg);
+	/* The registry. Adds return -EEXIST for a name taken, -ENOENT for an unknown
+	 * account; app_add refuses with -EDQUOT when the account holds `limit` apps. */
+	int (*account_add)(struct ledger *lg, const char *name, const char *kind, int64_t now);
+	int (*account_list)(struct ledger *lg,
+			    void (*fn)(const struct ledger_account *a, void *arg), void *arg);
+	int (*app_add)(struct ledger *lg, const char *name, const char *account,
+		       const char *token_sha256, int limit_for_kind[3], int64_t now);
+	int (*app_remove)(struct ledger *lg, const char *name);
+	int (*app_list)(struct ledger *lg, void (*fn)(const struct ledger_app *a, void *arg),
+			void *arg);
+	/* Which app a token (by its SHA-256, hex) belongs to: 1 and name filled, or 0. */
+	int (*app_by_token)(struct ledger *lg, const char *token_sha256, char *name, size_t size);
+	/* Forgets a visitor's window: their quota starts over. 1 when there was one. */
+	int (*visitor_reset)(struct ledger *lg, const char *key);
 	void (*close)(struct ledger *lg);
 };
+
+/* Account kinds and their index in limit_for_kind[]. */
+#define LEDGER_KINDS "free, pro, org"
+int ledger_kind_index(const char *kind);
 
 struct ledger {
 	const struct ledger_ops *ops;
@@ -72,6 +102,6 @@ static inline void ledger_close(struct ledger *lg)
 }
 
 /* The schema version this build writes. */
-#define LEDGER_SCHEMA_VERSION 1
+#define LEDGER_SCHEMA_VERSION 2
 
 #endif

@@ -36,6 +36,19 @@ static const char *const migrations[] = {
 	/* Every commit is on the grant and release path: each index is pages written
 	 * per lease. Only the open leases are indexed; usage queries bring theirs. */
 	"CREATE INDEX leases_open ON leases(started_at) WHERE ended_at IS NULL;",
+	/* 2: the registry of accounts and their apps */
+	"CREATE TABLE accounts ("
+	"  name TEXT PRIMARY KEY,"
+	"  kind TEXT NOT NULL CHECK (kind IN ('free', 'pro', 'org')),"
+	"  created_at INTEGER NOT NULL"
+	") WITHOUT ROWID;"
+	"CREATE TABLE apps ("
+	"  name TEXT PRIMARY KEY,"
+	"  account TEXT NOT NULL REFERENCES accounts(name),"
+	"  token_sha256 TEXT NOT NULL UNIQUE,"
+	"  created_at INTEGER NOT NULL"
+	") WITHOUT ROWID;"
+	"CREATE INDEX apps_account ON apps(account);",
 };
 
 static int fail_db(struct ledger_sqlite *s, int rc, const char *what)
@@ -185,6 +198,196 @@ static void sq_close(struct ledger *lg)
 	free(s);
 }
 
+int ledger_kind_index(const char *kind)
+{
+	static const char *const kinds[] = {"free", "pro", "org"};
+	for (int i = 0; i < 3; i++)
+		if (strcmp(kind, kinds[i]) == 0)
+			return i;
+	return -1;
+}
+
+/* The registry is off the hot path: statements are prepared per call. */
+static int prepare(struct ledger_sqlite *s, const char *sql, sqlite3_stmt **st)
+{
+	return sqlite3_prepare_v2(s->db, sql, -1, st, NULL) == SQLITE_OK
+		       ? 0
+		       : fail_db(s, SQLITE_ERROR, "preparing a registry query");
+}
+
+/* Runs a one-row statement; returns 1 for a row, 0 for none, or -errno. */
+static int step_once(struct ledger_sqlite *s, sqlite3_stmt *st, const char *what)
+{
+	int rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		return 1;
+	if (rc == SQLITE_DONE)
+		return 0;
+	if (rc == SQLITE_CONSTRAINT) {
+		snprintf(s->base.error, sizeof(s->base.error), "%s: the name is taken", what);
+		return -EEXIST;
+	}
+	return fail_db(s, rc, what);
+}
+
+static int sq_account_add(struct ledger *lg, const char *name, const char *kind, int64_t now)
+{
+	struct ledger_sqlite *s = (struct ledger_sqlite *) lg;
+	sqlite3_stmt *st;
+	int r = prepare(s, "INSERT INTO accounts (name, kind, created_at) VALUES (?, ?, ?)", &st);
+	if (r < 0)
+		return r;
+	sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, kind, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, now);
+	r = step_once(s, st, "adding an account");
+	sqlite3_finalize(st);
+	if (r == -EEXIST)
+		snprintf(lg->error, sizeof(lg->error), "account '%s' already exists", name);
+	return r < 0 ? r : 0;
+}
+
+static int sq_account_list(struct ledger *lg, void (*fn)(const struct ledger_account *a, void *arg),
+			   void *arg)
+{
+	struct ledger_sqlite *s = (struct ledger_sqlite *) lg;
+	sqlite3_stmt *st;
+	int r = prepare(s,
+			"SELECT a.name, a.kind, a.created_at, (SELECT count(*) FROM apps p WHERE "
+			"p.account = a.name) FROM accounts a ORDER BY a.name",
+			&st);
+	while (r == 0 && (r = step_once(s, st, "listing accounts")) == 1) {
+		struct ledger_account a = {col_text(st, 0), col_text(st, 1),
+					   sqlite3_column_int(st, 3), sqlite3_column_int64(st, 2)};
+		fn(&a, arg);
+		r = 0;
+	}
+	sqlite3_finalize(st);
+	return r < 0 ? r : 0;
+}
+
+static int sq_app_add(struct ledger *lg, const char *name, const char *account,
+		      const char *token_sha256, int limit_for_kind[3], int64_t now)
+{
+	struct ledger_sqlite *s = (struct ledger_sqlite *) lg;
+	sqlite3_stmt *st = NULL;
+	/* Counting and inserting in one transaction: two adds cannot both take the last place. */
+	if (sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+		return fail_db(s, SQLITE_ERROR, "starting to add an app");
+	int r = prepare(s,
+			"SELECT kind, (SELECT count(*) FROM apps WHERE account = ?1) FROM accounts "
+			"WHERE name = ?1",
+			&st);
+	if (r == 0) {
+		sqlite3_bind_text(st, 1, account, -1, SQLITE_STATIC);
+		r = step_once(s, st, "reading the account");
+	}
+	if (r == 0) {
+		snprintf(lg->error, sizeof(lg->error),
+			 "no account '%s': add it first with 'zerogpu account add %s --kind "
+			 "free|pro|org'",
+			 account, account);
+		r = -ENOENT;
+	} else if (r == 1) {
+		char kind[16];
+		snprintf(kind, sizeof(kind), "%s", col_text(st, 0));
+		int count = sqlite3_column_int(st, 1), k = ledger_kind_index(kind);
+		int limit = k >= 0 ? limit_for_kind[k] : 0;
+		r = 0;
+		if (count >= limit) {
+			snprintf(lg->error, sizeof(lg->error),
+				 "account '%s' already hosts %d app%s, the most a %s account may "
+				 "host; remove one, or use a pro (%d) or org (%d) account",
+				 account, count, count == 1 ? "" : "s", kind, limit_for_kind[1],
+				 limit_for_kind[2]);
+			r = -EDQUOT;
+		}
+	}
+	sqlite3_finalize(st);
+	st = NULL;
+	if (r == 0)
+		r = prepare(s,
+			    "INSERT INTO apps (name, account, token_sha256, created_at) VALUES (?, "
+			    "?, ?, ?)",
+			    &st);
+	if (r == 0) {
+		sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 2, account, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 3, token_sha256, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 4, now);
+		r = step_once(s, st, "adding an app");
+		if (r == -EEXIST)
+			snprintf(lg->error, sizeof(lg->error), "app '%s' already exists", name);
+	}
+	sqlite3_finalize(st);
+	if (r >= 0 && sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+		r = fail_db(s, SQLITE_ERROR, "committing the new app");
+	if (r < 0)
+		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+	return r < 0 ? r : 0;
+}
+
+static int sq_app_remove(struct ledger *lg, const char *name)
+{
+	struct ledger_sqlite *s = (struct ledger_sqlite *) lg;
+	sqlite3_stmt *st;
+	int r = prepare(s, "DELETE FROM apps WHERE name = ?", &st);
+	if (r == 0) {
+		sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+		r = step_once(s, st, "removing an app");
+	}
+	sqlite3_finalize(st);
+	if (r == 0 && sqlite3_changes(s->db) == 0) {
+		snprintf(lg->error, sizeof(lg->error), "no app '%s'", name);
+		return -ENOENT;
+	}
+	return r < 0 ? r : 0;
+}
+
+static int sq_app_list(struct ledger *lg, void (*fn)(const struct ledger_app *a, void *arg),
+		       void *arg)
+{
+	struct ledger_sqlite *s = (struct ledger_sqlite *) lg;
+	sqlite3_stmt *st;
+	int r = prepare(s, "SELECT name, account, created_at FROM apps ORDER BY name", &st);
+	while (r == 0 && (r = step_once(s, st, "listing apps")) == 1) {
+		struct ledger_app a = {col_text(st, 0), col_text(st, 1),
+				       sqlite3_column_int64(st, 2)};
+		fn(&a, arg);
+		r = 0;
+	}
+	sqlite3_finalize(st);
+	return r < 0 ? r : 0;
+}
+
+static int sq_app_by_token(struct ledger *lg, const char *token_sha256, char *name, size_t size)
+{
+	struct ledger_sqlite *s = (struct ledger_sqlite *) lg;
+	sqlite3_stmt *st;
+	int r = prepare(s, "SELECT name FROM apps WHERE token_sha256 = ?", &st);
+	if (r == 0) {
+		sqlite3_bind_text(st, 1, token_sha256, -1, SQLITE_STATIC);
+		r = step_once(s, st, "looking up an app token");
+		if (r == 1)
+			snprintf(name, size, "%s", col_text(st, 0));
+	}
+	sqlite3_finalize(st);
+	return r;
+}
+
+static int sq_visitor_reset(struct ledger *lg, const char *key)
+{
+	struct ledger_sqlite *s = (struct ledger_sqlite *) lg;
+	sqlite3_stmt *st;
+	int r = prepare(s, "DELETE FROM visitors WHERE key = ?", &st);
+	if (r == 0) {
+		sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+		r = step_once(s, st, "resetting a visitor's quota");
+	}
+	sqlite3_finalize(st);
+	return r < 0 ? r : sqlite3_changes(s->db) > 0;
+}
+
 static const struct ledger_ops sqlite_ops = {
 	.name = "sqlite",
 	.lease_granted = sq_granted,
@@ -192,6 +395,13 @@ static const struct ledger_ops sqlite_ops = {
 	.lease_ended = sq_ended,
 	.unsettled = sq_unsettled,
 	.visitor_load = sq_visitor_load,
+	.account_add = sq_account_add,
+	.account_list = sq_account_list,
+	.app_add = sq_app_add,
+	.app_remove = sq_app_remove,
+	.app_list = sq_app_list,
+	.app_by_token = sq_app_by_token,
+	.visitor_reset = sq_visitor_reset,
 	.close = sq_close,
 };
 

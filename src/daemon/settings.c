@@ -181,6 +181,20 @@ static int set_visitor_secret_file(struct settings *s, const char *v, char *err,
 	return set_visitor_secret(s, line, err, errlen);
 }
 
+#define HOSTING_SETTER(name, kind)                                                                 \
+	static int name(struct settings *s, const char *v, char *err, size_t errlen)               \
+	{                                                                                          \
+		char *end;                                                                         \
+		long n = strtol(v, &end, 10);                                                      \
+		if (*end || end == v || n < 0 || n > 1000000)                                      \
+			return bad(err, errlen, "takes a number of apps >= 0, not '%s'", v);       \
+		s->hosting_limit[kind] = (int) n;                                                  \
+		return 0;                                                                          \
+	}
+HOSTING_SETTER(set_hosting_free, 0)
+HOSTING_SETTER(set_hosting_pro, 1)
+HOSTING_SETTER(set_hosting_org, 2)
+
 static const struct setting table[] = {
 	{"server", "socket", "socket", set_socket},
 	{"server", "state_dir", "state-dir", set_state_dir},
@@ -204,6 +218,9 @@ static const struct setting table[] = {
 	{"quota", "pro", "quota-pro", set_quota_pro},
 	{"quota", "enterprise", "quota-enterprise", set_quota_enterprise},
 	{"quota", "window", "quota-window", set_quota_window},
+	{"accounts", "free", "apps-free", set_hosting_free},
+	{"accounts", "pro", "apps-pro", set_hosting_pro},
+	{"accounts", "org", "apps-org", set_hosting_org},
 	{"auth", "visitor_secret", "visitor-secret", set_visitor_secret},
 	{"auth", "visitor_secret_file", "visitor-secret-file", set_visitor_secret_file},
 };
@@ -218,6 +235,9 @@ static void defaults(struct settings *s)
 	memset(s, 0, sizeof(*s));
 	engine_config_default(&s->cfg);
 	quota_config_default(&s->quota);
+	s->hosting_limit[0] = 2;
+	s->hosting_limit[1] = 10;
+	s->hosting_limit[2] = 50;
 	s->log_level = LOG_INFO;
 	strcpy(s->policy, "priority");
 	s->aging_bound_ms = s->cfg.sched.aging_bound_ms;
@@ -260,7 +280,7 @@ static int on_ini_entry(void *user, const char *section, const char *key, const 
 	if (!section_known) {
 		snprintf(f->error, sizeof(f->error),
 			 "unknown section [%.64s]; known: [server], [devices], [leases], "
-			 "[scheduler], [quota], [auth]",
+			 "[scheduler], [quota], [accounts], [auth]",
 			 section);
 	} else {
 		size_t n = (size_t) snprintf(f->error, sizeof(f->error),

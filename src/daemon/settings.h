@@ -34,6 +34,7 @@ struct settings {
 	bool default_duration_set; /* given, rather than the built-in 60 s */
 	struct quota_config quota;
 	char visitor_secret[256]; /* verifies visitor tokens; "" accepts none */
+	int hosting_limit[3];	  /* apps a free, pro and org account may host: 2, 10, 50 */
 };
 
 /*

@@ -209,6 +209,21 @@ static int ctl_call(zgpu_client *c, const char *method, const char *path, const 
 	return r;
 }
 
+int zgpu_call(zgpu_client *c, const char *method, const char *path, const char *body,
+	      char **reply_out)
+{
+	if (!c || !method || !path || path[0] != '/')
+		return fail(ZGPU_EINVAL, "zgpu_call needs a client, a method and a path starting "
+					 "with '/'");
+	char *reply = NULL;
+	int r = ctl_request(c, method, path, body, &reply);
+	if (r == 0 && reply_out)
+		*reply_out = reply;
+	else
+		free(reply);
+	return r;
+}
+
 int zgpu_get(zgpu_client *c, const char *path, char **body_out)
 {
 	if (!c || !path || path[0] != '/' || !body_out)

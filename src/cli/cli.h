@@ -23,6 +23,7 @@ extern const struct cli_command cmd_version;
 extern const struct cli_command cmd_quota;
 extern const struct cli_command cmd_account;
 extern const struct cli_command cmd_app;
+extern const struct cli_command cmd_usage;
 
 /* An aligned text table. */
 struct table {

@@ -21,6 +21,7 @@
 #include "daemon/proc.h"
 #include "daemon/record.h"
 #include "daemon/request.h"
+#include "daemon/settings.h"
 
 /* ------------------------------------------------------------------------
  * Rendering.
@@ -351,6 +352,21 @@ static void get_metrics(struct call *c)
 		evbuffer_free(buf);
 }
 
+/* [apps] in the config: with no entries anyone may act as any app; else only those listed. */
+static bool uid_may_act_as(const struct settings *s, uid_t uid, const char *app)
+{
+	if (s->napp_users == 0)
+		return true;
+	for (int i = 0; i < s->napp_users; i++) {
+		if (strcmp(s->app_users[i].app, app) != 0)
+			continue;
+		for (int k = 0; k < s->app_users[i].nuids; k++)
+			if (s->app_users[i].uids[k] == uid)
+				return true;
+	}
+	return false;
+}
+
 /*
  * Who pays: a visitor token names them (and their tier); without one, the
  * visitor's IP is an anonymous visitor; with neither, it is the app's own call
@@ -445,6 +461,12 @@ static void post_lease(struct call *c)
 			return;
 		}
 		snprintf(rq.app, sizeof(rq.app), "%s", c->app);
+	} else if (!c->via_tcp && !c->admin && !uid_may_act_as(d->settings, c->uid, rq.app)) {
+		http_reply_error(c, 403, "forbidden",
+				 "uid %u may not act as app '%s': [apps] in zerogpud's config says "
+				 "who may, or send the app's token",
+				 (unsigned) c->uid, rq.app);
+		return;
 	}
 	if (identify_visitor(c, &who, &rq) < 0 || reserve_quota(c, &rq) < 0)
 		return;

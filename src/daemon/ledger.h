@@ -47,6 +47,12 @@ struct ledger_app {
 	int64_t created_at;
 };
 
+/* GPU time by app since some moment. */
+struct ledger_usage {
+	const char *app;
+	int64_t leases, used_ms, charged_ms;
+};
+
 struct ledger;
 
 struct ledger_ops {
@@ -74,6 +80,9 @@ struct ledger_ops {
 			void *arg);
 	/* Which app a token (by its SHA-256, hex) belongs to: 1 and name filled, or 0. */
 	int (*app_by_token)(struct ledger *lg, const char *token_sha256, char *name, size_t size);
+	/* Leases started at or after since (Unix ms), summed by app; app NULL for all. */
+	int (*usage)(struct ledger *lg, const char *app, int64_t since,
+		     void (*fn)(const struct ledger_usage *u, void *arg), void *arg);
 	/* Forgets a visitor's window: their quota starts over. 1 when there was one. */
 	int (*visitor_reset)(struct ledger *lg, const char *key);
 	void (*close)(struct ledger *lg);

@@ -375,6 +375,32 @@ static int sq_app_by_token(struct ledger *lg, const char *token_sha256, char *na
 	return r;
 }
 
+static int sq_usage(struct ledger *lg, const char *app, int64_t since,
+		    void (*fn)(const struct ledger_usage *u, void *arg), void *arg)
+{
+	struct ledger_sqlite *s = (struct ledger_sqlite *) lg;
+	sqlite3_stmt *st;
+	int r = prepare(s,
+			"SELECT app, count(*), total(used_ms), total(charged_ms) FROM leases "
+			"WHERE started_at >= ?1 AND (?2 IS NULL OR app = ?2) GROUP BY app ORDER BY "
+			"app",
+			&st);
+	if (r == 0) {
+		sqlite3_bind_int64(st, 1, since);
+		if (app)
+			sqlite3_bind_text(st, 2, app, -1, SQLITE_STATIC);
+	}
+	while (r == 0 && (r = step_once(s, st, "summing usage")) == 1) {
+		struct ledger_usage u = {col_text(st, 0), sqlite3_column_int64(st, 1),
+					 (int64_t) sqlite3_column_double(st, 2),
+					 (int64_t) sqlite3_column_double(st, 3)};
+		fn(&u, arg);
+		r = 0;
+	}
+	sqlite3_finalize(st);
+	return r < 0 ? r : 0;
+}
+
 static int sq_visitor_reset(struct ledger *lg, const char *key)
 {
 	struct ledger_sqlite *s = (struct ledger_sqlite *) lg;
@@ -402,6 +428,7 @@ static const struct ledger_ops sqlite_ops = {
 	.app_list = sq_app_list,
 	.app_by_token = sq_app_by_token,
 	.visitor_reset = sq_visitor_reset,
+	.usage = sq_usage,
 	.close = sq_close,
 };
 

@@ -326,6 +326,7 @@ int main(int argc, char **argv)
 	snprintf(d->token, sizeof(d->token), "%s", o.token);
 	snprintf(d->visitor_secret, sizeof(d->visitor_secret), "%s", o.visitor_secret);
 	memcpy(d->hosting_limit, o.hosting_limit, sizeof(d->hosting_limit));
+	d->settings = &o;
 	if (quota_init(&d->quota, &o.quota) < 0) {
 		log_error("out of memory at start-up");
 		return 1;

@@ -235,7 +235,73 @@ static void post_quota_reset(struct call *c)
 	http_reply_json(c, 200, json_pack("{s:s}", "reset", c->arg));
 }
 
+/* "since" as Unix seconds, or how long ago: 90m, 24h, 7d. */
+static int parse_since(const char *v, int64_t now, int64_t *out)
+{
+	char *end;
+	double n = strtod(v, &end);
+	if (end == v || n < 0)
+		return -1;
+	if (*end == '\0') {
+		*out = (int64_t) (n * 1000);
+		return 0;
+	}
+	double unit = !strcmp(end, "s")	  ? 1
+		      : !strcmp(end, "m") ? 60
+		      : !strcmp(end, "h") ? 3600
+		      : !strcmp(end, "d") ? 86400
+					  : -1;
+	if (unit < 0)
+		return -1;
+	*out = now - (int64_t) (n * unit * 1000);
+	return 0;
+}
+
+struct usage_sum {
+	json_t *apps;
+	int64_t leases, used_ms, charged_ms;
+};
+
+static void usage_item(const struct ledger_usage *u, void *arg)
+{
+	struct usage_sum *sum = arg;
+	json_array_append_new(sum->apps, json_pack("{s:s, s:I, s:f, s:f}", "app", u->app, "leases",
+						   (json_int_t) u->leases, "used_s",
+						   (double) u->used_ms / 1000.0, "charged_s",
+						   (double) u->charged_ms / 1000.0));
+	sum->leases += u->leases;
+	sum->used_ms += u->used_ms;
+	sum->charged_ms += u->charged_ms;
+}
+
+static void get_usage(struct call *c)
+{
+	const char *app = evhttp_find_header(&c->query, "app");
+	const char *since_text = evhttp_find_header(&c->query, "since");
+	int64_t now = clock_wall_ms(), since = now - 24 * 3600 * 1000;
+	if (since_text && parse_since(since_text, now, &since) < 0) {
+		http_reply_error(
+			c, 400, "bad_request",
+			"since must be Unix seconds or a time ago like 90m, 24h or 7d (got "
+			"'%.32s')",
+			since_text);
+		return;
+	}
+	struct usage_sum sum = {.apps = json_array()};
+	if (c->d->ledger->ops->usage(c->d->ledger, app, since, usage_item, &sum) < 0) {
+		json_decref(sum.apps);
+		http_reply_error(c, 500, "ledger", "%s", c->d->ledger->error);
+		return;
+	}
+	http_reply_json(c, 200,
+			json_pack("{s:I, s:o, s:{s:I, s:f, s:f}}", "since_ms", (json_int_t) since,
+				  "apps", sum.apps, "total", "leases", (json_int_t) sum.leases,
+				  "used_s", (double) sum.used_ms / 1000.0, "charged_s",
+				  (double) sum.charged_ms / 1000.0));
+}
+
 const struct route api_registry_routes[] = {
+	{.method = EVHTTP_REQ_GET, .pattern = "/v1/usage", .handler = get_usage},
 	{.method = EVHTTP_REQ_GET, .pattern = "/v1/accounts", .handler = get_accounts},
 	{.method = EVHTTP_REQ_POST,
 	 .pattern = "/v1/accounts",

@@ -4,6 +4,7 @@
 #include <getopt.h>
 #include <ini.h>
 #include <math.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -258,11 +259,53 @@ struct file_state {
 	char error[512]; /* the first problem, without its line */
 };
 
+/* [apps] APP = USER[, USER...]: users by name or uid, checked now so typos fail at start. */
+static int add_app_users(struct settings *s, const char *app, const char *value, char *err,
+			 size_t errlen)
+{
+	if (s->napp_users == (int) (sizeof(s->app_users) / sizeof(s->app_users[0])))
+		return bad(err, errlen, "lists more than %zu apps",
+			   sizeof(s->app_users) / sizeof(s->app_users[0]));
+	struct app_users *a = &s->app_users[s->napp_users];
+	if (strlen(app) > LEASE_APP_MAX)
+		return bad(err, errlen, "names an app longer than %d characters", LEASE_APP_MAX);
+	strcpy(a->app, app);
+	a->nuids = 0;
+	char list[1024];
+	snprintf(list, sizeof(list), "%s", value);
+	char *save = NULL;
+	for (char *u = strtok_r(list, ", ", &save); u; u = strtok_r(NULL, ", ", &save)) {
+		char *end;
+		long uid = strtol(u, &end, 10);
+		if (*end) {
+			struct passwd *pw = getpwnam(u);
+			if (!pw)
+				return bad(err, errlen, "names user '%s', who does not exist", u);
+			uid = (long) pw->pw_uid;
+		}
+		if (uid < 0 || a->nuids == (int) (sizeof(a->uids) / sizeof(a->uids[0])))
+			return bad(err, errlen, "lists a bad uid or more than 16 users");
+		a->uids[a->nuids++] = (uid_t) uid;
+	}
+	if (a->nuids == 0)
+		return bad(err, errlen, "lists no users");
+	s->napp_users++;
+	return 0;
+}
+
 static int on_ini_entry(void *user, const char *section, const char *key, const char *value)
 {
 	struct file_state *f = user;
 	if (f->error[0])
 		return 0;
+	if (strcmp(section, "apps") == 0) {
+		char err[256];
+		if (add_app_users(f->s, key, value, err, sizeof(err)) < 0) {
+			snprintf(f->error, sizeof(f->error), "[apps] %.64s %s", key, err);
+			return 0;
+		}
+		return 1;
+	}
 	bool section_known = false;
 	for (size_t i = 0; i < NSETTINGS; i++) {
 		if (strcmp(table[i].section, section) != 0)
@@ -280,7 +323,7 @@ static int on_ini_entry(void *user, const char *section, const char *key, const 
 	if (!section_known) {
 		snprintf(f->error, sizeof(f->error),
 			 "unknown section [%.64s]; known: [server], [devices], [leases], "
-			 "[scheduler], [quota], [accounts], [auth]",
+			 "[scheduler], [quota], [accounts], [auth], [apps]",
 			 section);
 	} else {
 		size_t n = (size_t) snprintf(f->error, sizeof(f->error),

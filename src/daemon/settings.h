@@ -10,6 +10,7 @@
 #include <limits.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
 #include <sys/un.h>
 
 #include "daemon/engine.h"
@@ -35,6 +36,13 @@ struct settings {
 	struct quota_config quota;
 	char visitor_secret[256]; /* verifies visitor tokens; "" accepts none */
 	int hosting_limit[3];	  /* apps a free, pro and org account may host: 2, 10, 50 */
+	/* [apps]: which local users may act as which apps (none listed: anyone as any). */
+	struct app_users {
+		char app[LEASE_APP_MAX + 1];
+		uid_t uids[16];
+		int nuids;
+	} app_users[256];
+	int napp_users;
 };
 
 /*

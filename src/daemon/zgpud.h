@@ -39,8 +39,9 @@ struct zgpud {
 	struct metrics metrics;
 	struct ledger *ledger;
 	struct quota_book quota;
-	char visitor_secret[256]; /* verifies visitor tokens; "" accepts none */
-	int hosting_limit[3];	  /* apps a free, pro and org account may host */
+	char visitor_secret[256];	 /* verifies visitor tokens; "" accepts none */
+	int hosting_limit[3];		 /* apps a free, pro and org account may host */
+	const struct settings *settings; /* for [apps]: which uids may act as which apps */
 	/* Grants the ledger could not record: never acknowledged, failed right after
 	 * the engine call that made them (the engine cannot be re-entered from a hook). */
 	char unrecorded[16][LEASE_ID_LEN + 1];

@@ -138,3 +138,63 @@ def test_a_version_1_ledger_is_upgraded(tmp_path):
     assert db.execute("PRAGMA user_version").fetchone()[0] == 2
     db.close()
     assert again.stop() == 0
+
+
+def test_usage_by_app(daemon4):
+    for app, seconds in (("painter", "1.2"), ("painter", "0.1"), ("tts", "0.1")):
+        assert daemon4.cli("run", "--app", app, "--", "sleep", seconds).returncode == 0
+    _, u = daemon4.get("/v1/usage?since=1h")
+    by_app = {a["app"]: a for a in u["apps"]}
+    assert by_app["painter"]["leases"] == 2 and by_app["tts"]["leases"] == 1
+    assert by_app["painter"]["charged_s"] == 3  # 1.2 s -> 2 s, 0.1 s -> 1 s
+    assert u["total"]["leases"] == 3
+    _, only = daemon4.get("/v1/usage?app=tts")
+    assert [a["app"] for a in only["apps"]] == ["tts"]
+    lines = daemon4.cli("usage").stdout.splitlines()
+    assert lines[0].split() == ["APP", "LEASES", "USED", "CHARGED"]
+    assert lines[-1].split()[0:2] == ["(all)", "3"]
+    assert daemon4.call("GET", "/v1/usage?since=yesterday")[0] == 400
+    assert daemon4.cli("usage", "--since", "tomorrow").returncode == 2
+
+
+APPS_AS_NOBODY = textwrap.dedent("""
+    import json, os, sys
+    sys.path.insert(0, sys.argv[2])
+    from conftest import UnixHTTP
+    os.setgid(65534); os.setuid(65534)
+    for app in ("painter", "tts"):
+        c = UnixHTTP(sys.argv[1])
+        c.send("POST", "/v1/leases", {"app": app, "max_wait_s": 0})
+        status, _ = c.read_head()
+        reply = json.dumps(c.event()) if status == 200 else c.read_body().decode()
+        print(json.dumps([app, status, reply[:200]]))
+        c.close()
+""")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as a second uid")
+def test_apps_section_says_which_users_act_as_which_apps(make_daemon, tmp_path):
+    conf = tmp_path / "zerogpud.conf"
+    conf.write_text("[devices]\nsimulate = 2x80G\n\n[apps]\npainter = nobody, 4242\ntts = 0\n")
+    shared = tempfile.mkdtemp(prefix="zerogpu-e2e-")
+    os.chmod(shared, 0o755)
+    d = make_daemon("--config", str(conf), socket_dir=shared)
+    out = subprocess.run([sys.executable, "-c", APPS_AS_NOBODY, str(d.socket),
+                          os.path.dirname(__file__)], capture_output=True, text=True, timeout=20,
+                         check=True).stdout.splitlines()
+    painter, tts = (json.loads(line) for line in out)
+    assert painter[1] == 200
+    assert tts[1] == 403 and "uid 65534 may not act as app 'tts'" in tts[2]
+    # Root is an admin and may act as any app.
+    c, ev = d.acquire({"app": "anything", "max_wait_s": 0})
+    assert ev["event"] == "granted"
+    c.close()
+
+
+def test_apps_section_refuses_unknown_users(tmp_path):
+    conf = tmp_path / "zerogpud.conf"
+    conf.write_text("[apps]\npainter = no-such-user-here\n")
+    r = subprocess.run([str(Daemon.__init__.__globals__["ZEROGPUD"]), "--config", str(conf)],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 2
+    assert ":2: [apps] painter names user 'no-such-user-here', who does not exist" in r.stderr

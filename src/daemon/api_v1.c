@@ -279,7 +279,9 @@ void api_v1_on_event(void *ctx, struct lease *l, enum engine_event ev)
 						  : NULL;
 		if (a)
 			quota_settle(a, l->req.reserved_ms,
-				     l->granted_ms ? record_charge_ms(l, now - l->granted_ms) : 0);
+				     l->granted_ms ? quota_charge_ms(&d->quota.cfg, l,
+								     now - l->granted_ms)
+						   : 0);
 		if (l->granted_ms && record_end(d, l, now, a) < 0)
 			log_error("lease %s: cannot record its end (%s); it is settled at the next "
 				  "start",

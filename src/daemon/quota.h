@@ -63,6 +63,13 @@ void quota_roll(const struct quota_config *c, struct quota_account *a, int64_t n
  */
 int quota_reserve(const struct quota_config *c, struct quota_account *a, int64_t cost_ms,
 		  int64_t now, int64_t *left_ms, int64_t *wait_ms);
+/*
+ * What a lease costs: the time it held its devices, rounded up to whole
+ * seconds, times the xlarge factor; nothing when it failed before any process
+ * was attached (the work never started).
+ */
+int64_t quota_charge_ms(const struct quota_config *c, const struct lease *l, int64_t used_ms);
+
 /* Turns a reservation into its charge (0 <= charged; charged may exceed reserved). */
 void quota_settle(struct quota_account *a, int64_t reserved_ms, int64_t charged_ms);
 /* The share of the daily quota left, 0..1, for the scheduler. */

@@ -11,14 +11,6 @@
 #include "daemon/proc.h"
 #include "daemon/zgpud.h"
 
-int64_t record_charge_ms(const struct lease *l, int64_t used_ms)
-{
-	if (l->state == LEASE_FAILED && l->pid == 0)
-		return 0;
-	int64_t seconds = (used_ms + 999) / 1000;
-	return seconds * 1000 * (l->req.size == LEASE_SIZE_XLARGE ? 2 : 1);
-}
-
 static void devices_text(const struct zgpud *d, const struct lease *l, char *out, size_t size)
 {
 	struct engine_device held[INV_MAX_DEVICES];
@@ -75,8 +67,8 @@ int record_end(struct zgpud *d, const struct lease *l, int64_t now, const struct
 	if (a)
 		visitor_row(&v, a);
 	return d->ledger->ops->lease_ended(d->ledger, l->id, lease_state_name(l->state),
-					   zgpud_wall_ms(now), used, record_charge_ms(l, used),
-					   a ? &v : NULL);
+					   zgpud_wall_ms(now), used,
+					   quota_charge_ms(&d->quota.cfg, l, used), a ? &v : NULL);
 }
 
 static enum lease_tier tier_named(const char *name)
@@ -158,7 +150,7 @@ static int settle(struct zgpud *d, const struct open_lease *o, int64_t now_wall,
 		used = 0;
 	struct lease l = {.state = LEASE_EXPIRED, .pid = o->pid};
 	l.req.size = o->xlarge ? LEASE_SIZE_XLARGE : LEASE_SIZE_LARGE;
-	int64_t charged = record_charge_ms(&l, used);
+	int64_t charged = quota_charge_ms(&d->quota.cfg, &l, used);
 	/* The visitor pays for it as for any lease: the quota stays spent. */
 	struct quota_account *a = o->quota_key[0]
 					  ? record_visitor(d, o->quota_key, LEASE_TIER_ANONYMOUS)

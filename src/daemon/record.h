@@ -13,10 +13,6 @@
 
 struct zgpud;
 
-/* Seconds charged for a lease: the time used rounded up to whole seconds, twice
- * that for xlarge; nothing for a failure reported before any process ran. */
-int64_t record_charge_ms(const struct lease *l, int64_t used_ms);
-
 int record_grant(struct zgpud *d, const struct lease *l);
 int record_attach(struct zgpud *d, const struct lease *l, uint64_t pid_start);
 /* Records l's end; with a (the visitor charged, already settled), their new total too. */

@@ -87,6 +87,25 @@ static void xlarge_costs_twice_and_tiers_differ(void **state)
 	assert_true(quota_left_share(&cfg, a) == 0.75);
 }
 
+static void settlement_rounds_up_and_spares_early_failures(void **state)
+{
+	struct lease l = {.state = LEASE_RELEASED, .pid = 42};
+	l.req.size = LEASE_SIZE_LARGE;
+	assert_int_equal(quota_charge_ms(&cfg, &l, 1), 1 * S);	  /* 1 ms costs a second */
+	assert_int_equal(quota_charge_ms(&cfg, &l, 1000), 1 * S); /* exactly 1 s: 1 s */
+	assert_int_equal(quota_charge_ms(&cfg, &l, 1001), 2 * S); /* just over: 2 s */
+	assert_int_equal(quota_charge_ms(&cfg, &l, 1500), 2 * S); /* sleep 1.5 under -d 2 */
+	assert_int_equal(quota_charge_ms(&cfg, &l, 0), 0);	  /* nothing held, nothing due */
+	l.req.size = LEASE_SIZE_XLARGE;
+	assert_int_equal(quota_charge_ms(&cfg, &l, 1500), 4 * S); /* a whole GPU: twice */
+	l.state = LEASE_FAILED;
+	assert_int_equal(quota_charge_ms(&cfg, &l, 5000), 10 * S); /* failed after it ran */
+	l.pid = 0;
+	assert_int_equal(quota_charge_ms(&cfg, &l, 5000), 0); /* failed before it ran */
+	l.state = LEASE_EXPIRED;
+	assert_int_equal(quota_charge_ms(&cfg, &l, 5000), 10 * S); /* expired: the time held */
+}
+
 static void the_hosted_message(void **state)
 {
 	char msg[200];
@@ -111,6 +130,8 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(xlarge_costs_twice_and_tiers_differ, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(settlement_rounds_up_and_spares_early_failures,
+						setup, teardown),
 		cmocka_unit_test_setup_teardown(the_hosted_message, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

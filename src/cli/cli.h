@@ -2,6 +2,8 @@
 #ifndef ZGPU_CLI_H
 #define ZGPU_CLI_H
 
+#include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 /* Options shared by every command, taken before the command name. */
@@ -35,6 +37,15 @@ void table_init(struct table *t, size_t ncols, const char *const *header);
 void table_add(struct table *t, const char *const *row);
 /* Prints the table with columns padded to their widest cell, and frees it. */
 void table_print_free(struct table *t);
+
+/*
+ * Sends METHOD path with body (stolen, may be NULL). On success returns 0 with
+ * the parsed reply in *reply (the caller json_decref()s it), and the reply's
+ * text on stdout too when print_raw (for --json). On failure prints the
+ * daemon's message to stderr and returns 1, the commands' exit status.
+ */
+int cli_request(const struct cli_globals *g, const char *method, const char *path, json_t *body,
+		bool print_raw, json_t **reply);
 
 /* True when argv[1] is -h or --help: prints the command's usage. */
 int cli_wants_help(const struct cli_command *cmd, int argc, char **argv);

@@ -29,16 +29,11 @@ static int quota_exec(const struct cli_globals *g, int argc, char **argv)
 		return 0;
 	if (argc == 3 && strcmp(argv[1], "reset") == 0) {
 		char path[512];
+		json_t *reply;
 		snprintf(path, sizeof(path), "/v1/quota/%s/reset", argv[2]);
-		zgpu_client *c;
-		int r = zgpu_client_open(&c, g->socket_path);
-		if (r == 0)
-			r = zgpu_call(c, "POST", path, NULL, NULL);
-		zgpu_client_free(c);
-		if (r < 0) {
-			fprintf(stderr, "zerogpu: %s\n", zgpu_last_error());
+		if (cli_request(g, "POST", path, NULL, false, &reply))
 			return 1;
-		}
+		json_decref(reply);
 		printf("quota of %s reset\n", argv[2]);
 		return 0;
 	}
@@ -57,21 +52,13 @@ static int quota_exec(const struct cli_globals *g, int argc, char **argv)
 	}
 	char path[512];
 	snprintf(path, sizeof(path), "/v1/quota/%s", visitor);
-	zgpu_client *c;
-	char *body = NULL;
-	if (zgpu_client_open(&c, g->socket_path) < 0 || zgpu_get(c, path, &body) < 0) {
-		fprintf(stderr, "zerogpu: %s\n", zgpu_last_error());
-		zgpu_client_free(c);
+	json_t *q;
+	if (cli_request(g, "GET", path, NULL, as_json, &q))
 		return 1;
-	}
-	zgpu_client_free(c);
 	if (as_json) {
-		fputs(body, stdout);
-		free(body);
+		json_decref(q);
 		return 0;
 	}
-	json_t *q = json_loads(body, 0, NULL);
-	free(body);
 	printf("%-10s %s\n", "visitor", json_string_value(json_object_get(q, "visitor")));
 	printf("%-10s %s\n", "tier", json_string_value(json_object_get(q, "tier")));
 	printf("%-10s %.0f s of %.0f s\n", "used", json_number_value(json_object_get(q, "used_s")),

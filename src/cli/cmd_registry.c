@@ -7,39 +7,19 @@
 #include "cli/cli.h"
 #include "zerogpu.h"
 
-/* Sends one request; prints the daemon's reply as JSON (stdout) or its error (stderr). */
-static int call(const struct cli_globals *g, const char *method, const char *path, json_t *body,
-		json_t **reply)
-{
-	zgpu_client *c;
-	char *text = body ? json_dumps(body, JSON_COMPACT) : NULL, *out = NULL;
-	json_decref(body);
-	int r = zgpu_client_open(&c, g->socket_path);
-	if (r == 0)
-		r = zgpu_call(c, method, path, text, &out);
-	free(text);
-	zgpu_client_free(c);
-	if (r < 0) {
-		fprintf(stderr, "zerogpu: %s\n", zgpu_last_error());
-		return 1;
-	}
-	*reply = json_loads(out, 0, NULL);
-	free(out);
-	return *reply ? 0 : 1;
-}
-
 static int account_exec(const struct cli_globals *g, int argc, char **argv)
 {
 	if (cli_wants_help(&cmd_account, argc, argv))
 		return 0;
 	json_t *reply;
 	if (argc == 5 && !strcmp(argv[1], "add") && !strcmp(argv[3], "--kind")) {
-		if (call(g, "POST", "/v1/accounts",
-			 json_pack("{s:s, s:s}", "name", argv[2], "kind", argv[4]), &reply))
+		if (cli_request(g, "POST", "/v1/accounts",
+				json_pack("{s:s, s:s}", "name", argv[2], "kind", argv[4]), false,
+				&reply))
 			return 1;
 		printf("account %s (%s) added\n", argv[2], argv[4]);
 	} else if (argc == 2 && !strcmp(argv[1], "list")) {
-		if (call(g, "GET", "/v1/accounts", NULL, &reply))
+		if (cli_request(g, "GET", "/v1/accounts", NULL, false, &reply))
 			return 1;
 		struct table t;
 		table_init(&t, 3, (const char *[]){"ACCOUNT", "KIND", "APPS"});
@@ -69,13 +49,14 @@ static int app_exec(const struct cli_globals *g, int argc, char **argv)
 		return 0;
 	json_t *reply;
 	if (argc == 5 && !strcmp(argv[1], "add") && !strcmp(argv[3], "--account")) {
-		if (call(g, "POST", "/v1/apps",
-			 json_pack("{s:s, s:s}", "name", argv[2], "account", argv[4]), &reply))
+		if (cli_request(g, "POST", "/v1/apps",
+				json_pack("{s:s, s:s}", "name", argv[2], "account", argv[4]), false,
+				&reply))
 			return 1;
 		printf("app %s added to account %s\ntoken: %s\n(keep it: it is not shown again)\n",
 		       argv[2], argv[4], json_string_value(json_object_get(reply, "token")));
 	} else if (argc == 2 && !strcmp(argv[1], "list")) {
-		if (call(g, "GET", "/v1/apps", NULL, &reply))
+		if (cli_request(g, "GET", "/v1/apps", NULL, false, &reply))
 			return 1;
 		struct table t;
 		table_init(&t, 2, (const char *[]){"APP", "ACCOUNT"});
@@ -92,7 +73,7 @@ static int app_exec(const struct cli_globals *g, int argc, char **argv)
 			return 2;
 		}
 		snprintf(path, sizeof(path), "/v1/apps/%s", argv[2]);
-		if (call(g, "DELETE", path, NULL, &reply))
+		if (cli_request(g, "DELETE", path, NULL, false, &reply))
 			return 1;
 		printf("app %s removed\n", argv[2]);
 	} else {

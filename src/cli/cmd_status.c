@@ -126,24 +126,12 @@ static int status_exec(const struct cli_globals *g, int argc, char **argv)
 		}
 	}
 
-	zgpu_client *c;
-	char *body = NULL;
-	if (zgpu_client_open(&c, g->socket_path) < 0 || zgpu_get(c, "/v1/status", &body) < 0) {
-		fprintf(stderr, "zerogpu: %s\n", zgpu_last_error());
-		zgpu_client_free(c);
+	json_t *st;
+	if (cli_request(g, "GET", "/v1/status", NULL, as_json, &st))
 		return 1;
-	}
-	zgpu_client_free(c);
 	if (as_json) {
-		fputs(body, stdout);
-		free(body);
+		json_decref(st);
 		return 0;
-	}
-	json_t *st = json_loads(body, 0, NULL);
-	free(body);
-	if (!st) {
-		fputs("zerogpu: the daemon's status is not JSON\n", stderr);
-		return 1;
 	}
 	json_t *devices = json_object_get(st, "devices");
 	json_t *leases = json_object_get(st, "leases");

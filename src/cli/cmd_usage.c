@@ -42,21 +42,13 @@ static int usage_exec(const struct cli_globals *g, int argc, char **argv)
 	char path[256];
 	snprintf(path, sizeof(path), "/v1/usage?since=%s%s%s", since ? since : "24h",
 		 app ? "&app=" : "", app ? app : "");
-	zgpu_client *c;
-	char *body = NULL;
-	if (zgpu_client_open(&c, g->socket_path) < 0 || zgpu_get(c, path, &body) < 0) {
-		fprintf(stderr, "zerogpu: %s\n", zgpu_last_error());
-		zgpu_client_free(c);
+	json_t *u;
+	if (cli_request(g, "GET", path, NULL, as_json, &u))
 		return 1;
-	}
-	zgpu_client_free(c);
 	if (as_json) {
-		fputs(body, stdout);
-		free(body);
+		json_decref(u);
 		return 0;
 	}
-	json_t *u = json_loads(body, 0, NULL);
-	free(body);
 	struct table t;
 	table_init(&t, 4, (const char *[]){"APP", "LEASES", "USED", "CHARGED"});
 	size_t i;

@@ -120,7 +120,7 @@ static void collect_held(struct lease *l, void *arg)
 static json_t *leases_json(const struct zgpud *d, int64_t now)
 {
 	json_t *a = json_array();
-	struct collect c = {calloc(d->engine.nleases + 1, sizeof(*c.items)), 0};
+	struct collect c = {calloc(d->engine.leases.len + 1, sizeof(*c.items)), 0};
 	if (!c.items)
 		return a;
 	engine_foreach(&d->engine, collect_held, &c);

@@ -7,78 +7,31 @@
 #include <string.h>
 
 /* ------------------------------------------------------------------------
- * The lease table: id -> lease, chained buckets, grown at load factor 1.
+ * The lease table: id -> lease.
  * ------------------------------------------------------------------------ */
-
-static size_t id_hash(const char *id, size_t cap)
-{
-	uint64_t h = 0xcbf29ce484222325ULL;
-	for (; *id; id++)
-		h = (h ^ (unsigned char) *id) * 0x100000001b3ULL;
-	return (size_t) h & (cap - 1);
-}
-
-static int table_grow(struct engine *e)
-{
-	size_t cap = e->table_cap ? e->table_cap * 2 : 64;
-	struct lease **table = calloc(cap, sizeof(*table));
-	if (!table)
-		return -ENOMEM;
-	for (size_t i = 0; i < e->table_cap; i++) {
-		for (struct lease *l = e->table[i], *next; l; l = next) {
-			next = l->hash_next;
-			size_t b = id_hash(l->id, cap);
-			l->hash_next = table[b];
-			table[b] = l;
-		}
-	}
-	free(e->table);
-	e->table = table;
-	e->table_cap = cap;
-	return 0;
-}
-
-static void table_insert(struct engine *e, struct lease *l)
-{
-	size_t b = id_hash(l->id, e->table_cap);
-	l->hash_next = e->table[b];
-	e->table[b] = l;
-	e->nleases++;
-}
-
-static void table_remove(struct engine *e, struct lease *l)
-{
-	struct lease **p = &e->table[id_hash(l->id, e->table_cap)];
-	while (*p && *p != l)
-		p = &(*p)->hash_next;
-	if (*p) {
-		*p = l->hash_next;
-		e->nleases--;
-	}
-}
 
 struct lease *engine_find(const struct engine *e, const char *id)
 {
-	if (!e->table_cap)
-		return NULL;
-	for (struct lease *l = e->table[id_hash(id, e->table_cap)]; l; l = l->hash_next)
-		if (strcmp(l->id, id) == 0)
-			return l;
-	return NULL;
+	struct strmap_node *n = strmap_find(&e->leases, id);
+	return n ? strmap_item(n, struct lease, hnode) : NULL;
+}
+
+struct foreach_call {
+	void (*fn)(struct lease *l, void *arg);
+	void *arg;
+};
+
+static void foreach_one(struct strmap_node *n, void *arg)
+{
+	struct foreach_call *fc = arg;
+	fc->fn(strmap_item(n, struct lease, hnode), fc->arg);
 }
 
 void engine_foreach(const struct engine *e, void (*fn)(struct lease *l, void *arg), void *arg)
 {
-	for (size_t i = 0; i < e->table_cap; i++)
-		for (struct lease *l = e->table[i], *next; l; l = next) {
-			next = l->hash_next;
-			fn(l, arg);
-		}
+	struct foreach_call fc = {fn, arg};
+	strmap_foreach(&e->leases, foreach_one, &fc);
 }
-
-/* ------------------------------------------------------------------------
- * Devices, timers, events.
- * ------------------------------------------------------------------------ */
 
 /* ------------------------------------------------------------------------
  * The pool: GPUs made of slots.
@@ -313,7 +266,7 @@ static void finish(struct engine *e, struct lease *l, enum lease_state to, int64
 	l->ended_ms = now;
 	count_outcome(e, to);
 	emit(e, l, ENGINE_EV_ENDED);
-	table_remove(e, l);
+	strmap_remove(&e->leases, &l->hnode);
 	free(l);
 	/* Freed devices or a shorter queue: serve who waits, tell who moved up. */
 	dispatch(e, now, from == LEASE_QUEUED);
@@ -424,7 +377,7 @@ int engine_init(struct engine *e, const struct inventory *inv, const struct engi
 	heap_init(&e->timers);
 	if (sched_init(&e->sched, &cfg->sched) < 0)
 		return -ENOMEM;
-	return table_grow(e);
+	return strmap_init(&e->leases);
 }
 
 struct shutdown_walk {
@@ -457,9 +410,7 @@ void engine_shutdown(struct engine *e, int64_t now)
 	engine_foreach(e, shutdown_one, &w);
 	sched_destroy(&e->sched);
 	heap_release(&e->timers);
-	free(e->table);
-	e->table = NULL;
-	e->table_cap = 0;
+	strmap_release(&e->leases);
 }
 
 int engine_submit(struct engine *e, const struct lease_request *req,
@@ -468,8 +419,7 @@ int engine_submit(struct engine *e, const struct lease_request *req,
 	if (req->gpus < 1 || (size_t) req->gpus > e->ngpus)
 		return -EINVAL;
 	/* Room for every lease's timer and the positions timer, so pushes cannot fail. */
-	if ((e->nleases + 1 > e->table_cap && table_grow(e) < 0) ||
-	    heap_reserve(&e->timers, e->nleases + 2) < 0)
+	if (strmap_reserve(&e->leases) < 0 || heap_reserve(&e->timers, e->leases.len + 2) < 0)
 		return -ENOMEM;
 	struct lease *l = calloc(1, sizeof(*l));
 	if (!l)
@@ -485,7 +435,10 @@ int engine_submit(struct engine *e, const struct lease_request *req,
 		free(l);
 		return -ENOMEM;
 	}
-	table_insert(e, l);
+	l->hnode.key = l->id;
+	int inserted = strmap_insert(&e->leases, &l->hnode);
+	assert(inserted == 0); /* reserved above */
+	(void) inserted;
 	e->stats.submitted++;
 
 	dispatch(e, now, false);

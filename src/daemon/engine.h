@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "common/heap.h"
+#include "common/strmap.h"
 #include "daemon/inventory.h"
 #include "daemon/lease.h"
 #include "daemon/sched.h"
@@ -85,8 +86,7 @@ struct engine {
 	struct sched sched;
 	struct heap timers;
 	struct heap_node positions_timer; /* in timers while positions need re-announcing */
-	struct lease **table;		  /* id -> lease, chained */
-	size_t table_cap, nleases;
+	struct strmap leases;		  /* id -> lease; .len is how many are open */
 	struct engine_stats stats;
 };
 

@@ -15,6 +15,7 @@
 #include <sys/types.h>
 
 #include "common/heap.h"
+#include "common/strmap.h"
 #include "daemon/inventory.h"
 
 enum lease_state {
@@ -84,11 +85,11 @@ struct lease {
 	int position_sent;		 /* the queue position the client last heard, 0 = none */
 	char message[LEASE_MESSAGE_MAX]; /* why it failed or expired, for the client */
 
-	struct heap_node timer;	 /* the one pending deadline of this lease */
-	struct heap_node qnode;	 /* in its app's queue (sched.c) */
-	int64_t sched_key;	 /* its place in line, fixed on arrival; 0 = not yet */
-	struct lease *hash_next; /* lease table chain */
-	void *stream;		 /* the API's per-lease context, or NULL */
+	struct heap_node timer;	  /* the one pending deadline of this lease */
+	struct heap_node qnode;	  /* in its app's queue (sched.c) */
+	int64_t sched_key;	  /* its place in line, fixed on arrival; 0 = not yet */
+	struct strmap_node hnode; /* in the engine's lease table, keyed by id */
+	void *stream;		  /* the API's per-lease context, or NULL */
 };
 
 const char *lease_state_name(enum lease_state s);

@@ -15,74 +15,43 @@ void quota_config_default(struct quota_config *c)
 	c->xlarge_factor = 2;
 }
 
-static size_t key_hash(const char *key, size_t cap)
-{
-	uint64_t h = 0xcbf29ce484222325ULL;
-	for (; *key; key++)
-		h = (h ^ (unsigned char) *key) * 0x100000001b3ULL;
-	return (size_t) h & (cap - 1);
-}
-
-static int grow(struct quota_book *b)
-{
-	size_t cap = b->cap ? b->cap * 2 : 256;
-	struct quota_account **t = calloc(cap, sizeof(*t));
-	if (!t)
-		return -ENOMEM;
-	for (size_t i = 0; i < b->cap; i++)
-		for (struct quota_account *a = b->table[i], *next; a; a = next) {
-			next = a->next;
-			size_t k = key_hash(a->key, cap);
-			a->next = t[k];
-			t[k] = a;
-		}
-	free(b->table);
-	b->table = t;
-	b->cap = cap;
-	return 0;
-}
-
 int quota_init(struct quota_book *b, const struct quota_config *cfg)
 {
-	memset(b, 0, sizeof(*b));
 	b->cfg = *cfg;
-	return grow(b);
+	return strmap_init(&b->accounts);
+}
+
+static void free_account(struct strmap_node *n, void *arg)
+{
+	(void) arg;
+	free(strmap_item(n, struct quota_account, hnode));
 }
 
 void quota_release(struct quota_book *b)
 {
-	for (size_t i = 0; i < b->cap; i++)
-		for (struct quota_account *a = b->table[i], *next; a; a = next) {
-			next = a->next;
-			free(a);
-		}
-	free(b->table);
-	memset(b, 0, sizeof(*b));
+	strmap_foreach(&b->accounts, free_account, NULL);
+	strmap_release(&b->accounts);
 }
 
 struct quota_account *quota_find(struct quota_book *b, const char *key)
 {
-	for (struct quota_account *a = b->table[key_hash(key, b->cap)]; a; a = a->next)
-		if (strcmp(a->key, key) == 0)
-			return a;
-	return NULL;
+	struct strmap_node *n = strmap_find(&b->accounts, key);
+	return n ? strmap_item(n, struct quota_account, hnode) : NULL;
 }
 
 struct quota_account *quota_add(struct quota_book *b, const char *key, enum lease_tier tier,
 				int64_t window_start, int64_t used_ms)
 {
 	struct quota_account *a;
-	if (strlen(key) > QUOTA_KEY_MAX || (b->n + 1 > b->cap && grow(b) < 0) ||
+	if (strlen(key) > QUOTA_KEY_MAX || strmap_reserve(&b->accounts) < 0 ||
 	    !(a = calloc(1, sizeof(*a))))
 		return NULL;
 	strcpy(a->key, key);
 	a->tier = tier;
 	a->window_start = window_start;
 	a->used_ms = used_ms;
-	size_t k = key_hash(key, b->cap);
-	a->next = b->table[k];
-	b->table[k] = a;
-	b->n++;
+	a->hnode.key = a->key;
+	(void) strmap_insert(&b->accounts, &a->hnode); /* reserved above */
 	return a;
 }
 

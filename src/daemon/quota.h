@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/strmap.h"
 #include "daemon/lease.h"
 
 #define QUOTA_KEY_MAX (LEASE_TEXT_MAX + 8)
@@ -33,13 +34,12 @@ struct quota_account {
 	int64_t window_start; /* Unix ms; 0: no window open */
 	int64_t used_ms;      /* charged in this window */
 	int64_t reserved_ms;  /* held by requests not yet settled */
-	struct quota_account *next;
+	struct strmap_node hnode;
 };
 
 struct quota_book {
 	struct quota_config cfg;
-	struct quota_account **table;
-	size_t cap, n;
+	struct strmap accounts; /* key -> quota_account */
 };
 
 int quota_init(struct quota_book *b, const struct quota_config *cfg);

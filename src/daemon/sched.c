@@ -14,10 +14,10 @@
 
 struct sched_app {
 	char name[LEASE_APP_MAX + 1];
-	struct heap waiting;   /* this app's requests, by key */
-	int running;	       /* its leases holding devices */
-	struct heap_node node; /* in sched.apps while it has a request it may be served */
-	struct sched_app *next;
+	struct heap waiting;	  /* this app's requests, by key */
+	int running;		  /* its leases holding devices */
+	struct heap_node node;	  /* in sched.apps while it has a request it may be served */
+	struct strmap_node hnode; /* in sched.apps_by_name */
 };
 
 void sched_params_priority(struct sched_params *p, int64_t max_duration_ms)
@@ -60,43 +60,13 @@ int64_t sched_key(const struct sched_params *p, const struct lease_request *req,
 }
 
 /* ------------------------------------------------------------------------
- * Apps: name -> sched_app, chained, grown at load factor 1.
+ * Apps: name -> sched_app.
  * ------------------------------------------------------------------------ */
-
-static size_t name_hash(const char *name, size_t cap)
-{
-	uint64_t h = 0xcbf29ce484222325ULL;
-	for (; *name; name++)
-		h = (h ^ (unsigned char) *name) * 0x100000001b3ULL;
-	return (size_t) h & (cap - 1);
-}
 
 static struct sched_app *app_find(const struct sched *s, const char *name)
 {
-	for (struct sched_app *a = s->table[name_hash(name, s->table_cap)]; a; a = a->next)
-		if (strcmp(a->name, name) == 0)
-			return a;
-	return NULL;
-}
-
-static int table_grow(struct sched *s)
-{
-	size_t cap = s->table_cap ? s->table_cap * 2 : 64;
-	struct sched_app **table = calloc(cap, sizeof(*table));
-	if (!table)
-		return -ENOMEM;
-	for (size_t i = 0; i < s->table_cap; i++) {
-		for (struct sched_app *a = s->table[i], *next; a; a = next) {
-			next = a->next;
-			size_t b = name_hash(a->name, cap);
-			a->next = table[b];
-			table[b] = a;
-		}
-	}
-	free(s->table);
-	s->table = table;
-	s->table_cap = cap;
-	return 0;
+	struct strmap_node *n = strmap_find(&s->apps_by_name, name);
+	return n ? strmap_item(n, struct sched_app, hnode) : NULL;
 }
 
 static struct sched_app *app_get(struct sched *s, const char *name)
@@ -105,15 +75,13 @@ static struct sched_app *app_get(struct sched *s, const char *name)
 	if (a)
 		return a;
 	/* Room in the apps heap for every app, so refreshing one cannot fail. */
-	if ((s->napps + 1 > s->table_cap && table_grow(s) < 0) ||
-	    heap_reserve(&s->apps, s->napps + 1) < 0 || !(a = calloc(1, sizeof(*a))))
+	if (strmap_reserve(&s->apps_by_name) < 0 ||
+	    heap_reserve(&s->apps, s->apps_by_name.len + 1) < 0 || !(a = calloc(1, sizeof(*a))))
 		return NULL;
 	snprintf(a->name, sizeof(a->name), "%s", name);
 	heap_init(&a->waiting);
-	size_t b = name_hash(name, s->table_cap);
-	a->next = s->table[b];
-	s->table[b] = a;
-	s->napps++;
+	a->hnode.key = a->name;
+	(void) strmap_insert(&s->apps_by_name, &a->hnode); /* reserved above */
 	return a;
 }
 
@@ -123,14 +91,10 @@ static void app_drop_if_idle(struct sched *s, struct sched_app *a)
 {
 	if (a->waiting.len || a->running)
 		return;
-	struct sched_app **p = &s->table[name_hash(a->name, s->table_cap)];
-	while (*p != a)
-		p = &(*p)->next;
-	*p = a->next;
+	strmap_remove(&s->apps_by_name, &a->hnode);
 	heap_remove(&s->apps, &a->node);
 	heap_release(&a->waiting);
 	free(a);
-	s->napps--;
 }
 
 /* Puts the app in the global heap at its best request's key, if it may be served. */
@@ -158,22 +122,23 @@ int sched_init(struct sched *s, const struct sched_params *p)
 	memset(s, 0, sizeof(*s));
 	s->p = *p;
 	heap_init(&s->apps);
-	return table_grow(s);
+	return strmap_init(&s->apps_by_name);
+}
+
+static void free_app(struct strmap_node *n, void *arg)
+{
+	(void) arg;
+	struct sched_app *a = strmap_item(n, struct sched_app, hnode);
+	heap_release(&a->waiting);
+	free(a);
 }
 
 void sched_destroy(struct sched *s)
 {
-	for (size_t i = 0; i < s->table_cap; i++) {
-		for (struct sched_app *a = s->table[i], *next; a; a = next) {
-			next = a->next;
-			heap_release(&a->waiting);
-			free(a);
-		}
-	}
+	strmap_foreach(&s->apps_by_name, free_app, NULL);
+	strmap_release(&s->apps_by_name);
 	heap_release(&s->apps);
-	free(s->table);
-	s->table = NULL;
-	s->table_cap = s->napps = s->len = 0;
+	s->len = 0;
 }
 
 int sched_push(struct sched *s, struct lease *l, int64_t now)
@@ -272,16 +237,26 @@ const char *sched_reason(const struct sched *s, const struct lease *l)
 	return "node";
 }
 
+struct count_ahead {
+	int64_t key;
+	int ahead;
+};
+
+static void count_app(struct strmap_node *n, void *arg)
+{
+	struct count_ahead *c = arg;
+	struct sched_app *a = strmap_item(n, struct sched_app, hnode);
+	for (size_t k = 0; k < a->waiting.len; k++)
+		c->ahead += a->waiting.items[k]->key < c->key;
+}
+
 int sched_position(const struct sched *s, const struct lease *l)
 {
-	int ahead = 0;
-	for (size_t i = 0; i < s->table_cap; i++)
-		for (struct sched_app *a = s->table[i]; a; a = a->next)
-			for (size_t k = 0; k < a->waiting.len; k++)
-				ahead += a->waiting.items[k]->key < l->sched_key;
+	struct count_ahead c = {l->sched_key, 0};
+	strmap_foreach(&s->apps_by_name, count_app, &c);
 	for (int i = 0; i < s->nskipped; i++)
-		ahead += s->skipped[i]->sched_key < l->sched_key;
-	return ahead + 1;
+		c.ahead += s->skipped[i]->sched_key < l->sched_key;
+	return c.ahead + 1;
 }
 
 static int cmp_key(const void *x, const void *y)
@@ -291,6 +266,19 @@ static int cmp_key(const void *x, const void *y)
 	return (a > b) - (a < b);
 }
 
+struct gather {
+	struct lease **all;
+	size_t n;
+};
+
+static void gather_app(struct strmap_node *n, void *arg)
+{
+	struct gather *g = arg;
+	struct sched_app *a = strmap_item(n, struct sched_app, hnode);
+	for (size_t k = 0; k < a->waiting.len; k++)
+		g->all[g->n++] = lease_of_qnode(a->waiting.items[k]);
+}
+
 int sched_walk(struct sched *s, sched_walk_fn fn, void *arg)
 {
 	if (!s->len)
@@ -298,11 +286,9 @@ int sched_walk(struct sched *s, sched_walk_fn fn, void *arg)
 	struct lease **all = malloc(s->len * sizeof(*all));
 	if (!all)
 		return -ENOMEM;
-	size_t n = 0;
-	for (size_t i = 0; i < s->table_cap; i++)
-		for (struct sched_app *a = s->table[i]; a; a = a->next)
-			for (size_t k = 0; k < a->waiting.len; k++)
-				all[n++] = lease_of_qnode(a->waiting.items[k]);
+	struct gather g = {all, 0};
+	strmap_foreach(&s->apps_by_name, gather_app, &g);
+	size_t n = g.n;
 	qsort(all, n, sizeof(*all), cmp_key);
 	for (size_t i = 0; i < n; i++)
 		fn(all[i], (int) i + 1, arg);

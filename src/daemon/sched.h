@@ -26,6 +26,7 @@
 #include <stdint.h>
 
 #include "common/heap.h"
+#include "common/strmap.h"
 #include "daemon/lease.h"
 
 struct sched_params {
@@ -54,11 +55,10 @@ struct sched_app;
 
 struct sched {
 	struct sched_params p;
-	size_t len;		  /* waiting requests */
-	uint64_t seq;		  /* arrival counter: ties keep arrival order */
-	struct heap apps;	  /* each eligible app's best request */
-	struct sched_app **table; /* app name -> sched_app */
-	size_t table_cap, napps;
+	size_t len;		    /* waiting requests */
+	uint64_t seq;		    /* arrival counter: ties keep arrival order */
+	struct heap apps;	    /* each eligible app's best request */
+	struct strmap apps_by_name; /* app name -> sched_app; .len is how many */
 	struct lease *skipped[SCHED_MAX_SKIP];
 	int nskipped;
 };

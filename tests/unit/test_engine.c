@@ -194,7 +194,7 @@ static void refuses_more_gpus_than_the_machine_has(void **state)
 	struct lease_request req = {.app = "x", .gpus = 3, .duration_ms = 1000, .max_wait_ms = 1};
 	struct lease_owner owner = {0};
 	assert_int_equal(engine_submit(&eng, &req, &owner, NULL, 0), -22);
-	assert_int_equal(eng.nleases, 0);
+	assert_int_equal(eng.leases.len, 0);
 }
 
 static void max_wait_fails_a_queued_request(void **state)
@@ -276,7 +276,7 @@ static void abandoning_cancels_or_releases_and_kills(void **state)
 	assert_int_equal(last_event_of(a)->state, LEASE_RELEASED);
 	assert_int_equal(nkills, 1);
 	assert_int_equal(eng.slots_busy, 0);
-	assert_int_equal(eng.nleases, 0);
+	assert_int_equal(eng.leases.len, 0);
 }
 
 static void cancelling_a_waiter_moves_the_rest_up(void **state)
@@ -538,7 +538,7 @@ static void check_random_load(void)
 	}
 	uint64_t ended = eng.stats.released + eng.stats.expired + eng.stats.failed +
 			 eng.stats.cancelled;
-	assert_int_equal(eng.stats.submitted, ended + eng.nleases);
+	assert_int_equal(eng.stats.submitted, ended + eng.leases.len);
 }
 
 int main(void)

@@ -197,7 +197,7 @@ static void app_limit_parks_an_app_without_blocking_others(void **state)
 	sched_take(&s, a2);
 	sched_on_end(&s, a2);
 	sched_on_end(&s, b1);
-	assert_int_equal(s.napps, 0); /* idle apps are forgotten */
+	assert_int_equal(s.apps_by_name.len, 0); /* idle apps are forgotten */
 	free(a1);
 	free(a2);
 	free(b1);

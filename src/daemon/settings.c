@@ -76,28 +76,40 @@ static int set_socket(struct settings *s, const char *v, char *err, size_t errle
 	return copy(s->socket_path, sizeof(s->socket_path), v, err, errlen);
 }
 
-static int set_token(struct settings *s, const char *v, char *err, size_t errlen)
+/* A secret (token, key) of 16 to 255 characters, into a 256-byte buffer. */
+static int secret(char out[256], const char *v, char *err, size_t errlen)
 {
-	if (strlen(v) < 16 || strlen(v) >= sizeof(s->token))
-		return bad(err, errlen, "must be 16 to 255 characters (got '%s')", v);
-	strcpy(s->token, v);
+	if (strlen(v) < 16 || strlen(v) > 255)
+		return bad(err, errlen, "must be 16 to 255 characters (got %zu)", strlen(v));
+	strcpy(out, v);
 	return 0;
 }
 
-static int set_token_file(struct settings *s, const char *v, char *err, size_t errlen)
+/* The same, from the first line of a file: keeps secrets out of `ps` and of the config. */
+static int secret_from_file(char out[256], const char *path, char *err, size_t errlen)
 {
-	char line[sizeof(s->token) + 2];
-	FILE *f = fopen(v, "r");
+	char line[258];
+	FILE *f = fopen(path, "r");
 	bool ok = f && fgets(line, sizeof(line), f);
 	if (f)
 		fclose(f);
 	if (!ok)
-		return bad(err, errlen, "cannot read a token from '%s'", v);
+		return bad(err, errlen, "cannot read a secret from '%s'", path);
 	line[strcspn(line, "\r\n")] = '\0';
-	if (strlen(line) < 16 || strlen(line) >= sizeof(s->token))
-		return bad(err, errlen, "the token in '%s' must be 16 to 255 characters", v);
-	strcpy(s->token, line);
+	if (secret(out, line, err, errlen) < 0)
+		return bad(err, errlen, "needs the first line of '%s' to be 16 to 255 characters",
+			   path);
 	return 0;
+}
+
+static int set_token(struct settings *s, const char *v, char *err, size_t errlen)
+{
+	return secret(s->token, v, err, errlen);
+}
+
+static int set_token_file(struct settings *s, const char *v, char *err, size_t errlen)
+{
+	return secret_from_file(s->token, v, err, errlen);
 }
 
 static int set_log_level(struct settings *s, const char *v, char *err, size_t errlen)
@@ -163,23 +175,12 @@ SECONDS_SETTER(set_quota_window, quota.window_ms, false)
 
 static int set_visitor_secret(struct settings *s, const char *v, char *err, size_t errlen)
 {
-	if (strlen(v) < 16 || strlen(v) >= sizeof(s->visitor_secret))
-		return bad(err, errlen, "must be 16 to 255 characters");
-	strcpy(s->visitor_secret, v);
-	return 0;
+	return secret(s->visitor_secret, v, err, errlen);
 }
 
 static int set_visitor_secret_file(struct settings *s, const char *v, char *err, size_t errlen)
 {
-	char line[sizeof(s->visitor_secret) + 2];
-	FILE *f = fopen(v, "r");
-	bool ok = f && fgets(line, sizeof(line), f);
-	if (f)
-		fclose(f);
-	if (!ok)
-		return bad(err, errlen, "cannot read a secret from '%s'", v);
-	line[strcspn(line, "\r\n")] = '\0';
-	return set_visitor_secret(s, line, err, errlen);
+	return secret_from_file(s->visitor_secret, v, err, errlen);
 }
 
 #define HOSTING_SETTER(name, kind)                                                                 \

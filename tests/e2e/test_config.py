@@ -74,3 +74,18 @@ def test_a_missing_config_file_is_an_error(tmp_path):
                        capture_output=True, text=True, timeout=10)
     assert r.returncode == 2
     assert f"cannot read config file {tmp_path / 'nope.conf'}: No such file or directory" in r.stderr
+
+
+def test_every_documented_option_is_in_the_help():
+    import re
+    from conftest import ROOT
+    documented = set(re.findall(r"`(--[a-z-]+)`", (ROOT / "docs" / "configuration.md").read_text()))
+    assert len(documented) > 20
+    help_text = subprocess.run([str(ZEROGPUD), "--help"], capture_output=True, text=True).stdout
+    missing = sorted(o for o in documented if o not in help_text)
+    assert not missing, f"in docs/configuration.md but not in zerogpud --help: {missing}"
+    # And every documented option is accepted (each needs a value; a bad one is refused
+    # by its own checker, not as an unknown option).
+    for option in sorted(documented - {"--config", "--token-file", "--visitor-secret-file"}):
+        r = subprocess.run([str(ZEROGPUD), option, "-1", "--help"], capture_output=True, text=True)
+        assert "unknown option" not in r.stderr, option

@@ -11,6 +11,7 @@ struct ledger_sqlite {
 	struct ledger base;
 	sqlite3 *db;
 	sqlite3_stmt *insert, *attach, *end, *unsettled, *visitor_get, *visitor_put;
+	sqlite3_stmt *app_by_token; /* on every request with an app token: prepared once */
 };
 
 /*
@@ -194,6 +195,7 @@ static void sq_close(struct ledger *lg)
 	sqlite3_finalize(s->unsettled);
 	sqlite3_finalize(s->visitor_get);
 	sqlite3_finalize(s->visitor_put);
+	sqlite3_finalize(s->app_by_token);
 	sqlite3_close(s->db);
 	free(s);
 }
@@ -363,15 +365,13 @@ static int sq_app_list(struct ledger *lg, void (*fn)(const struct ledger_app *a,
 static int sq_app_by_token(struct ledger *lg, const char *token_sha256, char *name, size_t size)
 {
 	struct ledger_sqlite *s = (struct ledger_sqlite *) lg;
-	sqlite3_stmt *st;
-	int r = prepare(s, "SELECT name FROM apps WHERE token_sha256 = ?", &st);
-	if (r == 0) {
-		sqlite3_bind_text(st, 1, token_sha256, -1, SQLITE_STATIC);
-		r = step_once(s, st, "looking up an app token");
-		if (r == 1)
-			snprintf(name, size, "%s", col_text(st, 0));
-	}
-	sqlite3_finalize(st);
+	sqlite3_stmt *st = s->app_by_token;
+	sqlite3_bind_text(st, 1, token_sha256, -1, SQLITE_STATIC);
+	int r = step_once(s, st, "looking up an app token");
+	if (r == 1)
+		snprintf(name, size, "%s", col_text(st, 0));
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
 	return r;
 }
 
@@ -516,7 +516,9 @@ int ledger_open_sqlite(struct ledger **out, const char *path, char *err, size_t 
 		     s->db,
 		     "INSERT OR REPLACE INTO visitors (key, tier, window_start, used_ms) "
 		     "VALUES (?, ?, ?, ?)",
-		     -1, &s->visitor_put, NULL) != SQLITE_OK))
+		     -1, &s->visitor_put, NULL) != SQLITE_OK ||
+	     sqlite3_prepare_v2(s->db, "SELECT name FROM apps WHERE token_sha256 = ?", -1,
+				&s->app_by_token, NULL) != SQLITE_OK))
 		r = fail_db(s, SQLITE_ERROR, "preparing the ledger's statements");
 	if (r < 0) {
 		snprintf(err, errlen, "ledger %s: %s", path, s->base.error);

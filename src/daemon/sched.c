@@ -41,7 +41,7 @@ void sched_params_priority(struct sched_params *p, int64_t max_duration_ms)
 
 void sched_params_fifo(struct sched_params *p)
 {
-	*p = (struct sched_params){.name = "fifo", .max_duration_ms = 1};
+	*p = (struct sched_params){.name = "fifo"}; /* all weights 0: the key is the arrival */
 }
 
 static double clamp01(double x)

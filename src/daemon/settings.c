@@ -322,10 +322,15 @@ static int on_ini_entry(void *user, const char *section, const char *key, const 
 		return 1;
 	}
 	if (!section_known) {
-		snprintf(f->error, sizeof(f->error),
-			 "unknown section [%.64s]; known: [server], [devices], [leases], "
-			 "[scheduler], [quota], [accounts], [auth], [apps]",
-			 section);
+		/* The known sections come from the table, so the list cannot drift from it. */
+		size_t n = (size_t) snprintf(f->error, sizeof(f->error),
+					     "unknown section [%.64s]; known:", section);
+		for (size_t i = 0; i < NSETTINGS && n < sizeof(f->error); i++)
+			if (i == 0 || strcmp(table[i].section, table[i - 1].section) != 0)
+				n += (size_t) snprintf(f->error + n, sizeof(f->error) - n,
+						       "%s [%s]", i ? "," : "", table[i].section);
+		if (n < sizeof(f->error))
+			snprintf(f->error + n, sizeof(f->error) - n, ", [apps]");
 	} else {
 		size_t n = (size_t) snprintf(f->error, sizeof(f->error),
 					     "unknown setting '%.64s' in [%s]; known:", key,

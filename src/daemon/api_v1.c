@@ -16,7 +16,7 @@
 
 #include "common/clock.h"
 #include "common/log.h"
-#include "daemon/auth.h"
+#include "daemon/api.h"
 #include "daemon/http.h"
 #include "daemon/proc.h"
 #include "daemon/record.h"
@@ -55,7 +55,7 @@ static json_t *devices_json(const struct zgpud *d)
 	return a;
 }
 
-static json_t *lease_devices_json(const struct zgpud *d, const struct lease *l)
+json_t *api_lease_devices_json(const struct zgpud *d, const struct lease *l)
 {
 	struct engine_device held[INV_MAX_DEVICES];
 	int n = engine_lease_devices(&d->engine, l, held, INV_MAX_DEVICES);
@@ -78,7 +78,7 @@ static json_t *lease_json(const struct zgpud *d, const struct lease *l, int64_t 
 		l->req.visitor, "size", lease_size_name(l->req.size), "gpus", l->req.gpus,
 		"duration_s", (double) l->req.duration_ms / 1000.0, "max_wait_s",
 		(double) l->req.max_wait_ms / 1000.0, "created_ms",
-		(json_int_t) zgpud_wall_ms(l->created_ms), "devices", lease_devices_json(d, l));
+		(json_int_t) zgpud_wall_ms(l->created_ms), "devices", api_lease_devices_json(d, l));
 	if (l->state == LEASE_QUEUED) {
 		json_object_set_new(o, "waited_s",
 				    json_real((double) (now - l->created_ms) / 1000.0));
@@ -90,6 +90,9 @@ static json_t *lease_json(const struct zgpud *d, const struct lease *l, int64_t 
 	}
 	if (l->pid > 0)
 		json_object_set_new(o, "pid", json_integer(l->pid));
+	const struct lease_client *cl = l->stream;
+	if (cl && cl->cgroup)
+		json_object_set_new(o, "cgroup", json_string(cl->cgroup));
 	if (l->owner.via_token)
 		json_object_set_new(o, "owner", json_string("token"));
 	else
@@ -158,6 +161,7 @@ static json_t *queue_json(struct zgpud *d, int64_t now)
  * ------------------------------------------------------------------------ */
 
 struct stream {
+	struct lease_client client; /* first: l->stream points here */
 	struct zgpud *d;
 	struct evhttp_request *req;
 	struct evhttp_connection *conn;
@@ -220,84 +224,40 @@ static void stream_end(struct stream *s, const struct lease *l, int64_t now)
 	free(s);
 }
 
-void api_v1_on_event(void *ctx, struct lease *l, enum engine_event ev)
+/* The engine's events for a lease of this API (events.c has recorded them). */
+static void stream_on_event(struct lease_client *cl, struct lease *l, enum engine_event ev,
+			    int64_t now)
 {
-	struct zgpud *d = ctx;
-	struct stream *s = l->stream;
-	int64_t now = clock_mono_ms();
+	struct stream *s = (struct stream *) cl;
+	struct zgpud *d = s->d;
 
 	switch (ev) {
 	case ENGINE_EV_QUEUED:
-		log_debug("lease %s: queued at position %d", l->id, l->position_sent);
-		if (s)
-			stream_send(s, json_pack("{s:s, s:s, s:i, s:s}", "event", "queued", "lease",
-						 l->id, "position", l->position_sent, "reason",
-						 sched_reason(&d->engine.sched, l)));
+		stream_send(s, json_pack("{s:s, s:s, s:i, s:s}", "event", "queued", "lease", l->id,
+					 "position", l->position_sent, "reason",
+					 sched_reason(&d->engine.sched, l)));
 		break;
 	case ENGINE_EV_GRANTED:
-		if (record_grant(d, l) < 0) {
-			log_error("lease %s: cannot record the grant, so it is not given: %s",
-				  l->id, d->ledger->error);
-			if (d->nunrecorded <
-			    (int) (sizeof(d->unrecorded) / sizeof(d->unrecorded[0])))
-				memcpy(d->unrecorded[d->nunrecorded++], l->id, LEASE_ID_LEN + 1);
-			snprintf(l->message, sizeof(l->message),
-				 "zerogpud could not record the grant in its ledger: %.140s",
-				 d->ledger->error);
-			break;
-		}
-		log_info("lease %s: granted %d %s GPU(s) to app %s for %g s%s", l->id, l->ngrants,
-			 lease_size_name(l->req.size), l->req.app,
-			 (double) l->req.duration_ms / 1000.0,
-			 l->granted_ms > l->created_ms ? " after queueing" : "");
-		if (s) {
-			metrics_observe_grant(&d->metrics,
-					      (double) (clock_mono_us() - s->t0_us) / 1e6);
-			s->granted_sent = true;
-			stream_send(s,
-				    json_pack("{s:s, s:s, s:o, s:I, s:f, s:f}", "event", "granted",
-					      "lease", l->id, "devices", lease_devices_json(d, l),
-					      "deadline_ms",
-					      (json_int_t) zgpud_wall_ms(l->deadline_ms),
-					      "duration_s", (double) l->req.duration_ms / 1000.0,
-					      "grace_s", (double) d->engine.cfg.grace_ms / 1000.0));
-		}
+		metrics_observe_grant(&d->metrics, (double) (clock_mono_us() - s->t0_us) / 1e6);
+		s->granted_sent = true;
+		stream_send(s, json_pack("{s:s, s:s, s:o, s:I, s:f, s:f}", "event", "granted",
+					 "lease", l->id, "devices", api_lease_devices_json(d, l),
+					 "deadline_ms", (json_int_t) zgpud_wall_ms(l->deadline_ms),
+					 "duration_s", (double) l->req.duration_ms / 1000.0,
+					 "grace_s", (double) d->engine.cfg.grace_ms / 1000.0));
 		break;
 	case ENGINE_EV_EXPIRED:
-		log_info("lease %s: deadline passed (%.0f s); grace %.1f s", l->id,
-			 (double) l->req.duration_ms / 1000.0,
-			 (double) d->engine.cfg.grace_ms / 1000.0);
-		if (s)
-			stream_send(s, json_pack("{s:s, s:s, s:s, s:f}", "event", "expired",
-						 "lease", l->id, "message", l->message, "grace_s",
-						 (double) d->engine.cfg.grace_ms / 1000.0));
+		stream_send(s, json_pack("{s:s, s:s, s:s, s:f}", "event", "expired", "lease", l->id,
+					 "message", l->message, "grace_s",
+					 (double) d->engine.cfg.grace_ms / 1000.0));
 		break;
-	case ENGINE_EV_ENDED: {
-		/* Settle the visitor's reservation to the charge; waiting costs nothing. */
-		struct quota_account *a = l->req.quota_key[0]
-						  ? quota_find(&d->quota, l->req.quota_key)
-						  : NULL;
-		if (a)
-			quota_settle(a, l->req.reserved_ms,
-				     l->granted_ms ? quota_charge_ms(&d->quota.cfg, l,
-								     now - l->granted_ms)
-						   : 0);
-		if (l->granted_ms && record_end(d, l, now, a) < 0)
-			log_error("lease %s: cannot record its end (%s); it is settled at the next "
-				  "start",
-				  l->id, d->ledger->error);
-		log_info("lease %s: %s%s%s", l->id, lease_state_name(l->state),
-			 l->message[0] ? ": " : "", l->message);
-		if (s) {
-			l->stream = NULL;
-			s->lease = NULL;
-			stream_end(s, l, now);
-		}
+	case ENGINE_EV_ENDED:
+		l->stream = NULL;
+		s->lease = NULL;
+		stream_end(s, l, now);
 		return;
 	}
-	}
-	if (s)
-		s->lease = l;
+	s->lease = l;
 }
 
 /* ------------------------------------------------------------------------
@@ -354,90 +314,6 @@ static void get_metrics(struct call *c)
 		evbuffer_free(buf);
 }
 
-/* [apps] in the config: with no entries anyone may act as any app; else only those listed. */
-static bool uid_may_act_as(const struct settings *s, uid_t uid, const char *app)
-{
-	if (s->napp_users == 0)
-		return true;
-	for (int i = 0; i < s->napp_users; i++) {
-		if (strcmp(s->app_users[i].app, app) != 0)
-			continue;
-		for (int k = 0; k < s->app_users[i].nuids; k++)
-			if (s->app_users[i].uids[k] == uid)
-				return true;
-	}
-	return false;
-}
-
-/*
- * Who pays: a visitor token names them (and their tier); without one, the
- * visitor's IP is an anonymous visitor; with neither, it is the app's own call
- * and is not metered. Replies 401 and returns -1 for a token that does not hold.
- */
-static int identify_visitor(struct call *c, const struct request_visitor *who,
-			    struct lease_request *rq)
-{
-	struct zgpud *d = c->d;
-	if (who->token[0]) {
-		struct visitor_identity id;
-		char err[256];
-		if (!d->visitor_secret[0]) {
-			http_reply_error(c, 401, "unauthorized",
-					 "this zerogpud verifies no visitor tokens: set [auth] "
-					 "visitor_secret (or --visitor-secret-file)");
-			return -1;
-		}
-		if (auth_verify_visitor(who->token, (const unsigned char *) d->visitor_secret,
-					strlen(d->visitor_secret), clock_wall_ms() / 1000, &id, err,
-					sizeof(err)) < 0) {
-			http_reply_error(c, 401, "unauthorized", "%s", err);
-			return -1;
-		}
-		snprintf(rq->quota_key, sizeof(rq->quota_key), "user:%s", id.sub);
-		rq->tier = id.tier;
-	} else if (who->ip[0]) {
-		snprintf(rq->quota_key, sizeof(rq->quota_key), "ip:%s", who->ip);
-		rq->tier = LEASE_TIER_ANONYMOUS;
-	}
-	return 0;
-}
-
-/* Reserves the request's cost; replies 429 with the hosted message when it does not fit. */
-static int reserve_quota(struct call *c, struct lease_request *rq)
-{
-	struct zgpud *d = c->d;
-	if (!rq->quota_key[0])
-		return 0;
-	struct quota_account *a = record_visitor(d, rq->quota_key, rq->tier);
-	if (!a) {
-		http_reply_error(c, 500, "internal", "cannot read the visitor's quota: %s",
-				 d->ledger->error);
-		return -1;
-	}
-	a->tier = rq->tier; /* a token may have moved them to another tier */
-	int64_t cost = quota_cost_ms(&d->quota.cfg, rq), left, wait;
-	if (quota_reserve(&d->quota.cfg, a, cost, clock_wall_ms(), &left, &wait) < 0) {
-		char msg[256];
-		quota_message(msg, sizeof(msg), a->tier, cost, left, wait);
-		http_reply_json(c, 429,
-				json_pack("{s:{s:s, s:s}, s:I, s:I}", "error", "code", "quota",
-					  "message", msg, "left_s", (json_int_t) (left / 1000),
-					  "wait_s", (json_int_t) ((wait + 999) / 1000)));
-		return -1;
-	}
-	rq->reserved_ms = cost;
-	rq->quota_left = quota_left_share(&d->quota.cfg, a);
-	return 0;
-}
-
-/* Gives back a reservation whose request never made it into the engine. */
-static void unreserve(struct zgpud *d, const struct lease_request *rq)
-{
-	struct quota_account *a = rq->quota_key[0] ? quota_find(&d->quota, rq->quota_key) : NULL;
-	if (a)
-		quota_settle(a, rq->reserved_ms, 0);
-}
-
 static void post_lease(struct call *c)
 {
 	struct zgpud *d = c->d;
@@ -463,22 +339,36 @@ static void post_lease(struct call *c)
 			return;
 		}
 		snprintf(rq.app, sizeof(rq.app), "%s", c->app);
-	} else if (!c->via_tcp && !c->admin && !uid_may_act_as(d->settings, c->uid, rq.app)) {
+	} else if (!c->via_tcp && !c->admin && !api_uid_may_act_as(d->settings, c->uid, rq.app)) {
 		http_reply_error(c, 403, "forbidden",
 				 "uid %u may not act as app '%s': [apps] in zerogpud's config says "
 				 "who may, or send the app's token",
 				 (unsigned) c->uid, rq.app);
 		return;
 	}
-	if (identify_visitor(c, &who, &rq) < 0 || reserve_quota(c, &rq) < 0)
+	if (api_identify_visitor(c, who.token, who.ip, &rq) < 0)
+		return;
+	struct quota_refusal no;
+	r = api_reserve_quota(c, &rq, &no);
+	if (r == -EDQUOT) {
+		char msg[256];
+		quota_message(msg, sizeof(msg), no.tier, no.cost_ms, no.left_ms, no.wait_ms);
+		http_reply_json(c, 429,
+				json_pack("{s:{s:s, s:s}, s:I, s:I}", "error", "code", "quota",
+					  "message", msg, "left_s",
+					  (json_int_t) (no.left_ms / 1000), "wait_s",
+					  (json_int_t) ((no.wait_ms + 999) / 1000)));
+	}
+	if (r < 0)
 		return;
 
 	struct stream *s = calloc(1, sizeof(*s));
 	if (!s) {
-		unreserve(d, &rq);
+		api_unreserve(d, &rq);
 		http_reply_error(c, 500, "internal", "out of memory");
 		return;
 	}
+	s->client.on_event = stream_on_event;
 	s->d = d;
 	s->req = c->req;
 	s->conn = evhttp_request_get_connection(c->req);
@@ -497,7 +387,7 @@ static void post_lease(struct call *c)
 	struct lease_owner owner = {.via_token = c->via_tcp, .uid = c->uid};
 	r = engine_submit(&d->engine, &rq, &owner, s, clock_mono_ms());
 	if (r < 0) {
-		unreserve(d, &rq);
+		api_unreserve(d, &rq);
 		stream_send(s,
 			    json_pack("{s:s, s:{s:s, s:s}}", "event", "failed", "error", "code",
 				      "internal", "message", "out of memory queueing the request"));
@@ -538,25 +428,6 @@ static void get_lease(struct call *c)
 		http_reply_json(c, 200, lease_json(c->d, l, clock_mono_ms()));
 }
 
-/* Checks that the Unix-socket caller may have pid killed: it must be theirs (or they root). */
-static int check_pid_owner(struct call *c, pid_t pid)
-{
-	char path[64];
-	struct stat st;
-	snprintf(path, sizeof(path), "/proc/%d", (int) pid);
-	if (stat(path, &st) < 0) {
-		http_reply_error(c, 400, "no_such_process", "process %d does not exist", (int) pid);
-		return -ESRCH;
-	}
-	if (!c->via_tcp && c->uid != 0 && st.st_uid != c->uid) {
-		http_reply_error(c, 403, "forbidden",
-				 "process %d belongs to uid %u, not to the caller (uid %u)",
-				 (int) pid, (unsigned) st.st_uid, (unsigned) c->uid);
-		return -EPERM;
-	}
-	return 0;
-}
-
 static void post_attach(struct call *c)
 {
 	char *body, err[256];
@@ -571,22 +442,9 @@ static void post_attach(struct call *c)
 		http_reply_error(c, 400, "bad_request", "%s", err);
 		return;
 	}
-	if (check_pid_owner(c, pid) < 0)
-		return;
-	pid_t pgid = getpgid(pid);
-	uint64_t pid_start = 0;
-	(void) proc_start_time(pid, &pid_start);
-	r = engine_attach(&c->d->engine, l, pid, pgid > 0 ? pgid : pid, clock_mono_ms());
-	if (r == 0 && record_attach(c->d, l, pid_start) < 0) {
-		log_error("lease %s: cannot record the attach: %s", l->id, c->d->ledger->error);
-		http_reply_error(c, 500, "ledger", "zerogpud could not record the attach: %s",
-				 c->d->ledger->error);
-		return;
-	}
+	r = api_attach(c, l, pid, false);
 	switch (r) {
 	case 0:
-		log_info("lease %s: attached pid %d (process group %d)", l->id, (int) pid,
-			 (int) pgid);
 		http_reply_json(c, 200,
 				json_pack("{s:s, s:i, s:i}", "lease", l->id, "pid", (int) pid,
 					  "pgid", (int) l->pgid));
@@ -599,7 +457,7 @@ static void post_attach(struct call *c)
 		http_reply_error(c, 409, "already_attached",
 				 "lease %s is already attached to pid %d", l->id, (int) l->pid);
 		break;
-	default:
+	case -ETIME:
 		http_reply_error(c, 409, "expired", "lease %s has passed its deadline", l->id);
 		break;
 	}

@@ -112,7 +112,7 @@ struct lease *engine_find(const struct engine *e, const char *id);
 /*
  * Binds pid (in process group pgid) to a granted lease. Returns 0, or
  * -EALREADY when another pid is attached, -ETIME when the deadline has passed,
- * -EBUSY when the lease is still queued.
+ * -EBUSY when the lease is still queued. May be called from the GRANTED hook.
  */
 int engine_attach(struct engine *e, struct lease *l, pid_t pid, pid_t pgid, int64_t now);
 

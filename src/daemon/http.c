@@ -10,6 +10,7 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <openssl/evp.h>
 
 #include "common/clock.h"
 #include "common/log.h"
@@ -22,7 +23,8 @@ static int append_to_evbuffer(const char *buffer, size_t size, void *data)
 
 int http_append_json(struct evbuffer *out, const json_t *v)
 {
-	if (!v || json_dump_callback(v, append_to_evbuffer, out, JSON_COMPACT) < 0)
+	if (!v ||
+	    json_dump_callback(v, append_to_evbuffer, out, JSON_COMPACT | JSON_ENCODE_ANY) < 0)
 		return -ENOMEM;
 	return evbuffer_add(out, "\n", 1) < 0 ? -ENOMEM : 0;
 }
@@ -69,13 +71,7 @@ void http_reply_text(struct call *c, int status, const char *content_type, struc
 int http_take_body(struct call *c, char **body, size_t *len)
 {
 	struct evbuffer *in = evhttp_request_get_input_buffer(c->req);
-	size_t n = evbuffer_get_length(in);
-	if (n > ZGPUD_MAX_BODY) {
-		http_reply_error(c, 413, "body_too_large",
-				 "request body is %zu bytes; the limit is %d bytes", n,
-				 ZGPUD_MAX_BODY);
-		return -E2BIG;
-	}
+	size_t n = evbuffer_get_length(in); /* at most ZGPUD_MAX_BODY: dispatch checked */
 	char *b = malloc(n + 1);
 	if (!b) {
 		http_reply_error(c, 500, "internal", "out of memory reading the request body");
@@ -123,19 +119,51 @@ static bool same_secret(const char *a, const char *b)
 }
 
 /*
- * Reads the bearer token, if any: the admin token makes the call an admin's,
- * an app token names the app. Returns 0, or -1 when a token was sent that is
- * neither (the caller replies 401).
+ * The password of `Authorization: Basic base64(user:password)` into out. HTTP
+ * clients send this for a URL like http://app:TOKEN@host:port, which is how an
+ * unmodified `spaces` package can carry an app token. Returns 0 or -1.
+ */
+static int basic_password(const char *b64, char *out, size_t size)
+{
+	unsigned char decoded[768];
+	size_t n = strlen(b64);
+	if (n == 0 || n % 4 || n / 4 * 3 >= sizeof(decoded))
+		return -1;
+	int len = EVP_DecodeBlock(decoded, (const unsigned char *) b64, (int) n);
+	if (len < 0)
+		return -1;
+	/* EVP_DecodeBlock counts the padding as zero bytes. */
+	len -= (b64[n - 1] == '=') + (b64[n - 2] == '=');
+	decoded[len] = '\0';
+	if (strlen((char *) decoded) != (size_t) len)
+		return -1;
+	const char *colon = strchr((char *) decoded, ':');
+	if (!colon || strlen(colon + 1) >= size)
+		return -1;
+	strcpy(out, colon + 1);
+	return 0;
+}
+
+/*
+ * Reads the token, if any (Bearer, or the password of Basic): the admin token
+ * makes the call an admin's, an app token names the app. Returns 0, or -1 when
+ * a token was sent that is neither (the caller replies 401).
  */
 static int bearer(struct call *c)
 {
 	const char *h = evhttp_find_header(evhttp_request_get_input_headers(c->req),
 					   "Authorization");
+	char password[512];
 	if (!h)
 		return 0;
-	if (strncmp(h, "Bearer ", 7) != 0)
-		return -1;
 	const char *given = h + 7;
+	if (strncmp(h, "Basic ", 6) == 0) {
+		if (basic_password(h + 6, password, sizeof(password)) < 0)
+			return -1;
+		given = password;
+	} else if (strncmp(h, "Bearer ", 7) != 0) {
+		return -1;
+	}
 	if (c->d->token[0] && same_secret(c->d->token, given)) {
 		c->admin = true;
 		return 0;
@@ -174,10 +202,18 @@ static void dispatch_request(struct evhttp_request *req, void *arg)
 		peer_credentials(&c);
 		c.admin = c.uid == 0 || c.uid == c.d->own_uid;
 	}
-	bool token_bad = bearer(&c) < 0;
+	bool token_bad = c.token_bad = bearer(&c) < 0;
+	/* evhttp itself refuses far larger bodies; this limit is ours, with our message. */
+	size_t body = evbuffer_get_length(evhttp_request_get_input_buffer(req));
+	if (body > ZGPUD_MAX_BODY) {
+		http_reply_error(&c, 413, "body_too_large",
+				 "request body is %zu bytes; the limit is %d bytes", body,
+				 ZGPUD_MAX_BODY);
+		goto out;
+	}
 
 	bool path_known = false;
-	const struct route *tables[] = {api_v1_routes, api_registry_routes};
+	const struct route *tables[] = {api_v1_routes, api_registry_routes, api_spaces_routes};
 	for (size_t k = 0; k < sizeof(tables) / sizeof(tables[0]); k++) {
 		for (const struct route *r = tables[k]; r->pattern; r++) {
 			if (!route_match(r->pattern, c.path, seg, sizeof(seg)))

@@ -29,6 +29,7 @@ struct call {
 	int64_t t0_us;
 	bool admin;		     /* root or the daemon's uid; or the admin token on TCP */
 	char app[LEASE_APP_MAX + 1]; /* the app whose token came with it, or "" */
+	bool token_bad;		     /* a token came that is neither an app's nor the admin's */
 };
 
 struct route {
@@ -41,6 +42,7 @@ struct route {
 
 extern const struct route api_v1_routes[];
 extern const struct route api_registry_routes[];
+extern const struct route api_spaces_routes[];
 
 /* Appends v as compact JSON and a newline to out; jansson writes straight into it. */
 int http_append_json(struct evbuffer *out, const json_t *v);
@@ -53,8 +55,8 @@ void http_reply_error(struct call *c, int status, const char *code, const char *
 /* Replies with text/plain (metrics). */
 void http_reply_text(struct call *c, int status, const char *content_type, struct evbuffer *body);
 
-/* Copies the request body into *body (NUL-terminated, caller frees). Replies 413 and
- * returns -E2BIG when it is over ZGPUD_MAX_BODY; -ENOMEM replies 500. */
+/* Copies the request body into *body (NUL-terminated, caller frees); bodies over
+ * ZGPUD_MAX_BODY never reach a route. -ENOMEM replies 500. */
 int http_take_body(struct call *c, char **body, size_t *len);
 
 #endif

@@ -76,7 +76,8 @@ struct lease {
 	int64_t created_ms, granted_ms, deadline_ms, ended_ms;
 	bool expiry_signalled; /* the deadline passed and the client was told */
 
-	pid_t pid, pgid; /* attached process and its group, 0 when none */
+	pid_t pid, pgid;    /* attached process and its group, 0 when none */
+	uint64_t pid_start; /* the attached process's start time (proc.h), 0 unknown */
 	struct lease_grant {
 		int gpu;	/* index into the engine's GPUs */
 		unsigned slots; /* bit i: slot i of that GPU */

@@ -77,6 +77,11 @@ static const char usage_text[] =
 	"  --apps-free N          apps a free account may host (default 2; --apps-pro 10,\n"
 	"                         --apps-org 50)\n"
 	"\n"
+	"Hugging Face `spaces` compatibility (docs/spaces-compat.md):\n"
+	"  --spaces-app NAME      the app of /schedule calls that carry no app token\n"
+	"  --spaces-ping-interval S  keep-alive interval of queued /schedule replies\n"
+	"                         (default 5)\n"
+	"\n"
 	"  --config FILE          read settings from FILE (default: /etc/zerogpu/zerogpud.conf\n"
 	"                         when it exists); options given here override it\n"
 	"  --log-level LEVEL      debug, info, warn or error (default info)\n"
@@ -337,8 +342,10 @@ int main(int argc, char **argv)
 	snprintf(d->token, sizeof(d->token), "%s", o.token);
 	snprintf(d->visitor_secret, sizeof(d->visitor_secret), "%s", o.visitor_secret);
 	memcpy(d->hosting_limit, o.hosting_limit, sizeof(d->hosting_limit));
+	memcpy(d->spaces_app, o.spaces_app, sizeof(d->spaces_app));
+	d->spaces_ping_ms = o.spaces_ping_ms;
 	d->settings = &o;
-	if (quota_init(&d->quota, &o.quota) < 0) {
+	if (quota_init(&d->quota, &o.quota) < 0 || strmap_init(&d->spaces_tokens) < 0) {
 		log_error("out of memory at start-up");
 		return 1;
 	}
@@ -369,8 +376,10 @@ int main(int argc, char **argv)
 	if (settled)
 		log_info("settled %d lease(s) left open by the previous run", settled);
 
-	struct engine_hooks hooks = {
-		.ctx = d, .event = api_v1_on_event, .kill_group = kill_group, .make_id = make_id};
+	struct engine_hooks hooks = {.ctx = d,
+				     .event = zgpud_on_lease_event,
+				     .kill_group = kill_group,
+				     .make_id = make_id};
 	/* One thread: no locks. The changelist folds the many read/write interest
 	 * flips of a request into one epoll_ctl each per loop turn. */
 	struct event_config *ecfg = event_config_new();
@@ -412,6 +421,7 @@ int main(int argc, char **argv)
 	engine_shutdown(&d->engine, clock_mono_ms());
 	ledger_close(d->ledger);
 	quota_release(&d->quota);
+	strmap_release(&d->spaces_tokens);	   /* its items went with their leases */
 	event_base_loop(d->base, EVLOOP_NONBLOCK); /* flush those last events */
 	evhttp_free(d->http_unix);
 	if (d->http_tcp)

@@ -1,5 +1,6 @@
 #include "daemon/settings.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <ini.h>
@@ -197,6 +198,23 @@ HOSTING_SETTER(set_hosting_free, 0)
 HOSTING_SETTER(set_hosting_pro, 1)
 HOSTING_SETTER(set_hosting_org, 2)
 
+SECONDS_SETTER(set_spaces_ping, spaces_ping_ms, false)
+
+static int set_spaces_app(struct settings *s, const char *v, char *err, size_t errlen)
+{
+	size_t n = strlen(v);
+	bool ok = n > 0 && n <= LEASE_APP_MAX;
+	for (const char *p = v; ok && *p; p++)
+		ok = isalnum((unsigned char) *p) || strchr("._-", *p);
+	if (!ok)
+		return bad(err, errlen,
+			   "takes an app name of 1 to %d letters, digits, '.', '_' or '-', not "
+			   "'%s'",
+			   LEASE_APP_MAX, v);
+	strcpy(s->spaces_app, v);
+	return 0;
+}
+
 static const struct setting table[] = {
 	{"server", "socket", "socket", set_socket},
 	{"server", "state_dir", "state-dir", set_state_dir},
@@ -225,6 +243,8 @@ static const struct setting table[] = {
 	{"accounts", "org", "apps-org", set_hosting_org},
 	{"auth", "visitor_secret", "visitor-secret", set_visitor_secret},
 	{"auth", "visitor_secret_file", "visitor-secret-file", set_visitor_secret_file},
+	{"spaces", "app", "spaces-app", set_spaces_app},
+	{"spaces", "ping_interval", "spaces-ping-interval", set_spaces_ping},
 };
 #define NSETTINGS (sizeof(table) / sizeof(table[0]))
 
@@ -241,6 +261,7 @@ static void defaults(struct settings *s)
 	s->hosting_limit[1] = 10;
 	s->hosting_limit[2] = 50;
 	s->log_level = LOG_INFO;
+	s->spaces_ping_ms = 5000;
 	strcpy(s->policy, "priority");
 	s->aging_bound_ms = s->cfg.sched.aging_bound_ms;
 	s->backfill_ms = s->cfg.sched.backfill_ms;

@@ -36,6 +36,8 @@ struct settings {
 	struct quota_config quota;
 	char visitor_secret[256]; /* verifies visitor tokens; "" accepts none */
 	int hosting_limit[3];	  /* apps a free, pro and org account may host: 2, 10, 50 */
+	char spaces_app[LEASE_APP_MAX + 1]; /* [spaces] app: calls without an app token */
+	int64_t spaces_ping_ms;		    /* [spaces] ping_interval: 5 s */
 	/* [apps]: which local users may act as which apps (none listed: anyone as any). */
 	struct app_users {
 		char app[LEASE_APP_MAX + 1];

@@ -10,7 +10,9 @@
 
 #include <event2/event.h>
 #include <event2/http.h>
+#include <jansson.h>
 
+#include "common/strmap.h"
 #include "daemon/engine.h"
 #include "daemon/inventory.h"
 #include "daemon/ledger.h"
@@ -21,6 +23,26 @@
 #define ZGPUD_IDLE_TIMEOUT_S 30 /* a kept-alive connection with no request is closed */
 
 struct zgpud;
+
+/*
+ * What an API keeps per lease in l->stream starts with this: the engine's
+ * events reach it through on_event, after the ledger and the quota have been
+ * brought up to date (events.c). ENDED is the last call; the client frees its
+ * context there.
+ */
+struct lease_client {
+	void (*on_event)(struct lease_client *cl, struct lease *l, enum engine_event ev,
+			 int64_t now);
+	const char *cgroup; /* the client's cgroup (the `spaces` API sends it), or NULL */
+};
+
+/* Who last held an inventory device, to tell a returning app its worker still lives. */
+struct device_last_use {
+	char app[LEASE_APP_MAX + 1];
+	char task[LEASE_TEXT_MAX + 1];
+	pid_t pid; /* the process attached to that lease, 0 when none was (or it was reclaimed) */
+	uint64_t pid_start;
+};
 
 /* What a listener's requests carry: which daemon, and whether they came over TCP. */
 struct zgpud_listener {
@@ -47,6 +69,11 @@ struct zgpud {
 	char unrecorded[16][LEASE_ID_LEN + 1];
 	int nunrecorded;
 	char token[256]; /* bearer token for TCP; empty: no TCP listener */
+	struct device_last_use last_use[INV_MAX_DEVICES];
+	/* The `spaces` device API (api_spaces.c). */
+	struct strmap spaces_tokens;	    /* allowToken -> its lease's context */
+	char spaces_app[LEASE_APP_MAX + 1]; /* the app of calls without an app token */
+	int64_t spaces_ping_ms;		    /* keep-alive interval of queued /schedule streams */
 	int64_t started_mono_ms, started_wall_ms;
 	uid_t own_uid;
 };
@@ -60,7 +87,11 @@ int64_t zgpud_wall_ms(int64_t mono_ms);
 /* http.c: sets up an evhttp with the routes. tcp selects bearer-token auth. */
 struct evhttp *http_server_new(struct zgpud *d, bool tcp);
 
-/* api_v1.c: the engine's event hook (ctx is the struct zgpud), which talks to lease streams. */
-void api_v1_on_event(void *ctx, struct lease *l, enum engine_event ev);
+/* events.c: the engine's event hook (ctx is the struct zgpud). Records grants and
+ * ends in the ledger, settles quota, then tells the lease's client. */
+void zgpud_on_lease_event(void *ctx, struct lease *l, enum engine_event ev);
+
+/* api_v1.c: the rendering of a lease's devices, shared with the `spaces` API. */
+json_t *api_lease_devices_json(const struct zgpud *d, const struct lease *l);
 
 #endif

@@ -3,6 +3,9 @@
 The binaries come from $ZEROGPU_BUILD (default: build/ at the repository root), so
 the same tests run against the plain and the sanitizer builds.
 """
+import base64
+import hashlib
+import hmac
 import json
 import os
 import pathlib
@@ -17,6 +20,24 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 BUILD = pathlib.Path(os.environ.get("ZEROGPU_BUILD", ROOT / "build"))
 ZEROGPUD = BUILD / "src" / "daemon" / "zerogpud"
 ZEROGPU = BUILD / "src" / "cli" / "zerogpu"
+
+SECRET = "a visitor secret of some length"  # the daemons' --visitor-secret in the tests
+
+
+def visitor_token(sub, tier, exp_in=3600, secret=SECRET, alg="HS256"):
+    """A visitor token (HS256 JWT) as an app's front end would forward it."""
+    def b64(data):
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+    head = b64(json.dumps({"alg": alg, "typ": "JWT"}).encode())
+    body = b64(json.dumps({"sub": sub, "tier": tier, "exp": int(time.time()) + exp_in}).encode())
+    sig = b64(hmac.new(secret.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest())
+    return f"{head}.{body}.{sig}"
+
+
+def free_tcp_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 class UnixHTTP:

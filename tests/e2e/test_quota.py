@@ -1,23 +1,8 @@
 """Visitor identity and daily quotas, end to end."""
-import base64
-import hashlib
-import hmac
-import json
 import threading
 import time
 
-from conftest import Daemon
-
-SECRET = "a visitor secret of some length"
-
-
-def token(sub, tier, exp_in=3600, secret=SECRET, alg="HS256"):
-    def b64(data):
-        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-    head = b64(json.dumps({"alg": alg, "typ": "JWT"}).encode())
-    body = b64(json.dumps({"sub": sub, "tier": tier, "exp": int(time.time()) + exp_in}).encode())
-    sig = b64(hmac.new(secret.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest())
-    return f"{head}.{body}.{sig}"
+from conftest import SECRET, Daemon, visitor_token as token
 
 
 def test_acceptance_anonymous_quota_survives_a_restart(tmp_path):

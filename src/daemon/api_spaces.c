@@ -1,0 +1,545 @@
+/*
+ * api_spaces — the device API of the hosted ZeroGPU, which the `spaces`
+ * package calls (docs/spaces-compat.md): /schedule, /allow, /release,
+ * /startup-report and /queue-size. Requests become leases of the same engine,
+ * queue and ledger as the native API. A lease made here is bound to its
+ * allowToken, not to a connection: the /schedule reply ends at the grant, and
+ * the worker process later allows and releases with the token.
+ *
+ * The package reads each chunk of a queued /schedule reply as exactly one
+ * server-sent event, so every event goes out as one chunk.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <jansson.h>
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "daemon/api.h"
+#include "daemon/http.h"
+#include "daemon/proc.h"
+#include "daemon/record.h"
+#include "daemon/spaces_request.h"
+
+#define SPACES_MAX_PARAMS 32
+
+/* One lease made through /schedule. */
+struct spaces_lease {
+	struct lease_client client; /* first: l->stream points here */
+	struct zgpud *d;
+	struct lease *lease; /* set by its first event; the context dies with it */
+	char token[SPACES_TOKEN_LEN + 1];
+	struct strmap_node tnode;   /* in d->spaces_tokens */
+	struct evhttp_request *req; /* the /schedule reply still owed, or NULL */
+	struct evhttp_connection *conn;
+	struct event *ping; /* keep-alives while that reply is an event stream */
+	bool streaming, closing;
+	bool worker_reused; /* bound at the grant to the app's idle worker */
+	int64_t t0_us;
+	char cgroup[SPACES_CGROUP_MAX + 1];
+};
+
+static void make_token(char out[SPACES_TOKEN_LEN + 1])
+{
+	unsigned char bytes[SPACES_TOKEN_LEN / 2];
+	size_t got = 0;
+	while (got < sizeof(bytes)) {
+		ssize_t n = getrandom(bytes + got, sizeof(bytes) - got, 0);
+		if (n > 0)
+			got += (size_t) n;
+		else if (errno != EINTR)
+			abort(); /* no kernel randomness: nothing safe to hand out */
+	}
+	static const char hex[] = "0123456789abcdef";
+	for (size_t i = 0; i < sizeof(bytes); i++) {
+		out[2 * i] = hex[bytes[i] >> 4];
+		out[2 * i + 1] = hex[bytes[i] & 15];
+	}
+	out[SPACES_TOKEN_LEN] = '\0';
+}
+
+static struct spaces_lease *find_token(struct zgpud *d, const char *token)
+{
+	struct strmap_node *n = strmap_find(&d->spaces_tokens, token);
+	return n ? strmap_item(n, struct spaces_lease, tnode) : NULL;
+}
+
+/* ------------------------------------------------------------------------
+ * The /schedule reply: JSON at once, or an event stream while queued.
+ * ------------------------------------------------------------------------ */
+
+/*
+ * `idle`: the worker this app's task left on the device still lives, and the
+ * package hands it the call without a new /allow (it keeps one worker per
+ * decorated function and device). So the lease is bound to that worker here;
+ * a later /allow from another process replaces it. The worker is claimed, so
+ * a second grant on the same device is not told it is idle too.
+ */
+static bool bind_idle_worker(struct spaces_lease *sl, struct lease *l, int device)
+{
+	struct zgpud *d = sl->d;
+	struct device_last_use *u = &d->last_use[device];
+	uint64_t start;
+	if (u->pid <= 0 || strcmp(u->app, l->req.app) || strcmp(u->task, l->req.task) ||
+	    proc_start_time(u->pid, &start) < 0 || start != u->pid_start)
+		return false;
+	pid_t pgid = getpgid(u->pid);
+	if (engine_attach(&d->engine, l, u->pid, pgid > 0 ? pgid : u->pid, clock_mono_ms()) < 0)
+		return false;
+	l->pid_start = start;
+	u->pid = 0;
+	sl->worker_reused = true;
+	if (record_attach(d, l, start) < 0)
+		log_error("lease %s: cannot record the attach: %s", l->id, d->ledger->error);
+	log_info("lease %s: given to app %s's idle worker, pid %d", l->id, l->req.app,
+		 (int) l->pid);
+	return true;
+}
+
+static json_t *grant_json(struct spaces_lease *sl, struct lease *l)
+{
+	struct zgpud *d = sl->d;
+	struct engine_device held[INV_MAX_DEVICES];
+	int n = engine_lease_devices(&d->engine, l, held, INV_MAX_DEVICES);
+	const struct device *dev = &d->inv.devices[n > 0 ? held[0].device : 0];
+	return json_pack("{s:b, s:i, s:s, s:s}", "idle", bind_idle_worker(sl, l, dev->index),
+			 "nvidiaIndex", dev->index, "nvidiaUUID", dev->uuid, "allowToken",
+			 sl->token);
+}
+
+static void send_event(struct spaces_lease *sl, const char *name, json_t *data)
+{
+	if (sl->closing)
+		return;
+	struct evbuffer *buf = evbuffer_new();
+	char *text = data ? json_dumps(data, JSON_COMPACT) : NULL;
+	if (buf && (!data || text)) {
+		evbuffer_add_printf(buf, "event: %s\n", name);
+		if (text)
+			evbuffer_add_printf(buf, "data: %s\n", text);
+		evbuffer_add(buf, "\n", 1);
+		evhttp_send_reply_chunk(sl->req, buf);
+	}
+	free(text);
+	json_decref(data);
+	if (buf)
+		evbuffer_free(buf);
+}
+
+static void on_ping(evutil_socket_t fd, short what, void *arg)
+{
+	(void) fd;
+	(void) what;
+	send_event(arg, "ping", NULL);
+}
+
+static void stream_closed(struct evhttp_connection *conn, void *arg)
+{
+	struct spaces_lease *sl = arg;
+	struct zgpud *d = sl->d; /* sl goes with its lease */
+	(void) conn;
+	sl->closing = true;
+	if (sl->lease && sl->lease->state == LEASE_QUEUED) {
+		log_info("lease %s: the /schedule caller went away while queued; cancelling",
+			 sl->lease->id);
+		engine_abandon(&d->engine, sl->lease, clock_mono_ms());
+	}
+	zgpud_rearm(d);
+}
+
+static void start_stream(struct spaces_lease *sl, const struct lease *l)
+{
+	struct zgpud *d = sl->d;
+	struct evkeyvalq *h = evhttp_request_get_output_headers(sl->req);
+	evhttp_add_header(h, "X-Queuing-Reason", sched_reason(&d->engine.sched, l));
+	evhttp_add_header(h, "Content-Type", "text/event-stream");
+	evhttp_add_header(h, "Cache-Control", "no-store");
+	evhttp_send_reply_start(sl->req, 200, "OK");
+	metrics_count_http(&d->metrics, 200);
+	sl->streaming = true;
+	bufferevent_set_timeouts(evhttp_connection_get_bufferevent(sl->conn), NULL, NULL);
+	evhttp_connection_set_closecb(sl->conn, stream_closed, sl);
+	struct timeval every = {.tv_sec = d->spaces_ping_ms / 1000,
+				.tv_usec = (d->spaces_ping_ms % 1000) * 1000};
+	sl->ping = event_new(d->base, -1, EV_PERSIST, on_ping, sl);
+	if (sl->ping)
+		event_add(sl->ping, &every);
+}
+
+static void end_stream(struct spaces_lease *sl)
+{
+	if (sl->ping) {
+		event_free(sl->ping);
+		sl->ping = NULL;
+	}
+	if (!sl->closing) {
+		/* An ordinary kept-alive connection again, with the usual idle limit. */
+		evhttp_connection_set_closecb(sl->conn, NULL, NULL);
+		evhttp_connection_set_timeout(sl->conn, ZGPUD_IDLE_TIMEOUT_S);
+	}
+	evhttp_send_reply_end(sl->req);
+	sl->req = NULL;
+	sl->streaming = false;
+}
+
+/* Replies to /schedule with the grant, in whichever form the reply has taken. */
+static void answer_granted(struct spaces_lease *sl, struct lease *l)
+{
+	struct zgpud *d = sl->d;
+	metrics_observe_grant(&d->metrics, (double) (clock_mono_us() - sl->t0_us) / 1e6);
+	if (sl->streaming) {
+		send_event(sl, "succeeded", grant_json(sl, l));
+		end_stream(sl);
+		return;
+	}
+	struct call c = {.d = d, .req = sl->req};
+	http_reply_json(&c, 200, grant_json(sl, l));
+	sl->req = NULL;
+}
+
+/* Replies to /schedule that no GPU came: `failed` in the stream, or a 503. */
+static void answer_no_gpu(struct spaces_lease *sl, const struct lease *l)
+{
+	if (sl->streaming) {
+		send_event(sl, "failed", NULL);
+		end_stream(sl);
+		return;
+	}
+	struct call c = {.d = sl->d, .req = sl->req};
+	http_reply_error(&c, 503, "no_gpu", "No GPU was available%s%s", l->message[0] ? ": " : "",
+			 l->message);
+	sl->req = NULL;
+}
+
+static void spaces_on_event(struct lease_client *cl, struct lease *l, enum engine_event ev,
+			    int64_t now)
+{
+	struct spaces_lease *sl = (struct spaces_lease *) cl;
+	(void) now;
+	sl->lease = l;
+	switch (ev) {
+	case ENGINE_EV_QUEUED:
+		if (sl->req && !sl->streaming)
+			start_stream(sl, l);
+		break;
+	case ENGINE_EV_GRANTED:
+		if (sl->req)
+			answer_granted(sl, l);
+		break;
+	case ENGINE_EV_EXPIRED:
+		break;
+	case ENGINE_EV_ENDED:
+		if (sl->req)
+			answer_no_gpu(sl, l);
+		l->stream = NULL;
+		strmap_remove(&sl->d->spaces_tokens, &sl->tnode);
+		free(sl);
+		break;
+	}
+}
+
+/* ------------------------------------------------------------------------
+ * Routes.
+ * ------------------------------------------------------------------------ */
+
+/* The query as key/value pairs; replies 400 and returns -1 when there are too many. */
+static int query_params(struct call *c, struct query_param *out, size_t *n)
+{
+	struct evkeyval *kv;
+	*n = 0;
+	TAILQ_FOREACH(kv, &c->query, next)
+	{
+		if (*n == SPACES_MAX_PARAMS) {
+			http_reply_error(c, 400, "bad_request", "more than %d query parameters",
+					 SPACES_MAX_PARAMS);
+			return -1;
+		}
+		out[(*n)++] = (struct query_param){kv->key, kv->value};
+	}
+	return 0;
+}
+
+/*
+ * The app this call is for: the app token's, else the configured default.
+ * Replies 401/403 and returns NULL when there is none the caller may use.
+ */
+static const char *caller_app(struct call *c)
+{
+	struct zgpud *d = c->d;
+	if (c->token_bad) {
+		http_reply_error(c, 401, "unauthorized",
+				 "the token sent is neither an app's nor the admin token");
+		return NULL;
+	}
+	if (c->app[0])
+		return c->app;
+	if (!d->spaces_app[0]) {
+		http_reply_error(c, 401, "unauthorized",
+				 "which app is this? Send an app token (Authorization: Bearer, or "
+				 "http://app:TOKEN@host:port as SPACES_ZERO_DEVICE_API_URL), or "
+				 "set [spaces] app in zerogpud's config");
+		return NULL;
+	}
+	if (!c->via_tcp && !c->admin && !api_uid_may_act_as(d->settings, c->uid, d->spaces_app)) {
+		http_reply_error(c, 403, "forbidden",
+				 "uid %u may not act as app '%s': [apps] in zerogpud's config says "
+				 "who may",
+				 (unsigned) c->uid, d->spaces_app);
+		return NULL;
+	}
+	return d->spaces_app;
+}
+
+/* The visitor's quota left, in whole seconds (0 when the call is not metered). */
+static json_int_t left_seconds(struct zgpud *d, const struct lease_request *rq)
+{
+	struct quota_account *a = rq->quota_key[0] ? quota_find(&d->quota, rq->quota_key) : NULL;
+	if (!a)
+		return 0;
+	quota_roll(&d->quota.cfg, a, clock_wall_ms());
+	int64_t left = d->quota.cfg.daily_ms[a->tier] - a->used_ms - a->reserved_ms;
+	return left > 0 ? left / 1000 : 0;
+}
+
+/* The `spaces` package's words for a visitor's tier; none for anonymous visitors. */
+static void add_auth_header(struct call *c, const struct lease_request *rq)
+{
+	if (!rq->quota_key[0] || rq->tier == LEASE_TIER_ANONYMOUS)
+		return;
+	evhttp_add_header(evhttp_request_get_output_headers(c->req), "X-Authenticated",
+			  rq->tier == LEASE_TIER_FREE ? "regular" : "pro");
+}
+
+/*
+ * 429 {left, wait} in seconds, as the package reads it: a negative wait means
+ * no wait helps (more than the tier's whole daily quota), and 0 would read as
+ * "runs limit", so a refusal that only in-flight reservations cause says 1 s.
+ */
+static void refuse_quota(struct call *c, const struct quota_refusal *no)
+{
+	char msg[256];
+	int64_t daily = c->d->quota.cfg.daily_ms[no->tier];
+	json_int_t wait = no->cost_ms > daily ? -1 : (json_int_t) ((no->wait_ms + 999) / 1000);
+	if (wait == 0)
+		wait = 1;
+	quota_message(msg, sizeof(msg), no->tier, no->cost_ms, no->left_ms, no->wait_ms);
+	http_reply_json(c, 429,
+			json_pack("{s:I, s:I, s:{s:s, s:s}}", "left",
+				  (json_int_t) (no->left_ms / 1000), "wait", wait, "error", "code",
+				  "quota", "message", msg));
+}
+
+static struct spaces_lease *new_spaces_lease(struct call *c, const char *cgroup)
+{
+	struct zgpud *d = c->d;
+	struct spaces_lease *sl = calloc(1, sizeof(*sl));
+	if (!sl || strmap_reserve(&d->spaces_tokens) < 0) {
+		free(sl);
+		return NULL;
+	}
+	sl->client.on_event = spaces_on_event;
+	sl->d = d;
+	sl->req = c->req;
+	sl->conn = evhttp_request_get_connection(c->req);
+	sl->t0_us = c->t0_us;
+	if (cgroup[0]) {
+		strcpy(sl->cgroup, cgroup);
+		sl->client.cgroup = sl->cgroup;
+	}
+	do
+		make_token(sl->token);
+	while (find_token(d, sl->token));
+	sl->tnode.key = sl->token;
+	(void) strmap_insert(&d->spaces_tokens, &sl->tnode); /* room reserved above */
+	return sl;
+}
+
+static void post_schedule(struct call *c)
+{
+	struct zgpud *d = c->d;
+	struct query_param params[SPACES_MAX_PARAMS];
+	struct spaces_schedule s;
+	size_t n;
+	char err[256];
+	const char *app = caller_app(c);
+	if (!app || query_params(c, params, &n) < 0)
+		return;
+	int parsed = spaces_parse_schedule(params, n, &d->engine.cfg, &s, err, sizeof(err));
+	if (parsed == -EINVAL) {
+		http_reply_error(c, 400, "bad_request", "%s", err);
+		return;
+	}
+
+	struct lease_request rq = {
+		.size = s.size,
+		.gpus = 1,
+		.duration_ms = s.duration_ms,
+		.max_wait_ms = s.enable_queue ? d->engine.cfg.default_max_wait_ms : 0,
+		.tier = LEASE_TIER_ANONYMOUS,
+		.quota_left = 1.0,
+	};
+	snprintf(rq.app, sizeof(rq.app), "%s", app);
+	snprintf(rq.task, sizeof(rq.task), "%s", s.task);
+	if (api_identify_visitor(c, s.token, NULL, &rq) < 0)
+		return;
+	add_auth_header(c, &rq);
+	if (parsed == -ERANGE) {
+		/* The package words a negative wait as "larger than the maximum allowed". */
+		if (rq.quota_key[0])
+			(void) record_visitor(d, rq.quota_key, rq.tier);
+		http_reply_json(c, 429,
+				json_pack("{s:I, s:i, s:{s:s, s:s}}", "left", left_seconds(d, &rq),
+					  "wait", -1, "error", "code", "duration", "message", err));
+		return;
+	}
+	struct quota_refusal no;
+	int r = api_reserve_quota(c, &rq, &no);
+	if (r == -EDQUOT)
+		refuse_quota(c, &no);
+	if (r < 0)
+		return;
+
+	struct spaces_lease *sl = new_spaces_lease(c, s.cgroup);
+	struct lease_owner owner = {.via_token = c->via_tcp, .uid = c->uid};
+	r = sl ? engine_submit(&d->engine, &rq, &owner, sl, clock_mono_ms()) : -ENOMEM;
+	if (r == 0)
+		return; /* the engine's first event has answered, or will */
+	api_unreserve(d, &rq);
+	if (sl) {
+		strmap_remove(&d->spaces_tokens, &sl->tnode);
+		free(sl);
+	}
+	if (r == -EINVAL)
+		http_reply_error(c, 503, "no_gpu",
+				 "No GPU was available: no device here can ever serve a %s request",
+				 lease_size_name(rq.size));
+	else
+		http_reply_error(c, 500, "internal", "out of memory queueing the request");
+}
+
+/* The lease an allowToken stands for; replies 400/404 and returns NULL when none. */
+static struct spaces_lease *token_lease(struct call *c, int r, const char *token, const char *err)
+{
+	if (r < 0) {
+		http_reply_error(c, 400, "bad_request", "%s", err);
+		return NULL;
+	}
+	struct spaces_lease *sl = find_token(c->d, token);
+	if (!sl || !sl->lease) {
+		http_reply_error(c, 404, "no_such_token",
+				 "allowToken %s is not open: it was released, its lease ended, or "
+				 "it was never handed out",
+				 token);
+		return NULL;
+	}
+	return sl;
+}
+
+static void post_allow(struct call *c)
+{
+	struct query_param params[SPACES_MAX_PARAMS];
+	char token[SPACES_TOKEN_LEN + 1] = "", err[256];
+	size_t n;
+	pid_t pid;
+	if (c->token_bad) {
+		(void) caller_app(c);
+		return;
+	}
+	if (query_params(c, params, &n) < 0)
+		return;
+	int r = spaces_parse_allow(params, n, token, &pid, err, sizeof(err));
+	struct spaces_lease *sl = token_lease(c, r, token, err);
+	if (!sl)
+		return;
+	struct lease *l = sl->lease;
+	switch (api_attach(c, l, pid, sl->worker_reused)) {
+	case 0:
+		http_reply_json(c, 200,
+				json_pack("{s:s, s:i, s:I}", "lease", l->id, "pid", (int) pid,
+					  "deadline_ms",
+					  (json_int_t) zgpud_wall_ms(l->deadline_ms)));
+		break;
+	case -EBUSY:
+		http_reply_error(c, 409, "not_granted", "this lease is still queued");
+		break;
+	case -EALREADY:
+		http_reply_error(c, 409, "already_allowed", "this lease already allowed pid %d",
+				 (int) l->pid);
+		break;
+	case -ETIME:
+		http_reply_error(c, 409, "expired", "this lease has passed its deadline");
+		break;
+	}
+}
+
+static void post_release(struct call *c)
+{
+	struct query_param params[SPACES_MAX_PARAMS];
+	char token[SPACES_TOKEN_LEN + 1] = "", err[256];
+	size_t n;
+	bool fail;
+	if (c->token_bad) {
+		(void) caller_app(c);
+		return;
+	}
+	if (query_params(c, params, &n) < 0)
+		return;
+	int r = spaces_parse_release(params, n, token, &fail, err, sizeof(err));
+	struct spaces_lease *sl = token_lease(c, r, token, err);
+	if (!sl)
+		return;
+	struct lease *l = sl->lease;
+	/* A lease no process was allowed on never used its device: nothing to charge. */
+	bool unused = l->pid == 0;
+	int64_t used_ms = 0;
+	enum lease_state final = engine_end(&c->d->engine, l, fail || unused, clock_mono_ms(),
+					    &used_ms);
+	if (unused) {
+		evhttp_send_reply(c->req, 204, "GPU device not used", NULL);
+		metrics_count_http(&c->d->metrics, 204);
+		return;
+	}
+	http_reply_json(c, 200,
+			json_pack("{s:s, s:f}", "state", lease_state_name(final), "used_s",
+				  (double) used_ms / 1000.0));
+}
+
+static void post_startup_report(struct call *c)
+{
+	const char *app = caller_app(c);
+	if (!app)
+		return;
+	log_info("app %s: `spaces` start-up report", app);
+	http_reply_json(c, 200, json_pack("{s:s}", "app", app));
+}
+
+static void get_queue_size(struct call *c)
+{
+	http_reply_json(c, 200, json_integer((json_int_t) c->d->engine.sched.len));
+}
+
+const struct route api_spaces_routes[] = {
+	{.method = EVHTTP_REQ_POST, .pattern = "/schedule", .handler = post_schedule, .open = true},
+	{.method = EVHTTP_REQ_POST, .pattern = "/allow", .handler = post_allow, .open = true},
+	{.method = EVHTTP_REQ_POST, .pattern = "/release", .handler = post_release, .open = true},
+	{.method = EVHTTP_REQ_POST,
+	 .pattern = "/startup-report",
+	 .handler = post_startup_report,
+	 .open = true},
+	{.method = EVHTTP_REQ_GET,
+	 .pattern = "/queue-size",
+	 .handler = get_queue_size,
+	 .open = true},
+	{.pattern = NULL},
+};

@@ -87,8 +87,10 @@ void api_unreserve(struct zgpud *d, const struct lease_request *rq)
 
 /*
  * The daemon kills what is attached when the deadline passes, so a caller may
- * only attach what it could kill itself: its own processes (Unix socket), and
- * never zerogpud itself.
+ * only attach what it could kill itself: its own processes (root: any), and
+ * never zerogpud itself. On TCP the caller's uid is known for loopback
+ * connections; one that cannot be known (a remote peer) may not attach root's
+ * processes. The admin token is trusted like root.
  */
 static int check_pid_owner(struct call *c, pid_t pid)
 {
@@ -106,10 +108,22 @@ static int check_pid_owner(struct call *c, pid_t pid)
 				 (int) pid);
 		return -EPERM;
 	}
-	if (!c->via_tcp && c->uid != 0 && st.st_uid != c->uid) {
+	if (c->via_tcp && c->admin)
+		return 0;
+	uid_t caller;
+	if (http_caller_uid(c, &caller) < 0) {
+		if (st.st_uid != 0)
+			return 0;
+		http_reply_error(c, 403, "forbidden",
+				 "process %d belongs to root, and a remote caller may not have it "
+				 "killed",
+				 (int) pid);
+		return -EPERM;
+	}
+	if (caller != 0 && st.st_uid != caller) {
 		http_reply_error(c, 403, "forbidden",
 				 "process %d belongs to uid %u, not to the caller (uid %u)",
-				 (int) pid, (unsigned) st.st_uid, (unsigned) c->uid);
+				 (int) pid, (unsigned) st.st_uid, (unsigned) caller);
 		return -EPERM;
 	}
 	return 0;

@@ -14,6 +14,7 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "daemon/peer.h"
 #include "daemon/registry.h"
 
 static int append_to_evbuffer(const char *buffer, size_t size, void *data)
@@ -171,12 +172,27 @@ static int bearer(struct call *c)
 	return registry_app_for_token(c->d, given, c->app, sizeof(c->app)) == 1 ? 0 : -1;
 }
 
-static void peer_credentials(struct call *c)
+static int connection_fd(struct call *c)
 {
 	struct evhttp_connection *conn = evhttp_request_get_connection(c->req);
+	return conn ? bufferevent_getfd(evhttp_connection_get_bufferevent(conn)) : -1;
+}
+
+int http_caller_uid(struct call *c, uid_t *uid)
+{
+	if (!c->via_tcp) {
+		*uid = c->uid;
+		return 0;
+	}
+	int fd = connection_fd(c);
+	return fd >= 0 && peer_tcp_uid(fd, uid) == 0 ? 0 : -ENOENT;
+}
+
+static void peer_credentials(struct call *c)
+{
 	struct ucred cred = {.pid = 0, .uid = (uid_t) -1, .gid = (gid_t) -1};
 	socklen_t len = sizeof(cred);
-	int fd = conn ? bufferevent_getfd(evhttp_connection_get_bufferevent(conn)) : -1;
+	int fd = connection_fd(c);
 	if (fd >= 0)
 		(void) getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len);
 	c->uid = cred.uid;

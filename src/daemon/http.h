@@ -55,6 +55,11 @@ void http_reply_error(struct call *c, int status, const char *code, const char *
 /* Replies with text/plain (metrics). */
 void http_reply_text(struct call *c, int status, const char *content_type, struct evbuffer *body);
 
+/* The local user making the call: its peer uid on the Unix socket; on TCP, the owner
+ * of the client's socket when it connects over loopback. Returns 0, or -ENOENT when
+ * the caller cannot be known (a remote TCP peer). */
+int http_caller_uid(struct call *c, uid_t *uid);
+
 /* Copies the request body into *body (NUL-terminated, caller frees); bodies over
  * ZGPUD_MAX_BODY never reach a route. -ENOMEM replies 500. */
 int http_take_body(struct call *c, char **body, size_t *len);

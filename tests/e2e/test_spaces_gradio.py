@@ -4,6 +4,7 @@ One daemon (one simulated device) and one app serve the whole module: starting G
 takes seconds. Each test uses visitors of its own so their quotas do not mix.
 """
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -36,8 +37,9 @@ def served(tmp_path_factory):
                SPACES_ZERO_DEVICE_API_URL=f"http://127.0.0.1:{api_port}", PORT=str(app_port),
                GRADIO_ANALYTICS_ENABLED="False")
     log = open(tmp / "app.log", "w")
+    # A session of its own: the package's workers are the app's children, and go with it.
     app = subprocess.Popen([sys.executable, str(APP)], env=env, stdout=log,
-                           stderr=subprocess.STDOUT, cwd=APP.parent)
+                           stderr=subprocess.STDOUT, cwd=APP.parent, start_new_session=True)
     url = f"http://127.0.0.1:{app_port}/"
     deadline = time.monotonic() + 90
     while True:
@@ -49,7 +51,7 @@ def served(tmp_path_factory):
             assert time.monotonic() < deadline, "the Gradio app did not come up"
             time.sleep(0.2)
     yield d, url
-    app.terminate()
+    os.killpg(app.pid, signal.SIGTERM)
     app.wait(20)
     log.close()
     assert d.stop() == 0, d.log_text()

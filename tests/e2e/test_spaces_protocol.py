@@ -8,6 +8,8 @@ import os
 import re
 import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 import warnings
@@ -138,6 +140,22 @@ def test_queueing_through_the_event_stream(spaces_daemon):
     _, leases = d.get("/v1/leases")
     assert [lease["task"] for lease in leases["leases"]] == ["2"]
     client.release(granted.allowToken)
+
+
+def test_a_caller_that_leaves_the_queue_is_forgotten(spaces_daemon):
+    d = spaces_daemon("--simulate", "1x80G", "--spaces-app", "demo")
+    held = client.schedule(task_id=1, request=None, duration=timedelta(seconds=30))
+    with httpx.stream("POST", d.url + "/schedule?durationSeconds=5") as r:
+        assert r.headers["content-type"] == "text/event-stream"
+        chunks = r.iter_text()  # kept: a dropped iterator closes the response
+        assert next(chunks).startswith("event: ping")
+        assert client.api_client().get_queue_size() == 1
+    deadline = time.monotonic() + 5
+    while client.api_client().get_queue_size() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert client.api_client().get_queue_size() == 0
+    assert "went away while queued; cancelling" in d.log_text()
+    client.release(held.allowToken)
 
 
 def test_queue_timeout_fails(spaces_daemon):
@@ -286,3 +304,39 @@ def test_replies_match_the_openapi_schema(spaces_daemon):
     check("SpacesQuota", refused.json())
     assert httpx.post(d.url + "/release", params={"allowToken": grant.json()["allowToken"]}
                       ).status_code == 204
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
+def test_a_tcp_caller_may_only_allow_its_own_processes(spaces_daemon):
+    """/allow names a process the daemon will kill: over loopback TCP the caller's uid is
+    known (from the kernel's socket table) and held to it, as on the Unix socket."""
+    d = spaces_daemon("--simulate", "1x80G", "--spaces-app", "demo")
+    res = client.schedule(task_id=1, request=None, duration=timedelta(seconds=30))
+    rootly = subprocess.Popen(["sleep", "60"])
+    # Raw sockets, everything imported before dropping root: the interpreter's own
+    # files may not be readable by nobody.
+    script = (
+        "import json, os, socket, subprocess, sys\n"
+        "port, token, other = int(sys.argv[1]), sys.argv[2], sys.argv[3]\n"
+        "os.setgid(65534); os.setuid(65534)\n"
+        "mine = subprocess.Popen(['sleep', '60'], stdout=subprocess.DEVNULL)\n"
+        "try:\n"
+        "    for pid in (other, mine.pid):\n"
+        "        s = socket.socket()\n"
+        "        s.connect(('127.0.0.1', port))\n"
+        "        s.sendall(f'POST /allow?allowToken={token}&pid={pid} HTTP/1.0\\r\\n\\r\\n'.encode())\n"
+        "        reply = b''.join(iter(lambda: s.recv(4096), b'')).decode()\n"
+        "        head, body = reply.split('\\r\\n\\r\\n', 1)\n"
+        "        print(head.split()[1], json.loads(body).get('error', {}).get('message', ''))\n"
+        "finally:\n"
+        "    mine.kill()\n")
+    try:
+        out = subprocess.run([sys.executable, "-c", script, d.url.rsplit(":", 1)[1], res.allowToken,
+                              str(rootly.pid)], capture_output=True, text=True, timeout=30)
+    finally:
+        rootly.kill()
+    lines = out.stdout.splitlines()
+    assert len(lines) == 2, out.stderr
+    assert lines[0] == f"403 process {rootly.pid} belongs to uid 0, not to the caller (uid 65534)", out
+    assert lines[1].startswith("200"), out
+    client.release(res.allowToken)

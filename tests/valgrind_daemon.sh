@@ -13,7 +13,8 @@ cli() { "$build/src/cli/zerogpu" --socket "$sock" "$@"; }
 valgrind --quiet --leak-check=full --show-leak-kinds=definite,indirect \
 	--errors-for-leak-kinds=definite,indirect --error-exitcode=99 \
 	"$build/src/daemon/zerogpud" --simulate 2x80G --socket "$sock" --state-dir "$dir/state" \
-	--grace 0.5 --log-level warn 2>"$dir/valgrind.log" &
+	--grace 0.5 --log-level warn --spaces-app demo --spaces-ping-interval 0.2 \
+	2>"$dir/valgrind.log" &
 vg=$!
 for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.1; done
 
@@ -28,6 +29,19 @@ sleep 0.5; kill -9 $holder; wait $holder 2>/dev/null || true
 sleep 0.5
 curl -s --unix-socket "$sock" http://x/metrics >/dev/null
 curl -s --unix-socket "$sock" -X POST -d '{bad' http://x/v1/leases >/dev/null
+
+# The spaces API with one GPU left: a grant, a queued caller who gives up, a queued
+# caller who is granted when the first is released (its lease is held at shutdown).
+spaces() { curl -s --unix-socket "$sock" -X POST "${@:2}" "http://x/$1"; }
+allow_token() { sed -n 's/.*"allowToken":"\([0-9a-f]*\)".*/\1/p'; }
+first=$(spaces 'schedule?durationSeconds=20' | allow_token)
+spaces 'schedule?durationSeconds=5' -m 0.5 >/dev/null || true
+spaces 'schedule?durationSeconds=5' >"$dir/queued.txt" & queued=$!
+sleep 0.5
+spaces "release?allowToken=$first" >/dev/null
+wait $queued
+grep -q 'event: succeeded' "$dir/queued.txt"
+spaces 'schedule?gpuSize=huge' >/dev/null
 
 kill -TERM $vg
 rc=0; wait $vg || rc=$?

@@ -309,7 +309,7 @@ def test_replies_match_the_openapi_schema(spaces_daemon):
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
 def test_a_tcp_caller_may_only_allow_its_own_processes(spaces_daemon):
     """/allow names a process the daemon will kill: over loopback TCP the caller's uid is
-    known (from the kernel's socket table) and held to it, as on the Unix socket."""
+    known (the kernel says whose socket it is) and held to it, as on the Unix socket."""
     d = spaces_daemon("--simulate", "1x80G", "--spaces-app", "demo")
     res = client.schedule(task_id=1, request=None, duration=timedelta(seconds=30))
     rootly = subprocess.Popen(["sleep", "60"])

@@ -46,6 +46,7 @@ void engine_config_default(struct engine_config *cfg)
 		.max_wait_limit_ms = 3600000,
 		.grace_ms = 2000,
 		.split = 1,
+		.positions = true,
 	};
 	sched_params_priority(&cfg->sched, cfg->max_duration_ms);
 }
@@ -354,7 +355,7 @@ static void dispatch(struct engine *e, int64_t now, bool queue_shrank)
 		sched_skip(&e->sched, l);
 	}
 	sched_unskip_all(&e->sched);
-	if (changed && e->sched.len && !heap_node_queued(&e->positions_timer)) {
+	if (changed && e->cfg.positions && e->sched.len && !heap_node_queued(&e->positions_timer)) {
 		/* Reserved at submit, like the leases' timers: cannot fail. */
 		int r = heap_push(&e->timers, &e->positions_timer, now + positions_interval(e));
 		assert(r == 0);
@@ -454,9 +455,11 @@ int engine_submit(struct engine *e, const struct lease_request *req,
 	timer_set(e, l, now + req->max_wait_ms);
 	/* The newcomer hears where it stands at once; O(n) counting, no sort. Those
 	 * it overtook hear at the next announcement. */
-	l->position_sent = sched_position(&e->sched, l);
+	if (e->cfg.positions)
+		l->position_sent = sched_position(&e->sched, l);
 	emit(e, l, ENGINE_EV_QUEUED);
-	if ((size_t) l->position_sent < e->sched.len && !heap_node_queued(&e->positions_timer)) {
+	if (e->cfg.positions && (size_t) l->position_sent < e->sched.len &&
+	    !heap_node_queued(&e->positions_timer)) {
 		int r = heap_push(&e->timers, &e->positions_timer, now + positions_interval(e));
 		assert(r == 0); /* reserved above */
 		(void) r;

@@ -13,6 +13,7 @@
 #ifndef ZGPU_DAEMON_ENGINE_H
 #define ZGPU_DAEMON_ENGINE_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "common/heap.h"
@@ -28,6 +29,7 @@ struct engine_config {
 	int64_t max_wait_limit_ms;   /* longest max_wait a request may ask for */
 	int64_t grace_ms;	     /* after the deadline, before the attached group is killed */
 	int split;		     /* halves per whole (non-MIG) GPU: 1 or 2 */
+	bool positions;		     /* tell waiters their queue position (the simulator: not) */
 	struct sched_params sched;   /* the queue policy */
 };
 

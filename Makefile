@@ -1,7 +1,7 @@
 # Thin wrapper over Meson for the README's commands. `make help` lists the targets.
 BUILD ?= build
 
-.PHONY: all help deps build demo test bench install clean
+.PHONY: all help deps build demo test bench evaluation install clean
 
 all: build
 
@@ -10,6 +10,7 @@ help:
 	@echo "make demo    run zerogpud on simulated GPUs with competing jobs"
 	@echo "make test    build (plain and ASan+UBSan) and run every test"
 	@echo "make bench   run the lease-cycle benchmark"
+	@echo "make evaluation  simulate and replay the workload; write docs/evaluation.md"
 	@echo "make deps    install the Debian packages needed (scripts/install-deps)"
 	@echo "make clean   remove build outputs"
 
@@ -27,6 +28,12 @@ demo: build
 
 test:
 	scripts/run-tests
+
+# docs/evaluation.md and its plots: the simulator, a live replay, matplotlib.
+evaluation: build
+	test -x .venv/bin/python || python3 -m venv .venv
+	.venv/bin/python -m pip install -q --disable-pip-version-check -r bench/requirements.txt
+	.venv/bin/python bench/report/report.py --build $(BUILD)
 
 bench: build
 	$(BUILD)/bench/lease_cycle

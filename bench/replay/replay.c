@@ -33,8 +33,9 @@ static const char usage[] =
 	"  --calls-out FILE   where to write the calls (default: stdout)\n"
 	"  -h, --help         show this help\n"
 	"\n"
-	"Start zerogpud with the grace scaled too (--grace 2/X), and generous quotas when\n"
-	"comparing with `sim --no-quota`.\n";
+	"Start zerogpud with its times scaled like the trace's, so that it decides as the\n"
+	"simulator does: --grace 2/X --aging-bound 30/X --backfill 5/X --max-duration 300/X\n"
+	"(the defaults over X), and generous quotas when comparing with `sim --no-quota`.\n";
 
 static struct trace trace;
 static const char *socket_path;

@@ -14,7 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
-#include <sys/random.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -26,6 +25,7 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/random_hex.h"
 #include "daemon/api.h"
 #include "daemon/http.h"
 #include "daemon/proc.h"
@@ -49,25 +49,6 @@ struct spaces_lease {
 	int64_t t0_us;
 	char cgroup[SPACES_CGROUP_MAX + 1];
 };
-
-static void make_token(char out[SPACES_TOKEN_LEN + 1])
-{
-	unsigned char bytes[SPACES_TOKEN_LEN / 2];
-	size_t got = 0;
-	while (got < sizeof(bytes)) {
-		ssize_t n = getrandom(bytes + got, sizeof(bytes) - got, 0);
-		if (n > 0)
-			got += (size_t) n;
-		else if (errno != EINTR)
-			abort(); /* no kernel randomness: nothing safe to hand out */
-	}
-	static const char hex[] = "0123456789abcdef";
-	for (size_t i = 0; i < sizeof(bytes); i++) {
-		out[2 * i] = hex[bytes[i] >> 4];
-		out[2 * i + 1] = hex[bytes[i] & 15];
-	}
-	out[SPACES_TOKEN_LEN] = '\0';
-}
 
 static struct spaces_lease *find_token(struct zgpud *d, const char *token)
 {
@@ -358,7 +339,7 @@ static struct spaces_lease *new_spaces_lease(struct call *c, const char *cgroup)
 		sl->client.cgroup = sl->cgroup;
 	}
 	do
-		make_token(sl->token);
+		random_hex(sl->token, SPACES_TOKEN_LEN / 2);
 	while (find_token(d, sl->token));
 	sl->tnode.key = sl->token;
 	(void) strmap_insert(&d->spaces_tokens, &sl->tnode); /* room reserved above */

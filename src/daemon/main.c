@@ -11,7 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
-#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -23,6 +22,7 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/random_hex.h"
 #include "daemon/proc.h"
 #include "daemon/record.h"
 #include "daemon/settings.h"
@@ -111,21 +111,7 @@ static void kill_group(void *ctx, const struct lease *l)
 static void make_id(void *ctx, char *out)
 {
 	(void) ctx;
-	unsigned char bytes[LEASE_ID_LEN / 2];
-	size_t got = 0;
-	while (got < sizeof(bytes)) {
-		ssize_t n = getrandom(bytes + got, sizeof(bytes) - got, 0);
-		if (n > 0)
-			got += (size_t) n;
-		else if (errno != EINTR)
-			abort(); /* no kernel randomness: nothing safe to hand out */
-	}
-	static const char hex[] = "0123456789abcdef";
-	for (size_t i = 0; i < sizeof(bytes); i++) {
-		out[2 * i] = hex[bytes[i] >> 4];
-		out[2 * i + 1] = hex[bytes[i] & 15];
-	}
-	out[LEASE_ID_LEN] = '\0';
+	random_hex(out, LEASE_ID_LEN / 2);
 }
 
 int64_t zgpud_wall_ms(int64_t mono_ms)

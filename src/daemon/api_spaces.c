@@ -88,15 +88,16 @@ static bool bind_idle_worker(struct spaces_lease *sl, struct lease *l, int devic
 	return true;
 }
 
+/* The grant as the package reads it; binds the app's idle worker on the device first. */
 static json_t *grant_json(struct spaces_lease *sl, struct lease *l)
 {
 	struct zgpud *d = sl->d;
 	struct engine_device held[INV_MAX_DEVICES];
 	int n = engine_lease_devices(&d->engine, l, held, INV_MAX_DEVICES);
 	const struct device *dev = &d->inv.devices[n > 0 ? held[0].device : 0];
-	return json_pack("{s:b, s:i, s:s, s:s}", "idle", bind_idle_worker(sl, l, dev->index),
-			 "nvidiaIndex", dev->index, "nvidiaUUID", dev->uuid, "allowToken",
-			 sl->token);
+	bool idle = bind_idle_worker(sl, l, dev->index);
+	return json_pack("{s:b, s:i, s:s, s:s}", "idle", idle, "nvidiaIndex", dev->index,
+			 "nvidiaUUID", dev->uuid, "allowToken", sl->token);
 }
 
 static void send_event(struct spaces_lease *sl, const char *name, json_t *data)
@@ -251,6 +252,13 @@ static int query_params(struct call *c, struct query_param *out, size_t *n)
 	return 0;
 }
 
+static void refuse_bad_token(struct call *c)
+{
+	http_reply_error(c, 401, "unauthorized",
+			 "the token sent is neither an app's nor the admin token: send an app's "
+			 "token (zerogpu app list names the apps), or none");
+}
+
 /*
  * The app this call is for: the app token's, else the configured default.
  * Replies 401/403 and returns NULL when there is none the caller may use.
@@ -259,8 +267,7 @@ static const char *caller_app(struct call *c)
 {
 	struct zgpud *d = c->d;
 	if (c->token_bad) {
-		http_reply_error(c, 401, "unauthorized",
-				 "the token sent is neither an app's nor the admin token");
+		refuse_bad_token(c);
 		return NULL;
 	}
 	if (c->app[0])
@@ -286,11 +293,7 @@ static const char *caller_app(struct call *c)
 static json_int_t left_seconds(struct zgpud *d, const struct lease_request *rq)
 {
 	struct quota_account *a = rq->quota_key[0] ? quota_find(&d->quota, rq->quota_key) : NULL;
-	if (!a)
-		return 0;
-	quota_roll(&d->quota.cfg, a, clock_wall_ms());
-	int64_t left = d->quota.cfg.daily_ms[a->tier] - a->used_ms - a->reserved_ms;
-	return left > 0 ? left / 1000 : 0;
+	return a ? quota_left_ms(&d->quota.cfg, a, clock_wall_ms()) / 1000 : 0;
 }
 
 /* The `spaces` package's words for a visitor's tier; none for anonymous visitors. */
@@ -427,17 +430,27 @@ static struct spaces_lease *token_lease(struct call *c, int r, const char *token
 	return sl;
 }
 
+/*
+ * The parameters of /allow and /release, which act by allowToken alone; a
+ * token in Authorization that is no app's is still refused (401). Replies and
+ * returns -1 on either.
+ */
+static int token_call_params(struct call *c, struct query_param *params, size_t *n)
+{
+	if (c->token_bad) {
+		refuse_bad_token(c);
+		return -1;
+	}
+	return query_params(c, params, n);
+}
+
 static void post_allow(struct call *c)
 {
 	struct query_param params[SPACES_MAX_PARAMS];
 	char token[SPACES_TOKEN_LEN + 1] = "", err[256];
 	size_t n;
 	pid_t pid;
-	if (c->token_bad) {
-		(void) caller_app(c);
-		return;
-	}
-	if (query_params(c, params, &n) < 0)
+	if (token_call_params(c, params, &n) < 0)
 		return;
 	int r = spaces_parse_allow(params, n, token, &pid, err, sizeof(err));
 	struct spaces_lease *sl = token_lease(c, r, token, err);
@@ -470,11 +483,7 @@ static void post_release(struct call *c)
 	char token[SPACES_TOKEN_LEN + 1] = "", err[256];
 	size_t n;
 	bool fail;
-	if (c->token_bad) {
-		(void) caller_app(c);
-		return;
-	}
-	if (query_params(c, params, &n) < 0)
+	if (token_call_params(c, params, &n) < 0)
 		return;
 	int r = spaces_parse_release(params, n, token, &fail, err, sizeof(err));
 	struct spaces_lease *sl = token_lease(c, r, token, err);

@@ -507,15 +507,12 @@ static void get_quota(struct call *c)
 			return;
 		}
 	}
-	int64_t now = clock_wall_ms();
-	quota_roll(&d->quota.cfg, a, now);
+	int64_t left = quota_left_ms(&d->quota.cfg, a, clock_wall_ms());
 	int64_t limit = d->quota.cfg.daily_ms[a->tier];
-	int64_t left = limit - a->used_ms - a->reserved_ms;
 	json_t *o = json_pack("{s:s, s:s, s:f, s:f, s:f, s:f}", "visitor", a->key, "tier",
 			      lease_tier_name(a->tier), "limit_s", (double) limit / 1000.0,
 			      "used_s", (double) a->used_ms / 1000.0, "reserved_s",
-			      (double) a->reserved_ms / 1000.0, "left_s",
-			      (double) (left > 0 ? left : 0) / 1000.0);
+			      (double) a->reserved_ms / 1000.0, "left_s", (double) left / 1000.0);
 	json_object_set_new(o, "window_start_ms",
 			    a->window_start ? json_integer(a->window_start) : json_null());
 	json_object_set_new(o, "resets_ms",

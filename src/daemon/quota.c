@@ -76,13 +76,17 @@ void quota_roll(const struct quota_config *c, struct quota_account *a, int64_t n
 	}
 }
 
-int quota_reserve(const struct quota_config *c, struct quota_account *a, int64_t cost_ms,
-		  int64_t now, int64_t *left_ms, int64_t *wait_ms)
+int64_t quota_left_ms(const struct quota_config *c, struct quota_account *a, int64_t now)
 {
 	quota_roll(c, a, now);
 	int64_t left = c->daily_ms[a->tier] - a->used_ms - a->reserved_ms;
-	if (left < 0)
-		left = 0;
+	return left > 0 ? left : 0;
+}
+
+int quota_reserve(const struct quota_config *c, struct quota_account *a, int64_t cost_ms,
+		  int64_t now, int64_t *left_ms, int64_t *wait_ms)
+{
+	int64_t left = quota_left_ms(c, a, now);
 	if (cost_ms > left) {
 		*left_ms = left;
 		/* A window opens at first use; with none open, what is held now frees first. */

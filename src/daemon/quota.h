@@ -56,6 +56,8 @@ int64_t quota_cost_ms(const struct quota_config *c, const struct lease_request *
 
 /* Closes a window that has run out. */
 void quota_roll(const struct quota_config *c, struct quota_account *a, int64_t now);
+/* What a has left to reserve at now (>= 0), after closing a window that ran out. */
+int64_t quota_left_ms(const struct quota_config *c, struct quota_account *a, int64_t now);
 
 /*
  * Reserves cost_ms for a. Returns 0, or -EDQUOT when it does not fit; then

@@ -78,7 +78,10 @@ void zgpud_on_lease_event(void *ctx, struct lease *l, enum engine_event ev)
 			 (double) d->engine.cfg.grace_ms / 1000.0);
 		break;
 	case ENGINE_EV_ENDED:
-		settle(d, l, now);
+		/* The engine's end time, not a fresh clock read: the next grant on these
+		 * devices is stamped with the same instant, and the ledger must never show
+		 * a device's next lease starting before its last one ended. */
+		settle(d, l, l->ended_ms);
 		if (l->granted_ms)
 			remember_last_use(d, l);
 		break;

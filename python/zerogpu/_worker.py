@@ -1,0 +1,299 @@
+"""Worker processes: where a decorated function runs while its call holds a lease.
+
+The app process forks a worker the first time a device (or set of devices) is
+granted and keeps it, idle, for the next call granted the same devices: a warm
+worker already has CUDA initialised and the model's weights on the GPU. The
+worker sets ``CUDA_VISIBLE_DEVICES`` to the granted UUIDs before anything can
+initialise CUDA, leads its own process group (so zerogpud's kill at the
+deadline takes whatever it started too), and dies with the app process.
+
+Messages (``_transport``): the app sends ``(kind, function id, args, kwargs)``
+and the worker answers ``("ok", result)``, ``("item", value)``... ``("end",)``
+for generators, ``("err", pickled exception or None, traceback text, summary)``,
+or ``("unknown",)`` when the function was decorated after the worker was
+forked (the app then forks a fresh one).
+"""
+import asyncio
+import ctypes
+import os
+import select
+import signal
+import socket
+import threading
+import traceback
+import warnings
+
+from . import _torch
+from ._native import DaemonUnavailable, TaskAborted, ZeroGPUError
+from ._transport import PicklingFailed, dumps, recv, send
+
+__all__ = ["Pool", "WorkerDied", "RemoteTraceback"]
+
+_PR_SET_PDEATHSIG = 1
+_ABORT_EVENT_WAIT_S = 2.0  # after a worker dies, how long the daemon's word on why may take
+
+
+class RemoteTraceback(Exception):
+    """The worker's traceback, attached as the cause of an exception re-raised in the app."""
+
+    def __init__(self, text):
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self):
+        return f'\n"""\nTraceback in the GPU worker:\n{self.text}"""'
+
+
+class WorkerDied(ZeroGPUError):
+    """The worker process ended during a call, and not by zerogpud's deadline."""
+
+
+# ---------------------------------------------------------------------------
+# The worker's side.
+# ---------------------------------------------------------------------------
+
+def _die_with_parent(parent_pid):
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the parent's socket closing still ends us
+        pass
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _error_reply(err, fn_name):
+    text = "".join(traceback.format_exception(type(err), err, err.__traceback__))
+    summary = f"{fn_name} raised {type(err).__name__}: {err}"
+    try:
+        exc = dumps(err)
+    except PicklingFailed:
+        exc = None  # the app gets a ZeroGPUError with the summary and the traceback
+    return ("err", exc, text, summary)
+
+
+def _result_reply(tag, value, fn_name, what):
+    try:
+        return dumps((tag, value))
+    except PicklingFailed as err:
+        msg = f"{what} of {fn_name} cannot be sent back from the GPU worker: {err}"
+        return dumps(("err", None, msg + "\n", msg))
+
+
+async def _drain_async_gen(agen, emit):
+    async for item in agen:
+        emit(item)
+
+
+def _run(sock, kind, fn, args, kwargs):
+    name = f"{getattr(fn, '__qualname__', fn)}()"
+    try:
+        if kind == "call":
+            reply = _result_reply("ok", fn(*args, **kwargs), name, "the result")
+        elif kind == "async":
+            reply = _result_reply("ok", asyncio.run(fn(*args, **kwargs)), name, "the result")
+        else:
+            def emit(item):
+                send(sock, _result_reply("item", item, name, "an item"))
+            if kind == "gen":
+                for item in fn(*args, **kwargs):
+                    emit(item)
+            else:
+                asyncio.run(_drain_async_gen(fn(*args, **kwargs), emit))
+            reply = dumps(("end", None))
+    except BaseException as err:  # noqa: BLE001 - everything goes back to the caller
+        reply = dumps(_error_reply(err, name))
+    send(sock, reply)
+
+
+def _serve(sock, lookup):
+    while True:
+        try:
+            kind, fn_id, args, kwargs = recv(sock)
+        except (EOFError, OSError):
+            os._exit(0)  # the app closed us: nothing to flush, no atexit of the app's
+        fn = lookup(fn_id)
+        if fn is None:
+            send(sock, dumps(("unknown", None)))
+            continue
+        _torch.worker_before_call()
+        _run(sock, kind, fn, args, kwargs)
+
+
+def _child(sock, uuids, simulated, parent_pid, lookup, inherited):
+    for s in inherited:  # other workers' app-side sockets: their EOF must stay theirs
+        s.close()
+    _die_with_parent(parent_pid)
+    os.setpgid(0, 0)
+    os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(uuids)
+    os.environ["ZEROGPU_WORKER"] = "1"
+    _torch.worker_started(simulated)
+    _serve(sock, lookup)
+
+
+# ---------------------------------------------------------------------------
+# The app's side.
+# ---------------------------------------------------------------------------
+
+class Worker:
+    def __init__(self, uuids, simulated, lookup, siblings):
+        parent_pid = os.getpid()
+        ours, theirs = socket.socketpair()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                ours.close()
+                _child(theirs, uuids, simulated, parent_pid, lookup, [w.sock for w in siblings])
+            finally:
+                os._exit(1)
+        theirs.close()
+        self.pid = pid
+        self.sock = ours
+        self.uuids = tuple(uuids)
+        self.busy = False
+
+    def alive(self):
+        try:
+            return os.waitpid(self.pid, os.WNOHANG) == (0, 0)
+        except ChildProcessError:
+            return False
+
+    def kill(self):
+        """Stops the worker and its process group and reaps it."""
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):  # not (or no longer) a group leader
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self._reap()
+        self.sock.close()
+
+    def _reap(self):
+        try:
+            _, status = os.waitpid(self.pid, 0)
+            return status
+        except ChildProcessError:
+            return None
+
+    def send(self, payload):
+        send(self.sock, payload)
+
+    def receive(self, lease, client_closed):
+        """The worker's next message, watching the lease meanwhile.
+
+        Warns when the lease passes its deadline; raises TaskAborted when zerogpud
+        killed the worker at its deadline, WorkerDied when it died otherwise, and
+        DaemonUnavailable (after stopping the worker) when zerogpud went away.
+        """
+        sock_fd, lease_fd = self.sock.fileno(), lease.fileno()
+        ended = None  # the daemon's "released" event, once it came
+        while True:
+            ready, _, _ = select.select([sock_fd, lease_fd], [], [])
+            if sock_fd in ready:
+                try:
+                    return recv(self.sock)
+                except EOFError:
+                    raise self._death(lease, ended) from None
+            if lease_fd in ready:
+                try:
+                    ev = lease.next_event(0)
+                except ZeroGPUError as err:
+                    self.kill()
+                    client_closed()
+                    raise DaemonUnavailable(
+                        f"zerogpud closed the lease during the call, so the GPU worker was "
+                        f"stopped: {err}") from None
+                if ev is None:
+                    continue
+                if ev["kind"] == "expired":
+                    warnings.warn("GPU task is exceeding its requested duration and might be "
+                                  f"aborted ({ev['message'] or 'deadline passed'})", RuntimeWarning, stacklevel=4)
+                elif ev["kind"] == "released":
+                    ended = ev
+                    # The daemon killed the worker or is about to: the socket tells when.
+
+    def _death(self, lease, ended):
+        status = self._reap()
+        self.sock.close()
+        if ended is None and not lease.closed:
+            try:  # the kill and the daemon's "released" event race; give the event a moment
+                ev = lease.next_event(_ABORT_EVENT_WAIT_S)
+                while ev is not None and ev["kind"] != "released":
+                    ev = lease.next_event(_ABORT_EVENT_WAIT_S)
+                ended = ev
+            except ZeroGPUError:
+                pass
+        if ended is not None and ended["state"] == "expired":
+            message = ended["message"] or f"GPU task aborted: exceeded its {lease.duration:g} s duration"
+            return TaskAborted(message)
+        return WorkerDied(f"the GPU worker (pid {self.pid}) died during the call: {_describe_status(status)}")
+
+
+def _describe_status(status):
+    if status is None:
+        return "its exit status is unknown"
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        try:
+            return f"killed by signal {sig} ({signal.Signals(sig).name})"
+        except ValueError:
+            return f"killed by signal {sig}"
+    return f"exited with status {os.WEXITSTATUS(status)}"
+
+
+class Pool:
+    """The app's workers, by the devices they run on. One pool per process: a fork of
+    the app (a server's worker processes) starts with none."""
+
+    def __init__(self, lookup):
+        self._lookup = lookup
+        self._workers = []
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+
+    def _own(self):
+        if self._pid != os.getpid():
+            self._workers = []
+            self._pid = os.getpid()
+
+    def checkout(self, uuids, simulated):
+        """An idle live worker on exactly these devices, else a new one; marked busy."""
+        with self._lock:
+            return self._checkout(tuple(uuids), simulated)
+
+    def _checkout(self, uuids, simulated):
+        self._own()
+        for w in list(self._workers):
+            if w.busy or w.uuids != uuids:
+                continue
+            if w.alive():
+                w.busy = True
+                return w, False
+            self._retire(w)
+        w = Worker(uuids, simulated, self._lookup, self._workers)
+        w.busy = True
+        self._workers.append(w)
+        return w, True
+
+    def checkin(self, w):
+        w.busy = False
+
+    def retire(self, w):
+        with self._lock:
+            self._retire(w)
+
+    def _retire(self, w):
+        if w in self._workers:
+            self._workers.remove(w)
+        if w.sock.fileno() >= 0:
+            w.kill()
+
+    def pids(self):
+        with self._lock:
+            self._own()
+            return [w.pid for w in self._workers]
+
+    def shutdown(self):
+        for w in list(self._workers):
+            self.retire(w)

@@ -42,4 +42,4 @@ install: build
 	meson install -C $(BUILD)
 
 clean:
-	rm -rf build build-asan build-logs .venv
+	rm -rf build build-asan build-logs .venv .venv-python

@@ -20,7 +20,7 @@ import threading
 import weakref
 
 from . import _config, _identity, _torch
-from ._native import Client, TaskAborted, ZeroGPUError
+from ._native import Client, NoGPUAvailable, QuotaExceeded, TaskAborted, ZeroGPUError
 from ._transport import PicklingFailed, dumps
 from ._worker import Pool, RemoteTraceback
 
@@ -46,7 +46,7 @@ class _Process:
     def __init__(self):
         self.pid = os.getpid()
         self.client = Client(_config.socket_path())
-        self.pool = Pool(_functions.get)
+        self.pool = Pool(_functions.get, lambda: len(_functions), self.client.socket_path)
         self.devices = None
 
 
@@ -85,9 +85,13 @@ def worker_pids():
 
 
 def shutdown():
-    """Stops this process's workers (they also die with it)."""
-    if _proc is not None and _proc.pid == os.getpid():
-        _proc.pool.shutdown()
+    """Stops this process's workers and closes its client (workers also die with the
+    process). The next call starts afresh, reading ZEROGPU_SOCKET again."""
+    global _proc
+    with _proc_lock:
+        if _proc is not None and _proc.pid == os.getpid():
+            _proc.pool.shutdown()
+        _proc = None
 
 
 # ---------------------------------------------------------------------------
@@ -177,15 +181,17 @@ class _Call:
         self.proc = _process()
         self.lease = None
         self.worker = None
-        self.first = None  # a reply read while checking a reused worker knows the function
         self.ok = False
 
     def __enter__(self):
         who = _identity.current_visitor()
-        self.lease = self.proc.client.acquire(
-            app=_config.app_name(), task=self.st.task, visitor=who.name, size=self.st.spec.size,
-            duration=self.duration, gpus=self.st.spec.gpus, visitor_token=who.token,
-            visitor_ip=who.ip)
+        try:
+            self.lease = self.proc.client.acquire(
+                app=_config.app_name(), task=self.st.task, visitor=who.name,
+                size=self.st.spec.size, duration=self.duration, gpus=self.st.spec.gpus,
+                visitor_token=who.token, visitor_ip=who.ip)
+        except (QuotaExceeded, NoGPUAvailable) as err:
+            raise _identity.shown_by_gradio(err) from None
         try:
             self._start()
         except BaseException as err:
@@ -202,21 +208,9 @@ class _Call:
 
     def _start(self):
         uuids = [d[1] for d in self.lease.devices]
-        pool = self.proc.pool
-        while True:
-            self.worker, fresh = pool.checkout(uuids, self._simulated())
-            self.proc.client.attach(self.lease, self.worker.pid)
-            self.worker.send(self.payload)
-            if fresh:
-                return
-            # A reused worker may predate the function (decorated after it forked):
-            # then it says so at once, and a fresh fork knows the function.
-            reply = self._next()
-            if reply[0] != "unknown":
-                self.first = reply
-                return
-            pool.retire(self.worker)
-            self.worker = None
+        self.worker, _ = self.proc.pool.checkout(uuids, self._simulated(), self.st.fn_id)
+        self.proc.client.attach(self.lease, self.worker.pid)
+        self.worker.send(self.payload)
 
     def _next(self):
         try:
@@ -228,10 +222,10 @@ class _Call:
 
     def receive(self):
         """The worker's next reply: ("ok", result), ("item", value) or ("end", None)."""
-        reply, self.first = self.first or self._next(), None
+        reply = self._next()
         if reply[0] == "err":
             raise _remote_error(reply)
-        if reply[0] == "unknown":  # a fresh fork always has the function
+        if reply[0] == "unknown":  # the pool only gives workers forked after fn existed
             raise ZeroGPUError(f"the GPU worker does not know {self.st.fn.__qualname__}()")
         return reply
 
@@ -272,7 +266,10 @@ def _remote_error(reply):
 
 def _run_call(st, args, kwargs):
     with _Call(st, args, kwargs) as call:
-        _, result = call.receive()
+        try:
+            _, result = call.receive()
+        except TaskAborted as err:
+            raise _identity.shown_by_gradio(err) from None
         call.ok = True
         return result
 
@@ -280,7 +277,10 @@ def _run_call(st, args, kwargs):
 def _run_generator(st, args, kwargs):
     with _Call(st, args, kwargs) as call:
         while True:
-            tag, value = call.receive()
+            try:
+                tag, value = call.receive()
+            except TaskAborted as err:
+                raise _identity.shown_by_gradio(err) from None
             if tag == "end":
                 call.ok = True
                 return

@@ -42,22 +42,46 @@ def visitor(token=None, *, ip=None, name=None):
 
 def _gradio_visitor():
     """The visitor of the Gradio request being served, when Gradio is loaded and serving one."""
-    if "gradio" not in sys.modules:  # never import Gradio for an app that does not use it
+    request = _gradio_request()
+    headers = getattr(request, "headers", None)
+    if headers is None:
+        return None
+    token = headers.get("x-ip-token")
+    ip = getattr(getattr(request, "client", None), "host", None)
+    if not token and not ip:
+        return None
+    return Visitor(token or None, None if token else ip, None)
+
+
+def _gradio_request():
+    if "gradio" not in sys.modules:
         return None
     try:
         from gradio.context import LocalContext
     except ImportError:
         return None
-    request = LocalContext.request.get(None)
-    headers = getattr(request, "headers", None)
-    if headers is None:
-        return None
-    token = headers.get("x-ip-token")
-    client = getattr(request, "client", None)
-    ip = getattr(client, "host", None)
-    if not token and not ip:
-        return None
-    return Visitor(token or None, None if token else ip, None)
+    return LocalContext.request.get(None)
+
+
+_shown_classes = {}
+
+
+def shown_by_gradio(err):
+    """err, or inside a Gradio event an equal error that is also a ``gr.Error``, so that
+    Gradio shows the visitor its message (quota, queue, abort) as the hosted client does.
+    It stays an instance of err's class for the app's own ``except`` clauses."""
+    if _gradio_request() is None:
+        return err
+    import gradio as gr
+
+    cls = _shown_classes.get(type(err))
+    if cls is None:
+        cls = type(type(err).__name__, (type(err), gr.Error),
+                   {"__module__": "zerogpu", "__str__": lambda self: self.message})
+        _shown_classes[type(err)] = cls
+    shown = cls(str(err), title="ZeroGPU")
+    shown.code, shown.name = err.code, err.name
+    return shown
 
 
 def current_visitor() -> Visitor:

@@ -10,15 +10,15 @@ deadline takes whatever it started too), and dies with the app process.
 Messages (``_transport``): the app sends ``(kind, function id, args, kwargs)``
 and the worker answers ``("ok", result)``, ``("item", value)``... ``("end",)``
 for generators, ``("err", pickled exception or None, traceback text, summary)``,
-or ``("unknown",)`` when the function was decorated after the worker was
-forked (the app then forks a fresh one).
+or ``("unknown",)`` for a function decorated after the worker was forked (the
+pool never sends one there: it forks a fresh worker instead).
 """
 import asyncio
-import ctypes
 import os
 import select
 import signal
 import socket
+import stat
 import threading
 import traceback
 import warnings
@@ -29,7 +29,6 @@ from ._transport import PicklingFailed, dumps, recv, send
 
 __all__ = ["Pool", "WorkerDied", "RemoteTraceback"]
 
-_PR_SET_PDEATHSIG = 1
 _ABORT_EVENT_WAIT_S = 2.0  # after a worker dies, how long the daemon's word on why may take
 
 
@@ -51,15 +50,6 @@ class WorkerDied(ZeroGPUError):
 # ---------------------------------------------------------------------------
 # The worker's side.
 # ---------------------------------------------------------------------------
-
-def _die_with_parent(parent_pid):
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):  # not Linux: the parent's socket closing still ends us
-        pass
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
-        os._exit(1)
-
 
 def _error_reply(err, fn_name):
     text = "".join(traceback.format_exception(type(err), err, err.__traceback__))
@@ -119,10 +109,36 @@ def _serve(sock, lookup):
         _run(sock, kind, fn, args, kwargs)
 
 
-def _child(sock, uuids, simulated, parent_pid, lookup, inherited):
-    for s in inherited:  # other workers' app-side sockets: their EOF must stay theirs
+def _close_daemon_connections(daemon_path):
+    """Closes this process's copies of the app's connections to zerogpud. A lease ends
+    when its stream closes; a worker holding a copy would keep every lease of the app
+    alive after the app died, itself included."""
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        try:
+            if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+                continue
+            s = socket.socket(fileno=fd)
+        except OSError:
+            continue
+        try:
+            ours = s.family == socket.AF_UNIX and s.getpeername() == daemon_path
+        except OSError:
+            ours = False
+        if ours:
+            s.close()
+        else:
+            s.detach()
+
+
+def _child(sock, uuids, simulated, lookup, inherited, daemon_path):
+    # How a worker dies with its app: idle, it reads EOF on its socket, which only the
+    # app holds (so other workers close their copies here); busy, it is attached to a
+    # lease whose stream closes with the app, and zerogpud kills its process group.
+    # (Not PR_SET_PDEATHSIG: that fires when the *thread* that forked us exits.)
+    for s in inherited:
         s.close()
-    _die_with_parent(parent_pid)
+    _close_daemon_connections(daemon_path)
     os.setpgid(0, 0)
     os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(uuids)
     os.environ["ZEROGPU_WORKER"] = "1"
@@ -135,14 +151,13 @@ def _child(sock, uuids, simulated, parent_pid, lookup, inherited):
 # ---------------------------------------------------------------------------
 
 class Worker:
-    def __init__(self, uuids, simulated, lookup, siblings):
-        parent_pid = os.getpid()
+    def __init__(self, uuids, simulated, lookup, siblings, daemon_path):
         ours, theirs = socket.socketpair()
         pid = os.fork()
         if pid == 0:
             try:
                 ours.close()
-                _child(theirs, uuids, simulated, parent_pid, lookup, [w.sock for w in siblings])
+                _child(theirs, uuids, simulated, lookup, [w.sock for w in siblings], daemon_path)
             finally:
                 os._exit(1)
         theirs.close()
@@ -150,6 +165,7 @@ class Worker:
         self.sock = ours
         self.uuids = tuple(uuids)
         self.busy = False
+        self.knows = 0  # function ids up to this one exist in the worker
 
     def alive(self):
         try:
@@ -246,8 +262,10 @@ class Pool:
     """The app's workers, by the devices they run on. One pool per process: a fork of
     the app (a server's worker processes) starts with none."""
 
-    def __init__(self, lookup):
-        self._lookup = lookup
+    def __init__(self, lookup, known, daemon_path):
+        self._lookup = lookup  # function id -> function, in a worker
+        self._known = known  # the highest function id so far: a fork knows them all
+        self._daemon_path = daemon_path
         self._workers = []
         self._pid = os.getpid()
         self._lock = threading.Lock()
@@ -257,21 +275,24 @@ class Pool:
             self._workers = []
             self._pid = os.getpid()
 
-    def checkout(self, uuids, simulated):
-        """An idle live worker on exactly these devices, else a new one; marked busy."""
+    def checkout(self, uuids, simulated, fn_id):
+        """An idle live worker on exactly these devices that knows function fn_id, else
+        a new one; marked busy. Returns (worker, whether it was forked now)."""
         with self._lock:
-            return self._checkout(tuple(uuids), simulated)
+            return self._checkout(tuple(uuids), simulated, fn_id)
 
-    def _checkout(self, uuids, simulated):
+    def _checkout(self, uuids, simulated, fn_id):
         self._own()
         for w in list(self._workers):
             if w.busy or w.uuids != uuids:
                 continue
-            if w.alive():
+            if w.alive() and fn_id <= w.knows:
                 w.busy = True
                 return w, False
+            # Dead, or forked before fn was decorated: a fresh fork replaces it.
             self._retire(w)
-        w = Worker(uuids, simulated, self._lookup, self._workers)
+        w = Worker(uuids, simulated, self._lookup, self._workers, self._daemon_path)
+        w.knows = self._known()
         w.busy = True
         self._workers.append(w)
         return w, True

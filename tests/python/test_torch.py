@@ -1,0 +1,107 @@
+"""torch with zerogpu: no CUDA in the app process, weights placed once in shared memory,
+workers that see them. On simulated devices the worker's "GPU" is the CPU."""
+import os
+
+import pytest
+
+if os.environ.get("ZEROGPU_TESTS_NEED_TORCH"):  # scripts/run-tests: never skip silently
+    import torch
+else:
+    torch = pytest.importorskip("torch")  # Debian's python3-torch, or PyPI's
+
+import zerogpu  # noqa: E402
+from conftest import run_app  # noqa: E402
+from zerogpu import _torch  # noqa: E402
+
+
+def test_the_app_process_refuses_to_initialise_cuda(zd):
+    zd()
+    for initialise in (torch.cuda.init, torch.cuda.synchronize, torch.cuda._lazy_init):
+        with pytest.raises(RuntimeError) as err:
+            initialise()
+        assert str(err.value) == zerogpu.CUDA_IN_MAIN
+    assert "CUDA must not be initialized in the main process" in zerogpu.CUDA_IN_MAIN
+    assert "@zerogpu.GPU" in zerogpu.CUDA_IN_MAIN
+
+
+def test_cuda_looks_available_with_the_daemons_devices(zd):
+    zd("--simulate", "2x80G,1x141G")
+    assert torch.cuda.is_available() is True
+    assert torch.cuda.device_count() == 3
+    assert torch.cuda.current_device() == 0
+    p = torch.cuda.get_device_properties(0)
+    assert p.total_memory == 80 << 30 and p.name == torch.cuda.get_device_name(0)
+    assert torch.cuda.get_device_properties("cuda:2").total_memory == 141 << 30
+    with pytest.raises(AssertionError, match="Invalid device id: 5"):
+        torch.cuda.get_device_properties(5)
+
+
+def test_placed_tensors_stay_on_the_host_once_and_the_worker_sees_them(zd):
+    zd()
+    model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 64))
+    model[2].weight = torch.nn.Parameter(model[0].weight.t().contiguous())
+    model.head = torch.nn.Linear(64, 32)
+    model.head.weight = model[0].weight  # tied: one placed copy for both
+    before = [p.detach().clone() for p in model.parameters()]
+    used = _torch.placed_bytes()
+    assert model.to("cuda") is model
+    for p, b in zip(model.parameters(), before):
+        assert _torch._S.arena.holds(p) and torch.equal(p, b)
+        assert isinstance(p, torch.nn.Parameter)
+    assert model.head.weight is model[0].weight
+    emb = torch.arange(10.0).cuda()
+    half = torch.ones(4).to("cuda", torch.float16)
+    zeros = torch.zeros(3, 3, device="cuda")
+    assert _torch._S.arena.holds(emb) and half.dtype == torch.float16 and _torch._S.arena.holds(zeros)
+    assert emb.to("cuda") is emb  # already placed, as torch returns self for its own device
+    params = sum(p.numel() * p.element_size() for p in model.parameters())  # tied counted once
+    assert _torch.placed_bytes() - used < params + 64 * 512 + 3 * 4096
+    assert torch.ones(2).to("cpu").device.type == "cpu"  # other devices untouched
+
+    @zerogpu.GPU
+    def inspect():
+        x = torch.ones(2, 64).to("cuda")  # on simulated devices "cuda" is the worker's CPU
+        y = model(x)  # Linear 64->32, ReLU, Linear 32->64, head 64->32
+        return ([p.data_ptr() for p in model.parameters()], [p.sum().item() for p in model.parameters()],
+                emb.sum().item(), half.dtype, tuple(y.shape), torch.zeros(1, device="cuda").device.type,
+                os.environ["CUDA_VISIBLE_DEVICES"])
+
+    ptrs, sums, emb_sum, dtype, shape, dev, cvd = inspect()
+    assert ptrs == [p.data_ptr() for p in model.parameters()]  # the same memory, not a copy
+    assert sums == pytest.approx([p.sum().item() for p in model.parameters()])
+    assert emb_sum == 45.0 and dtype == torch.float16 and shape == (2, 32) and dev == "cpu"
+    assert cvd.startswith("GPU-")
+
+
+def test_a_model_placed_at_start_up_is_held_once_in_host_memory(zd):
+    d = zd()
+    out = run_app("""
+        import gc, torch, zerogpu
+
+        def rss_mb():
+            for line in open("/proc/self/status"):
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+
+        r0 = rss_mb()
+        model = torch.nn.Sequential(*[torch.nn.Linear(2048, 2048) for _ in range(16)])  # 256 MiB
+        size = sum(p.numel() * 4 for p in model.parameters()) / 2**20
+        r1 = rss_mb()
+        model.to("cuda")
+        gc.collect()
+        r2 = rss_mb()
+        total = sum(p.double().sum().item() for p in model.parameters())
+
+        @zerogpu.GPU
+        def checksum():
+            return sum(p.double().sum().item() for p in model.parameters()), rss_mb()
+
+        remote, worker_rss = checksum()
+        print(size, r1 - r0, r2 - r1, total == remote, worker_rss)
+    """, env={"ZEROGPU_SOCKET": str(d.socket)})
+    assert out.returncode == 0, out.stderr
+    size, loaded, placing, same, worker_rss = out.stdout.split()
+    size, loaded, placing = float(size), float(loaded), float(placing)
+    assert size > 250 and loaded > 0.9 * size
+    assert placing < 0.1 * size, f"placing the model grew RSS by {placing:.0f} MB of {size:.0f}"
+    assert same == "True"

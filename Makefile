@@ -1,7 +1,7 @@
 # Thin wrapper over Meson for the README's commands. `make help` lists the targets.
 BUILD ?= build
 
-.PHONY: all help deps build demo test bench evaluation install clean
+.PHONY: all help deps build demo test bench bench-python evaluation install clean
 
 all: build
 
@@ -10,6 +10,7 @@ help:
 	@echo "make demo    run zerogpud on simulated GPUs with competing jobs"
 	@echo "make test    build (plain and ASan+UBSan) and run every test"
 	@echo "make bench   run the lease-cycle benchmark"
+	@echo "make bench-python  time @zerogpu.GPU calls, warm and cold (and spaces.GPU)"
 	@echo "make evaluation  simulate and replay the workload; write docs/evaluation.md"
 	@echo "make deps    install the Debian packages needed (scripts/install-deps)"
 	@echo "make clean   remove build outputs"
@@ -37,6 +38,12 @@ evaluation: build
 
 bench: build
 	$(BUILD)/bench/lease_cycle
+
+# The Python package's call overhead; needs the test venv's packages (spaces).
+bench-python: build
+	test -x .venv/bin/python || python3 -m venv .venv
+	.venv/bin/python -m pip install -q --disable-pip-version-check -r tests/requirements.txt .
+	.venv/bin/python bench/python_call.py --build $(BUILD) --spaces
 
 install: build
 	meson install -C $(BUILD)

@@ -1,0 +1,180 @@
+#!/usr/bin/env python3
+"""GPU checks of the zerogpu package on a real card (bench/gpu/check.sh runs this).
+
+Measures host-to-device throughput three ways on the same weights:
+  peak     one pinned buffer, one copy: what the card and bus can do
+  loop     a plain `p.data = p.data.cuda()` loop over pageable parameters
+  zerogpu  the package's path: the model placed "on cuda" in the app process (shared
+           arena), then moved by a forked worker before its first call
+and checks that the weights on the GPU equal the originals and a forward pass
+matches the CPU's. With --socket (a running zerogpud on this GPU) it also times
+@zerogpu.GPU calls, cold (fork + weights) and warm (nothing copied).
+Prints one JSON object.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+
+
+def model_of(torch, gib, dtype):
+    """Linear layers of 4096x4096 adding up to about gib GiB, seeded."""
+    torch.manual_seed(0)
+    per = 4096 * 4096 * torch.finfo(dtype).bits // 8
+    layers = max(1, int(gib * (1 << 30) // per))
+    return torch.nn.Sequential(*[torch.nn.Linear(4096, 4096, bias=False) for _ in range(layers)]).to(dtype)
+
+
+def nbytes(model):
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def checksums(model):
+    return [float(p.double().sum()) for p in model.parameters()]
+
+
+def peak(torch, size):
+    host = torch.empty(size, dtype=torch.uint8, pin_memory=True)
+    dev = torch.empty(size, dtype=torch.uint8, device="cuda")
+    dev.copy_(host, non_blocking=True)  # warm-up
+    torch.cuda.synchronize()
+    best = 0.0
+    for _ in range(3):
+        t0 = time.perf_counter()
+        dev.copy_(host, non_blocking=True)
+        torch.cuda.synchronize()
+        best = max(best, size / (time.perf_counter() - t0))
+    return best
+
+
+def plain_loop(torch, gib, dtype):
+    model = model_of(torch, gib, dtype)
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for p in model.parameters():
+        p.data = p.data.cuda()
+    torch.cuda.synchronize()
+    return nbytes(model) / (time.perf_counter() - t0)
+
+
+def package_path(gib, dtype_name):
+    """In a fresh process: zerogpu places the model, a forked 'worker' moves it."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        try:
+            os.environ["ZEROGPU"] = "1"
+            import torch
+            import zerogpu  # noqa: F401 - patches torch: placement instead of CUDA
+            from zerogpu import _torch
+            model = model_of(torch, gib, getattr(torch, dtype_name))
+            model.to("cuda")
+            reference = checksums(model)
+            x = torch.randn(8, 4096, dtype=getattr(torch, dtype_name))
+            rr, ww = os.pipe()
+            child = os.fork()
+            if child == 0:  # the worker: what _worker._child does before a call
+                os.close(rr)
+                _torch.worker_started(simulated=False)
+                _torch.worker_before_call()
+                stats = _torch.transfer_stats()
+                on_gpu = all(p.device.type == "cuda" for p in model.parameters())
+                same = checksums(model) == reference
+                with torch.no_grad():
+                    y = model(x.cuda()).float().cpu()
+                os.write(ww, json.dumps({"stats": stats, "on_gpu": on_gpu, "same": same,
+                                         "y": y.flatten()[:64].tolist()}).encode())
+                os._exit(0)
+            os.close(ww)
+            data = b""
+            while chunk := os.read(rr, 1 << 16):
+                data += chunk
+            os.waitpid(child, 0)
+            out = json.loads(data)
+            with torch.no_grad():  # the same forward on the CPU, in float32
+                y_ref = torch.nn.Sequential(*[torch.nn.Linear(4096, 4096, bias=False) for _ in model])
+                for a, b in zip(y_ref.parameters(), model.parameters()):
+                    a.data = b.detach().float()
+                ref = y_ref(x.float()).flatten()[:64]
+            err = max(abs(a - b) / (abs(b) + 1e-3) for a, b in zip(out.pop("y"), ref.tolist()))
+            out["max_rel_err_vs_cpu"] = err
+            out["bytes"] = nbytes(model)
+            os.write(w, json.dumps(out).encode())
+        except BaseException:
+            os.write(w, json.dumps({"error": traceback.format_exc()}).encode())
+        os._exit(0)
+    os.close(w)
+    data = b""
+    while chunk := os.read(r, 1 << 16):
+        data += chunk
+    os.waitpid(pid, 0)
+    return json.loads(data)
+
+
+def calls(socket_path, gib, dtype_name, n):
+    """@zerogpu.GPU against a running zerogpud, in a fresh process."""
+    import subprocess
+    code = f"""
+import json, sys, time, torch, zerogpu
+from zerogpu import _torch
+sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})
+from check import model_of
+model = model_of(torch, {gib}, torch.{dtype_name})
+model.to("cuda")
+
+@zerogpu.GPU(duration=120)
+def step():
+    with torch.no_grad():
+        model(torch.ones(1, 4096, dtype=torch.{dtype_name}, device="cuda"))
+    return _torch.transfer_stats(), next(model.parameters()).device.type
+
+t0 = time.monotonic(); first = step(); cold = time.monotonic() - t0
+warm = []
+for _ in range({n}):
+    t0 = time.monotonic(); step(); warm.append(time.monotonic() - t0)
+warm.sort()
+print(json.dumps({{"cold_s": cold, "first": first, "warm_p50_ms": warm[len(warm)//2] * 1e3,
+                  "warm_p99_ms": warm[int(len(warm) * 0.99)] * 1e3}}))
+"""
+    env = dict(os.environ, ZEROGPU_SOCKET=socket_path)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    if out.returncode:
+        return {"error": out.stderr[-4000:]}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--gib", type=float, default=4.0, help="weights to move (default 4 GiB)")
+    ap.add_argument("--dtype", default="float16")
+    ap.add_argument("--socket", help="a running zerogpud on this GPU, for the call timings")
+    args = ap.parse_args()
+    results = {}
+
+    def section(name, fn, *a):
+        try:
+            results[name] = fn(*a)
+        except BaseException:  # noqa: BLE001 - record and go on to the next section
+            results[name] = {"error": traceback.format_exc()}
+        print(f"{name}: {results[name]}", file=sys.stderr, flush=True)
+
+    import torch
+    results["torch"] = torch.__version__
+    results["device"] = torch.cuda.get_device_name(0)
+    section("peak_pinned_GBps", lambda: peak(torch, 1 << 30) / 1e9)
+    section("plain_loop_GBps", lambda: plain_loop(torch, args.gib, getattr(torch, args.dtype)) / 1e9)
+    torch.cuda.empty_cache()
+    section("zerogpu_path", package_path, args.gib, args.dtype)
+    p = results.get("zerogpu_path", {})
+    if isinstance(p, dict) and p.get("stats"):
+        p["GBps"] = p["stats"]["bytes"] / p["stats"]["seconds"] / 1e9
+    if args.socket:
+        section("calls", calls, args.socket, min(args.gib, 2.0), args.dtype, 200)
+    print(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

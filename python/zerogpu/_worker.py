@@ -203,9 +203,12 @@ class Worker:
         DaemonUnavailable (after stopping the worker) when zerogpud went away.
         """
         sock_fd, lease_fd = self.sock.fileno(), lease.fileno()
+        poller = select.poll()  # not select(): an app may well have fds above 1023
+        poller.register(sock_fd, select.POLLIN)
+        poller.register(lease_fd, select.POLLIN)
         ended = None  # the daemon's "released" event, once it came
         while True:
-            ready, _, _ = select.select([sock_fd, lease_fd], [], [])
+            ready = {fd for fd, _ in poller.poll()}
             if sock_fd in ready:
                 try:
                     return recv(self.sock)
@@ -228,6 +231,7 @@ class Worker:
                 elif ev["kind"] == "released":
                     ended = ev
                     # The daemon killed the worker or is about to: the socket tells when.
+                    poller.unregister(lease_fd)
 
     def _death(self, lease, ended):
         status = self._reap()

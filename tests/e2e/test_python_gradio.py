@@ -25,7 +25,7 @@ def ledger(d):
     db = sqlite3.connect(d.state / "ledger.db")
     try:
         db.row_factory = sqlite3.Row
-        return [dict(r) for r in db.execute("SELECT * FROM leases ORDER BY started_at")]
+        return [dict(r) for r in db.execute("SELECT * FROM leases ORDER BY started_at, ended_at")]
     finally:
         db.close()
 

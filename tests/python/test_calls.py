@@ -29,7 +29,7 @@ def test_results_and_arguments_round_trip(zd):
     assert zerogpu.GPU(lambda b: b[::-1])(big) == big[::-1]
     rows = ledger(d)
     assert [r["state"] for r in rows] == ["released", "released"]
-    assert rows[0]["pid"] == out["pid"]
+    assert out["pid"] in {r["pid"] for r in rows}
 
 
 def test_an_exception_comes_back_with_the_workers_traceback(zd):
@@ -220,9 +220,8 @@ def test_the_visitor_is_charged_and_recorded(zd):
     with zerogpu.visitor(name="bob"):
         f()
     f()
-    rows = ledger(d)
-    assert [(r["visitor"], r["tier"]) for r in rows][:2] == [("alice", "pro"), ("bob", rows[1]["tier"])]
-    assert rows[2]["visitor"] in (None, "")
+    tiers = {r["visitor"]: r["tier"] for r in ledger(d)}  # calls a millisecond apart may tie
+    assert tiers == {"alice": "pro", "bob": "anonymous", "": "anonymous"}
     with pytest.raises(zerogpu.ZeroGPUError, match="(?i)token"):
         with zerogpu.visitor(token="not-a-token"):
             f()

@@ -44,6 +44,8 @@ static json_t *device_json(const struct zgpud *d, const struct device *dev)
 			      "slots_busy", held, "leases", ids);
 	if (dev->mig_index >= 0)
 		json_object_set_new(o, "mig_index", json_integer(dev->mig_index));
+	if (dev->compute_capability[0])
+		json_object_set_new(o, "compute_capability", json_string(dev->compute_capability));
 	return o;
 }
 

@@ -20,6 +20,7 @@ struct device {
 	char uuid[INV_UUID_MAX];
 	char name[INV_NAME_MAX];
 	uint64_t memory_bytes;
+	char compute_capability[8]; /* CUDA's "9.0"; empty when NVML does not say */
 	bool simulated;
 };
 

@@ -32,6 +32,8 @@ struct nvml_api {
 	nvmlReturn_t (*mig_mode)(nvmlDevice_t, unsigned int *, unsigned int *);
 	nvmlReturn_t (*mig_max_count)(nvmlDevice_t, unsigned int *);
 	nvmlReturn_t (*mig_by_index)(nvmlDevice_t, unsigned int, nvmlDevice_t *);
+	/* Optional too: the Python package reports it as torch's device capability. */
+	nvmlReturn_t (*cuda_capability)(nvmlDevice_t, int *, int *);
 };
 
 static int nvml_load(struct nvml_api *api, const char *libpath, char *err, size_t errlen)
@@ -62,13 +64,15 @@ static int nvml_load(struct nvml_api *api, const char *libpath, char *err, size_
 	NVML_SYM(mig_mode, "nvmlDeviceGetMigMode", 0);
 	NVML_SYM(mig_max_count, "nvmlDeviceGetMaxMigDeviceCount", 0);
 	NVML_SYM(mig_by_index, "nvmlDeviceGetMigDeviceHandleByIndex", 0);
+	NVML_SYM(cuda_capability, "nvmlDeviceGetCudaComputeCapability", 0);
 #undef NVML_SYM
 	return 0;
 }
 
-/* Appends one device (a GPU or a MIG instance) read through handle h. */
-static int nvml_add(struct inventory *inv, struct nvml_api *api, nvmlDevice_t h, int gpu_index,
-		    int mig_index, char *err, size_t errlen)
+/* Appends one device (a GPU or a MIG instance) read through handle h; gpu is the
+ * physical GPU's handle (h itself for a whole GPU), which knows the capability. */
+static int nvml_add(struct inventory *inv, struct nvml_api *api, nvmlDevice_t h, nvmlDevice_t gpu,
+		    int gpu_index, int mig_index, char *err, size_t errlen)
 {
 	if (inv->count >= INV_MAX_DEVICES) {
 		snprintf(err, errlen, "more than %d devices; zerogpud lends at most %d",
@@ -90,6 +94,10 @@ static int nvml_add(struct inventory *inv, struct nvml_api *api, nvmlDevice_t h,
 	d->mig_index = mig_index;
 	d->memory_bytes = mem.total;
 	d->simulated = false;
+	int major, minor;
+	if (api->cuda_capability && api->cuda_capability(gpu, &major, &minor) == NVML_SUCCESS &&
+	    major > 0 && major < 100 && minor >= 0 && minor < 100)
+		snprintf(d->compute_capability, sizeof(d->compute_capability), "%d.%d", major, minor);
 	inv->count++;
 	return 0;
 }
@@ -110,7 +118,7 @@ static int nvml_add_gpu(struct inventory *inv, struct nvml_api *api, unsigned gp
 		   current == NVML_DEVICE_MIG_ENABLE &&
 		   api->mig_max_count(h, &max_mig) == NVML_SUCCESS;
 	if (!mig)
-		return nvml_add(inv, api, h, (int) gpu, -1, err, errlen);
+		return nvml_add(inv, api, h, h, (int) gpu, -1, err, errlen);
 
 	/* MIG on: lend the instances that exist; empty slots report an error. */
 	int found = 0;
@@ -118,7 +126,7 @@ static int nvml_add_gpu(struct inventory *inv, struct nvml_api *api, unsigned gp
 		nvmlDevice_t mh;
 		if (api->mig_by_index(h, i, &mh) != NVML_SUCCESS)
 			continue;
-		int r = nvml_add(inv, api, mh, (int) gpu, (int) i, err, errlen);
+		int r = nvml_add(inv, api, mh, h, (int) gpu, (int) i, err, errlen);
 		if (r < 0)
 			return r;
 		found++;

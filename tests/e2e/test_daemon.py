@@ -197,6 +197,8 @@ def test_nvml_devices_through_the_loader(make_daemon, monkeypatch):
     assert st["device_source"] == "nvml"
     assert [x["uuid"] for x in st["devices"]] == ["GPU-fake-0", "MIG-fake-1-0", "MIG-fake-1-1"]
     assert st["devices"][2]["mig_index"] == 1
+    # A MIG instance has its GPU's capability (NVML only answers for whole GPUs).
+    assert [x["compute_capability"] for x in st["devices"]] == ["9.0", "9.0", "9.0"]
     assert "3 nvml devices" in d.log_text()
 
 

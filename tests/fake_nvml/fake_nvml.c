@@ -36,6 +36,7 @@ nvmlReturn_t nvmlDeviceGetMemoryInfo(nvmlDevice_t h, nvmlMemory_t *m);
 nvmlReturn_t nvmlDeviceGetMigMode(nvmlDevice_t h, unsigned *cur, unsigned *pending);
 nvmlReturn_t nvmlDeviceGetMaxMigDeviceCount(nvmlDevice_t h, unsigned *n);
 nvmlReturn_t nvmlDeviceGetMigDeviceHandleByIndex(nvmlDevice_t h, unsigned i, nvmlDevice_t *out);
+nvmlReturn_t nvmlDeviceGetCudaComputeCapability(nvmlDevice_t h, int *major, int *minor);
 
 nvmlReturn_t nvmlInit_v2(void)
 {
@@ -133,5 +134,15 @@ nvmlReturn_t nvmlDeviceGetMigDeviceHandleByIndex(nvmlDevice_t h, unsigned i, nvm
 	if ((int) i >= h->mig_count)
 		return 6; /* NVML_ERROR_NOT_FOUND */
 	*out = &h->migs[i];
+	return 0;
+}
+
+/* Like the real one, whole GPUs only (MIG handles are refused): 9.0, a Hopper card. */
+nvmlReturn_t nvmlDeviceGetCudaComputeCapability(nvmlDevice_t h, int *major, int *minor)
+{
+	if (h->mig >= 0)
+		return 3; /* NVML_ERROR_NOT_SUPPORTED */
+	*major = 9;
+	*minor = 0;
 	return 0;
 }

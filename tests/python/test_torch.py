@@ -36,6 +36,17 @@ def test_cuda_looks_available_with_the_daemons_devices(zd):
         torch.cuda.get_device_properties(5)
 
 
+def test_the_capability_is_the_cards_when_nvml_tells_it(zd, monkeypatch):
+    from conftest import e2e
+
+    monkeypatch.setenv("FAKE_NVML_GPUS", "80,141:mig2")
+    zd("--nvml-library", str(e2e.BUILD / "tests" / "unit" / "libfake-nvml.so"))
+    assert torch.cuda.device_count() == 3
+    assert torch.cuda.get_device_capability() == (9, 0)
+    assert torch.cuda.get_device_capability(2) == (9, 0)  # a MIG instance: its GPU's
+    assert [torch.cuda.get_device_name(i) for i in range(3)] == ["Fake H100", "Fake H200", "Fake H200"]
+
+
 def test_placed_tensors_stay_on_the_host_once_and_the_worker_sees_them(zd):
     zd()
     model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 64))

@@ -97,7 +97,8 @@ static int nvml_add(struct inventory *inv, struct nvml_api *api, nvmlDevice_t h,
 	int major, minor;
 	if (api->cuda_capability && api->cuda_capability(gpu, &major, &minor) == NVML_SUCCESS &&
 	    major > 0 && major < 100 && minor >= 0 && minor < 100)
-		snprintf(d->compute_capability, sizeof(d->compute_capability), "%d.%d", major, minor);
+		snprintf(d->compute_capability, sizeof(d->compute_capability), "%d.%d", major,
+			 minor);
 	inv->count++;
 	return 0;
 }

@@ -300,7 +300,7 @@ def worker_started(simulated):
 def worker_before_call():
     if _S.mode == "real" and not _S.moved and _S.torch is not None:
         _S.moved = True
-        _move_placed_to_gpu(_S.torch)
+        _move_placed(_S.torch, "cuda", _S.torch.cuda)
 
 
 def _live_placed():
@@ -324,15 +324,16 @@ def _merged_ranges(spans):
     return out
 
 
-def _move_placed_to_gpu(torch):
-    """Every live placed tensor to the GPU: one device buffer per arena segment, filled in
-    CHUNK-sized copies; the tensors become views of it (ties between them survive)."""
+def _move_placed(torch, device, cuda):
+    """Every live placed tensor to device (the GPU; tests pass the CPU and a stand-in for
+    torch.cuda): one device buffer per arena segment, filled in CHUNK-sized copies; the
+    tensors become views of it, so ties between them survive."""
     t0 = time.perf_counter()
     by_segment = {}
     for t in _live_placed():
         seg = _S.arena.find(t.data_ptr()) if t.device.type == "cpu" and t.numel() else None
         if seg is None or not t.is_contiguous():
-            t.data = t.data.to("cuda")  # changed in the app process since it was placed
+            t.data = t.data.to(device)  # changed in the app process since it was placed
             continue
         by_segment.setdefault(seg, []).append(t)
     moved = 0
@@ -341,44 +342,48 @@ def _move_placed_to_gpu(torch):
         spans = [(t.data_ptr() - seg.base, t.data_ptr() - seg.base + _nbytes(t)) for t in tensors]
         ranges = _merged_ranges(spans)
         end = ranges[-1][1]
-        device = torch.empty(end, dtype=torch.uint8, device="cuda")
+        buffer = torch.empty(end, dtype=torch.uint8, device=device)
         host = torch.frombuffer(seg.mm, dtype=torch.uint8, count=end)
-        pinned_in_place &= _copy_ranges(torch, host, device, ranges)
+        pinned_in_place &= _copy_ranges(torch, cuda, host, buffer, ranges)
         for t in tensors:
             off = t.data_ptr() - seg.base
-            t.data = device[off:off + _nbytes(t)].view(t.dtype).view(t.shape)
+            t.data = buffer[off:off + _nbytes(t)].view(t.dtype).view(t.shape)
         moved += sum(b - a for a, b in ranges)
-    torch.cuda.synchronize()
+    cuda.synchronize()
     _S.stats = {"bytes": moved, "seconds": time.perf_counter() - t0,
                 "pinned_in_place": pinned_in_place}
 
 
-def _copy_ranges(torch, host, device, ranges):
+def _pinned(torch, n):
+    return torch.empty(n, dtype=torch.uint8, pin_memory=True)
+
+
+def _copy_ranges(torch, cuda, host, device, ranges):
     """Copies host[a:b] to device[a:b] for each range, CHUNK bytes at a time on two
     streams. The arena is registered as pinned memory when the driver allows, so the
     copies are DMA straight from it; otherwise two pinned staging buffers alternate, the
     CPU filling one while the GPU drains the other. Returns whether it was registered."""
     chunks = [(off, min(CHUNK, b - off)) for a, b in ranges for off in range(a, b, CHUNK)]
-    streams = [torch.cuda.Stream(), torch.cuda.Stream()]
-    cudart = torch.cuda.cudart()
+    streams = [cuda.Stream(), cuda.Stream()]
+    cudart = cuda.cudart()
     registered = int(cudart.cudaHostRegister(host.data_ptr(), host.numel(), 0)) == 0
     if registered:
         for i, (off, n) in enumerate(chunks):
-            with torch.cuda.stream(streams[i % 2]):
+            with cuda.stream(streams[i % 2]):
                 device[off:off + n].copy_(host[off:off + n], non_blocking=True)
-        torch.cuda.synchronize()
+        cuda.synchronize()
         cudart.cudaHostUnregister(host.data_ptr())
         return True
-    staging = [torch.empty(CHUNK, dtype=torch.uint8, pin_memory=True) for _ in streams]
+    staging = [_pinned(torch, min(CHUNK, host.numel())) for _ in streams]
     done = [None, None]
     for i, (off, n) in enumerate(chunks):
         k = i % 2
         if done[k] is not None:
             done[k].synchronize()  # the GPU has drained this buffer
         staging[k][:n].copy_(host[off:off + n])
-        with torch.cuda.stream(streams[k]):
+        with cuda.stream(streams[k]):
             device[off:off + n].copy_(staging[k][:n], non_blocking=True)
-            done[k] = torch.cuda.Event()
+            done[k] = cuda.Event()
             done[k].record()
-    torch.cuda.synchronize()
+    cuda.synchronize()
     return False

@@ -116,3 +116,60 @@ def test_a_model_placed_at_start_up_is_held_once_in_host_memory(zd):
     assert size > 250 and loaded > 0.9 * size
     assert placing < 0.1 * size, f"placing the model grew RSS by {placing:.0f} MB of {size:.0f}"
     assert same == "True"
+
+
+@pytest.mark.parametrize("registered", [True, False])
+def test_the_workers_move_of_placed_tensors_keeps_values_and_ties(registered):
+    """The GPU path with the CPU standing in for the device and a recorder for torch.cuda:
+    every byte arrives, in CHUNK-sized copies alternating streams, and the placed tensors
+    become views of one buffer (ties kept). bench/gpu/check.sh runs it on a real GPU."""
+    out = run_app(f"""
+        import contextlib, torch, zerogpu
+        from zerogpu import _torch
+        _torch.install(lambda: [])
+        _torch.CHUNK = 4096
+        model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.Linear(64, 64))
+        model[1].weight = model[0].weight
+        model.to("cuda")
+        extra = torch.arange(5000.0, device="cuda")
+        expect = [p.detach().clone() for p in model.parameters()] + [extra.clone()]
+
+        class Recorder:
+            streams_used = []
+            class Stream:
+                pass
+            @staticmethod
+            @contextlib.contextmanager
+            def stream(s):
+                Recorder.streams_used.append(s)
+                yield
+            class Event:
+                def record(self): pass
+                def synchronize(self): pass
+            @staticmethod
+            def synchronize(): pass
+            class cudart_:
+                @staticmethod
+                def cudaHostRegister(ptr, size, flags): return 0 if {registered} else 1
+                @staticmethod
+                def cudaHostUnregister(ptr): return 0
+            @staticmethod
+            def cudart(): return Recorder.cudart_
+
+        _torch._pinned = lambda torch, n: torch.empty(n, dtype=torch.uint8)
+        before = [p.data_ptr() for p in model.parameters()]
+        _torch._move_placed(torch, "cpu", Recorder)
+        after = list(model.parameters()) + [extra]
+        assert all(torch.equal(a, e) for a, e in zip(after, expect)), "values changed"
+        assert model[1].weight is model[0].weight
+        assert [p.data_ptr() for p in model.parameters()] != before, "not moved"
+        assert not any(_torch._S.arena.holds(t) for t in after), "still in the arena"
+        stats = _torch.transfer_stats()
+        assert stats["pinned_in_place"] is {registered}
+        used = len(Recorder.streams_used)
+        assert used >= stats["bytes"] // 4096 and len(set(map(id, Recorder.streams_used))) == 2
+        print("moved", stats["bytes"])
+    """, env={"ZEROGPU": "1"})
+    assert out.returncode == 0, out.stderr
+    nbytes = int(out.stdout.split()[1])
+    assert nbytes >= (64 * 64 + 64 * 2) * 4 + 5000 * 4

@@ -16,6 +16,7 @@ import inspect
 import json
 import math
 import os
+import pickle
 import threading
 import weakref
 
@@ -253,7 +254,6 @@ def _remote_error(reply):
     _, exc_bytes, text, summary = reply
     exc = None
     if exc_bytes is not None:
-        import pickle
         try:
             exc = pickle.loads(exc_bytes)
         except Exception:  # noqa: BLE001 - its class may not unpickle here

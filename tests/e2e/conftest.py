@@ -11,8 +11,11 @@ import os
 import pathlib
 import signal
 import socket
+import sqlite3
 import subprocess
+import sys
 import time
+import urllib.request
 
 import pytest
 
@@ -38,6 +41,35 @@ def free_tcp_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def ledger(d):
+    """The daemon's ledger rows, in the order the leases started (ties: in the order they ended)."""
+    db = sqlite3.connect(d.state / "ledger.db")
+    try:
+        db.row_factory = sqlite3.Row
+        return [dict(r) for r in db.execute("SELECT * FROM leases ORDER BY started_at, ended_at")]
+    finally:
+        db.close()
+
+
+def start_gradio_app(script, env, log_path, port, cwd=None):
+    """Starts a Gradio app script and waits until it serves on port; returns the Popen. The
+    app gets a session of its own: its workers are its children, and go with it (killpg)."""
+    log = open(log_path, "w")
+    app = subprocess.Popen([sys.executable, str(script)], env=env, stdout=log,
+                           stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True)
+    log.close()
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 90
+    while True:
+        assert app.poll() is None, pathlib.Path(log_path).read_text()
+        try:
+            urllib.request.urlopen(url, timeout=1).close()
+            return app
+        except OSError:
+            assert time.monotonic() < deadline, "the Gradio app did not come up"
+            time.sleep(0.2)
 
 
 class UnixHTTP:

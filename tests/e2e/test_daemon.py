@@ -1,7 +1,5 @@
 """The daemon as a whole: status schema, metrics, TCP with a token, start-up checks, shutdown, contention."""
 import json
-import os
-import pathlib
 import socket
 import subprocess
 import threading

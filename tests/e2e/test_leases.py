@@ -1,5 +1,4 @@
 """The lease engine through the native API: grants, queueing, gangs, deadlines, clients dying."""
-import os
 import signal
 import subprocess
 import sys

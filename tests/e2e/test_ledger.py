@@ -1,5 +1,4 @@
 """The ledger: one row per lease, written before the client hears, settled after a crash."""
-import os
 import signal
 import sqlite3
 import subprocess

@@ -4,30 +4,16 @@ The visitor comes from the X-IP-Token header Gradio received, with no code in th
 """
 import os
 import signal
-import sqlite3
-import subprocess
-import sys
-import time
-import urllib.request
 
 import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
-from conftest import ROOT, SECRET, Daemon, free_tcp_port, visitor_token
+from conftest import ROOT, SECRET, Daemon, free_tcp_port, ledger, start_gradio_app, visitor_token
 
 APP = ROOT / "examples" / "zerogpu-app" / "app.py"
 pytestmark = [pytest.mark.filterwarnings("ignore::ResourceWarning"),
               pytest.mark.filterwarnings("ignore::DeprecationWarning")]
-
-
-def ledger(d):
-    db = sqlite3.connect(d.state / "ledger.db")
-    try:
-        db.row_factory = sqlite3.Row
-        return [dict(r) for r in db.execute("SELECT * FROM leases ORDER BY started_at, ended_at")]
-    finally:
-        db.close()
 
 
 @pytest.fixture(scope="module")
@@ -37,23 +23,11 @@ def served(tmp_path_factory):
     d = Daemon(tmp, "--simulate", "1x80G", "--visitor-secret", SECRET, "--quota-free", "12").start()
     env = dict(os.environ, ZEROGPU_SOCKET=str(d.socket), PORT=str(port),
                GRADIO_ANALYTICS_ENABLED="False")
-    log = open(tmp / "app.log", "w")
-    app = subprocess.Popen([sys.executable, str(APP)], env=env, stdout=log,
-                           stderr=subprocess.STDOUT, start_new_session=True)
+    app = start_gradio_app(APP, env, tmp / "app.log", port, cwd=None)
     url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 90
-    while True:
-        assert app.poll() is None, (tmp / "app.log").read_text()
-        try:
-            urllib.request.urlopen(url, timeout=1).close()
-            break
-        except OSError:
-            assert time.monotonic() < deadline, "the Gradio app did not come up"
-            time.sleep(0.2)
     yield d, url
     os.killpg(app.pid, signal.SIGTERM)
     app.wait(20)
-    log.close()
     assert d.stop() == 0, d.log_text()
 
 

@@ -97,7 +97,7 @@ def test_tcp_admin_token_and_app_tokens(make_daemon):
     port = s.getsockname()[1]
     s.close()
     admin = "the-admin-token-for-tests"
-    d = make_daemon("--simulate", "1x80G", "--listen", f"127.0.0.1:{port}", "--token", admin)
+    make_daemon("--simulate", "1x80G", "--listen", f"127.0.0.1:{port}", "--token", admin)
     base = f"http://127.0.0.1:{port}"
 
     def post(path, body, tok):

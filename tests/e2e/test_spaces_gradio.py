@@ -5,18 +5,14 @@ takes seconds. Each test uses visitors of its own so their quotas do not mix.
 """
 import os
 import signal
-import sqlite3
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 
 import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
-from conftest import ROOT, SECRET, Daemon, free_tcp_port, visitor_token
+from conftest import ROOT, SECRET, Daemon, free_tcp_port, ledger, start_gradio_app, visitor_token
 
 APP = ROOT / "examples" / "spaces-app" / "app.py"
 # The package opens an HTTP client per call and never closes it; Pydantic warns of its age.
@@ -36,34 +32,12 @@ def served(tmp_path_factory):
     env = dict(os.environ, SPACES_ZERO_GPU="true",
                SPACES_ZERO_DEVICE_API_URL=f"http://127.0.0.1:{api_port}", PORT=str(app_port),
                GRADIO_ANALYTICS_ENABLED="False")
-    log = open(tmp / "app.log", "w")
-    # A session of its own: the package's workers are the app's children, and go with it.
-    app = subprocess.Popen([sys.executable, str(APP)], env=env, stdout=log,
-                           stderr=subprocess.STDOUT, cwd=APP.parent, start_new_session=True)
+    app = start_gradio_app(APP, env, tmp / "app.log", app_port, cwd=APP.parent)
     url = f"http://127.0.0.1:{app_port}/"
-    deadline = time.monotonic() + 90
-    while True:
-        assert app.poll() is None, (tmp / "app.log").read_text()
-        try:
-            urllib.request.urlopen(url, timeout=1).close()
-            break
-        except OSError:
-            assert time.monotonic() < deadline, "the Gradio app did not come up"
-            time.sleep(0.2)
     yield d, url
     os.killpg(app.pid, signal.SIGTERM)
     app.wait(20)
-    log.close()
     assert d.stop() == 0, d.log_text()
-
-
-def ledger(d):
-    db = sqlite3.connect(d.state / "ledger.db")
-    try:
-        db.row_factory = sqlite3.Row
-        return [dict(r) for r in db.execute("SELECT * FROM leases ORDER BY started_at")]
-    finally:
-        db.close()
 
 
 def visitor_client(url, sub, tier):

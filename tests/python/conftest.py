@@ -7,7 +7,6 @@ $ZEROGPU_BUILD like the end-to-end tests', whose helpers are reused here.
 import importlib.util
 import os
 import pathlib
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -27,13 +26,7 @@ visitor_token = e2e.visitor_token
 os.environ["ZEROGPU"] = "1"
 
 
-def ledger(d):
-    db = sqlite3.connect(d.state / "ledger.db")
-    try:
-        db.row_factory = sqlite3.Row
-        return [dict(r) for r in db.execute("SELECT * FROM leases ORDER BY started_at, ended_at")]
-    finally:
-        db.close()
+ledger = e2e.ledger
 
 
 @pytest.fixture

@@ -35,9 +35,6 @@ def test_results_and_arguments_round_trip(zd):
 def test_an_exception_comes_back_with_the_workers_traceback(zd):
     zd()
 
-    class Custom(Exception):
-        pass
-
     @zerogpu.GPU
     def fails(n):
         raise KeyError(f"no item {n}")
@@ -182,7 +179,7 @@ def test_the_deadline_aborts_the_task_and_the_next_call_gets_a_fresh_worker(zd):
 
 
 def test_quota_and_queue_refusals_carry_the_daemons_message(zd):
-    d = zd("--simulate", "1x80G", "--visitor-secret", SECRET, "--quota-anonymous", "30",
+    zd("--simulate", "1x80G", "--visitor-secret", SECRET, "--quota-anonymous", "30",
            "--default-max-wait", "1")
 
     @zerogpu.GPU(duration=40)

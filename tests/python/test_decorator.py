@@ -113,9 +113,14 @@ def test_a_duration_callable_that_returns_nonsense_fails_the_call_before_any_lea
 
 def test_not_enabled_the_decorator_changes_nothing():
     out = run_app("""
-        import sys, torch
-        orig = (torch.Tensor.to, torch.Tensor.cuda, torch.nn.Module.to, torch.zeros,
-                torch.cuda.is_available, torch.cuda.init, torch.cuda._lazy_init)
+        import sys
+        try:
+            import torch
+        except ImportError:  # the package's own checks still run
+            torch = None
+        if torch:
+            orig = (torch.Tensor.to, torch.Tensor.cuda, torch.nn.Module.to, torch.zeros,
+                    torch.cuda.is_available, torch.cuda.init, torch.cuda._lazy_init)
         import zerogpu
         assert not zerogpu.enabled()
         def f(x): return x
@@ -124,14 +129,16 @@ def test_not_enabled_the_decorator_changes_nothing():
         assert zerogpu.GPU(f) is f
         assert zerogpu.GPU(duration=5)(f) is f and zerogpu.GPU('xlarge')(g) is g
         assert zerogpu.GPU(45)(h) is h and zerogpu.GPU(gpus=2)(f) is f
-        assert (torch.Tensor.to, torch.Tensor.cuda, torch.nn.Module.to, torch.zeros,
-                torch.cuda.is_available, torch.cuda.init, torch.cuda._lazy_init) == orig
-        assert torch.cuda.is_available() is False
+        if torch:
+            assert (torch.Tensor.to, torch.Tensor.cuda, torch.nn.Module.to, torch.zeros,
+                    torch.cuda.is_available, torch.cuda.init, torch.cuda._lazy_init) == orig
+            assert torch.cuda.is_available() is False
         assert not any(type(h).__module__.startswith('zerogpu') for h in sys.meta_path)
-        print("untouched")
+        print("untouched", "torch" if torch else "no torch")
     """)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "untouched"
+    expected = "untouched torch" if os.environ.get("ZEROGPU_TESTS_NEED_TORCH") else "untouched"
+    assert out.stdout.strip().startswith(expected)
 
 
 def test_zerogpu_0_switches_it_off_even_with_a_socket(tmp_path):

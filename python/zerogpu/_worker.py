@@ -54,10 +54,12 @@ class WorkerDied(ZeroGPUError):
 def _error_reply(err, fn_name):
     text = "".join(traceback.format_exception(type(err), err, err.__traceback__))
     summary = f"{fn_name} raised {type(err).__name__}: {err}"
-    try:
-        exc = dumps(err)
-    except PicklingFailed:
-        exc = None  # the app gets a ZeroGPUError with the summary and the traceback
+    exc = None  # the app then gets a ZeroGPUError with the summary and the traceback
+    if isinstance(err, Exception):  # not SystemExit & co: sys.exit() in a worker must
+        try:  # not exit the app
+            exc = dumps(err)
+        except PicklingFailed:
+            pass
     return ("err", exc, text, summary)
 
 
@@ -77,6 +79,7 @@ async def _drain_async_gen(agen, emit):
 def _run(sock, kind, fn, args, kwargs):
     name = f"{getattr(fn, '__qualname__', fn)}()"
     try:
+        _torch.worker_before_call()  # the first call moves the placed weights to the GPU
         if kind == "call":
             reply = _result_reply("ok", fn(*args, **kwargs), name, "the result")
         elif kind == "async":
@@ -105,7 +108,6 @@ def _serve(sock, lookup):
         if fn is None:
             send(sock, dumps(("unknown", None)))
             continue
-        _torch.worker_before_call()
         _run(sock, kind, fn, args, kwargs)
 
 
@@ -113,6 +115,7 @@ def _close_daemon_connections(daemon_path):
     """Closes this process's copies of the app's connections to zerogpud. A lease ends
     when its stream closes; a worker holding a copy would keep every lease of the app
     alive after the app died, itself included."""
+    daemon_path = os.path.realpath(daemon_path)
     for name in os.listdir("/proc/self/fd"):
         fd = int(name)
         try:
@@ -122,7 +125,8 @@ def _close_daemon_connections(daemon_path):
         except OSError:
             continue
         try:
-            ours = s.family == socket.AF_UNIX and s.getpeername() == daemon_path
+            peer = s.getpeername() if s.family == socket.AF_UNIX else ""
+            ours = isinstance(peer, str) and peer != "" and os.path.realpath(peer) == daemon_path
         except OSError:
             ours = False
         if ours:

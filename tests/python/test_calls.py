@@ -290,3 +290,15 @@ def test_a_daemon_that_goes_away_mid_call_stops_the_worker(zd):
     assert zerogpu.worker_pids() == []
     d.proc.wait()
     d.start()  # the fixture stops it cleanly
+
+
+def test_sys_exit_in_the_function_does_not_exit_the_app(zd):
+    zd()
+
+    @zerogpu.GPU
+    def leaves():
+        raise SystemExit(3)
+
+    with pytest.raises(zerogpu.ZeroGPUError, match=r"leaves\(\) raised SystemExit: 3") as err:
+        leaves()
+    assert "raise SystemExit(3)" in err.value.__cause__.text

@@ -251,7 +251,7 @@ class _Call:
 
 
 def _remote_error(reply):
-    _, exc_bytes, text, summary = reply
+    _, exc_bytes, text, summary, what = reply
     exc = None
     if exc_bytes is not None:
         try:
@@ -259,7 +259,7 @@ def _remote_error(reply):
         except Exception:  # noqa: BLE001 - its class may not unpickle here
             exc = None
     if not isinstance(exc, BaseException):
-        exc = ZeroGPUError(summary)
+        exc = (UnpicklableError if what == "unpicklable" else ZeroGPUError)(summary)
     exc.__cause__ = RemoteTraceback(text)
     return exc
 

@@ -8,10 +8,11 @@ initialise CUDA, leads its own process group (so zerogpud's kill at the
 deadline takes whatever it started too), and dies with the app process.
 
 Messages (``_transport``): the app sends ``(kind, function id, args, kwargs)``
-and the worker answers ``("ok", result)``, ``("item", value)``... ``("end",)``
-for generators, ``("err", pickled exception or None, traceback text, summary)``,
-or ``("unknown",)`` for a function decorated after the worker was forked (the
-pool never sends one there: it forks a fresh worker instead).
+and the worker answers ``("ok", result)``; ``("item", value)``... then
+``("end", None)`` for generators; ``("err", pickled exception or None,
+traceback text, summary, "unpicklable" or None)``; or ``("unknown", None)`` for
+a function decorated after the worker was forked (the pool never sends one
+there: it forks a fresh worker instead).
 """
 import asyncio
 import os
@@ -60,7 +61,7 @@ def _error_reply(err, fn_name):
             exc = dumps(err)
         except PicklingFailed:
             pass
-    return ("err", exc, text, summary)
+    return ("err", exc, text, summary, None)
 
 
 def _result_reply(tag, value, fn_name, what):
@@ -68,7 +69,7 @@ def _result_reply(tag, value, fn_name, what):
         return dumps((tag, value))
     except PicklingFailed as err:
         msg = f"{what} of {fn_name} cannot be sent back from the GPU worker: {err}"
-        return dumps(("err", None, msg + "\n", msg))
+        return dumps(("err", None, msg + "\n", msg, "unpicklable"))
 
 
 async def _drain_async_gen(agen, emit):

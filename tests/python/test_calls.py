@@ -75,7 +75,7 @@ def test_unpicklable_arguments_and_results_are_named(zd):
     def gives_a_lock():
         return threading.Lock()
 
-    with pytest.raises(zerogpu.ZeroGPUError, match=r"the result of .*gives_a_lock\(\) cannot be sent back .*_thread.lock"):
+    with pytest.raises(zerogpu.UnpicklableError, match=r"the result of .*gives_a_lock\(\) cannot be sent back .*_thread.lock"):
         gives_a_lock()
 
 

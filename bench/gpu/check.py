@@ -59,6 +59,14 @@ def plain_loop(torch, gib, dtype):
     return nbytes(model) / (time.perf_counter() - t0)
 
 
+def read_all(fd):
+    data = b""
+    while chunk := os.read(fd, 1 << 16):
+        data += chunk
+    os.close(fd)
+    return data
+
+
 def package_path(gib, dtype_name):
     """In a fresh process: zerogpu places the model, a forked 'worker' moves it."""
     r, w = os.pipe()
@@ -89,11 +97,8 @@ def package_path(gib, dtype_name):
                                          "y": y.flatten()[:64].tolist()}).encode())
                 os._exit(0)
             os.close(ww)
-            data = b""
-            while chunk := os.read(rr, 1 << 16):
-                data += chunk
+            out = json.loads(read_all(rr))
             os.waitpid(child, 0)
-            out = json.loads(data)
             with torch.no_grad():  # the same forward on the CPU, in float32
                 y_ref = torch.nn.Sequential(*[torch.nn.Linear(4096, 4096, bias=False) for _ in model])
                 for a, b in zip(y_ref.parameters(), model.parameters()):
@@ -107,11 +112,9 @@ def package_path(gib, dtype_name):
             os.write(w, json.dumps({"error": traceback.format_exc()}).encode())
         os._exit(0)
     os.close(w)
-    data = b""
-    while chunk := os.read(r, 1 << 16):
-        data += chunk
+    result = json.loads(read_all(r))
     os.waitpid(pid, 0)
-    return json.loads(data)
+    return result
 
 
 def calls(socket_path, gib, dtype_name, n):

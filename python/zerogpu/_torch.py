@@ -27,7 +27,7 @@ import weakref
 
 from ._arena import Arena
 
-__all__ = ["install", "installed", "worker_started", "worker_before_call", "CUDA_IN_MAIN",
+__all__ = ["install", "worker_started", "worker_before_call", "CUDA_IN_MAIN",
            "transfer_stats", "placed_bytes"]
 
 CUDA_IN_MAIN = (
@@ -58,10 +58,6 @@ class _State:
 
 
 _S = _State
-
-
-def installed():
-    return _S.mode is not None
 
 
 def placed_bytes():

@@ -152,7 +152,7 @@ def main():
         sock = f"{tmp}/zerogpud.sock"
         daemon = subprocess.Popen(
             [str(daemon_bin), "--socket", sock, "--state-dir", f"{tmp}/state", "--simulate", "1x80G",
-             "--listen", f"127.0.0.1:{port}", "--token", "b" * 24, "--spaces-app", "bench",
+             "--listen", f"127.0.0.1:{port}", "--token", "b" * 32, "--spaces-app", "bench",
              "--log-level", "warn"])
         try:
             for _ in range(200):

@@ -27,7 +27,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         daemon = subprocess.Popen(
             [str(build / "src/daemon/zerogpud"), "--socket", f"{tmp}/s.sock", "--state-dir",
-             f"{tmp}/state", "--listen", f"127.0.0.1:{port}", "--token", "x" * 24,
+             f"{tmp}/state", "--listen", f"127.0.0.1:{port}", "--token", "x" * 32,
              "--simulate", "1x80G", "--spaces-app", "bench", "--log-level", "warn"])
         try:
             client = httpx.Client(base_url=f"http://127.0.0.1:{port}")

@@ -29,7 +29,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 GEN = ROOT / "bench" / "workload" / "gen.py"
 POLICIES = ("zerogpu", "fifo", "static")
 COLORS = {"zerogpu": "tab:blue", "fifo": "tab:orange", "static": "tab:gray"}
-SECRET = "evaluation visitor secret"
+SECRET = "the evaluation's visitor secret, 32+ bytes"
 
 # The default workload (bench/workload/README.md): 50 apps on 4 GPUs, a day.
 DEFAULT = dict(seed=1, apps=50, hours=24, gpus=4)

@@ -44,10 +44,12 @@ int api_reserve_quota(struct call *c, struct lease_request *rq, struct quota_ref
 void api_unreserve(struct zgpud *d, const struct lease_request *rq);
 
 /*
- * Binds pid to l after checking it exists and the caller may have it killed;
- * with rebind, a process already attached is replaced. Returns 0; -EBUSY,
- * -EALREADY or -ETIME from the engine (not replied); or another negative
- * errno after replying.
+ * Binds pid to l after checking it exists and the caller may have it killed
+ * (docs/security.md: its own processes; an app token's listed users'; the
+ * admin token's any; a caller of unknown uid none). The lease holds the
+ * process by a pidfd from then on. With rebind, a process already attached is
+ * replaced. Returns 0; -EBUSY, -EALREADY or -ETIME from the engine (not
+ * replied); or another negative errno after replying.
  */
 int api_attach(struct call *c, struct lease *l, pid_t pid, bool rebind);
 

@@ -3,7 +3,6 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/clock.h"
@@ -12,10 +11,9 @@
 #include "daemon/proc.h"
 #include "daemon/record.h"
 
-bool api_uid_may_act_as(const struct settings *s, uid_t uid, const char *app)
+/* Whether [apps] NAME users lists uid for app. */
+static bool app_lists_uid(const struct settings *s, const char *app, uid_t uid)
 {
-	if (s->napp_users == 0)
-		return true;
 	for (int i = 0; i < s->napp_users; i++) {
 		if (strcmp(s->app_users[i].app, app) != 0)
 			continue;
@@ -24,6 +22,11 @@ bool api_uid_may_act_as(const struct settings *s, uid_t uid, const char *app)
 				return true;
 	}
 	return false;
+}
+
+bool api_uid_may_act_as(const struct settings *s, uid_t uid, const char *app)
+{
+	return s->napp_users == 0 || app_lists_uid(s, app, uid);
 }
 
 int api_identify_visitor(struct call *c, const char *token, const char *ip,
@@ -86,73 +89,102 @@ void api_unreserve(struct zgpud *d, const struct lease_request *rq)
 }
 
 /*
- * The daemon kills what is attached when the deadline passes, so a caller may
- * only attach what it could kill itself: its own processes (root: any), and
- * never zerogpud itself. On TCP the caller's uid is known for loopback
- * connections; one that cannot be known (a remote peer) may not attach root's
- * processes. The admin token is trusted like root.
+ * The daemon kills what is attached when the lease ends, so a caller may
+ * attach only a process it could have killed itself (docs/security.md):
+ * - a caller whose uid is known (the Unix socket; a loopback TCP client the
+ *   kernel vouched for when it connected): its own processes, root any;
+ * - the admin token: any process;
+ * - an app token: processes of the users its app may act for
+ *   (`[apps] NAME users = ...`), root's only when listed;
+ * and never zerogpud itself. A caller who is none of these (a TCP client of
+ * unknown uid without such a token) attaches nothing. A process belongs to a
+ * user when its real, effective and saved uids are all that user's.
  */
-static int check_pid_owner(struct call *c, pid_t pid)
+static int check_may_attach(struct call *c, const struct lease_process *p)
 {
-	char path[64];
-	struct stat st;
-	snprintf(path, sizeof(path), "/proc/%d", (int) pid);
-	if (stat(path, &st) < 0) {
-		http_reply_error(c, 400, "no_such_process", "process %d does not exist", (int) pid);
-		return -ESRCH;
-	}
-	if (pid == getpid() || pid == getpgrp()) {
+	if (p->pid == getpid() || p->pid == getpgrp()) {
 		http_reply_error(c, 403, "forbidden",
 				 "process %d is zerogpud itself (or its group); attach the worker "
 				 "that uses the GPU",
-				 (int) pid);
+				 (int) p->pid);
 		return -EPERM;
 	}
 	if (c->via_tcp && c->admin)
 		return 0;
-	uid_t caller;
-	if (http_caller_uid(c, &caller) < 0) {
-		if (st.st_uid != 0)
-			return 0;
+	uid_t owner;
+	bool single_owner = proc_owner(p->pid, &owner) == 0;
+	if (c->uid_known && (c->uid == 0 || (single_owner && owner == c->uid)))
+		return 0;
+	if (c->via_tcp && c->app[0] && single_owner && app_lists_uid(c->d->settings, c->app, owner))
+		return 0;
+	if (!single_owner) {
 		http_reply_error(c, 403, "forbidden",
-				 "process %d belongs to root, and a remote caller may not have it "
-				 "killed",
-				 (int) pid);
-		return -EPERM;
-	}
-	if (caller != 0 && st.st_uid != caller) {
+				 "process %d runs with mixed user ids (a set-uid program); only "
+				 "root may attach it",
+				 (int) p->pid);
+	} else if (c->uid_known) {
 		http_reply_error(c, 403, "forbidden",
 				 "process %d belongs to uid %u, not to the caller (uid %u)",
-				 (int) pid, (unsigned) st.st_uid, (unsigned) caller);
-		return -EPERM;
+				 (int) p->pid, (unsigned) owner, (unsigned) c->uid);
+	} else if (c->app[0]) {
+		http_reply_error(
+			c, 403, "forbidden",
+			"process %d belongs to uid %u, and app '%s' may not act for that "
+			"user: [apps] %s users in zerogpud's config says who it may act for",
+			(int) p->pid, (unsigned) owner, c->app, c->app);
+	} else {
+		http_reply_error(
+			c, 403, "forbidden",
+			"zerogpud cannot tell which local user is calling (a TCP client "
+			"from another address, or one that closed its end), so it attaches "
+			"no process for it: call over the Unix socket or loopback, or send "
+			"an app token");
 	}
-	return 0;
+	return -EPERM;
 }
 
 int api_attach(struct call *c, struct lease *l, pid_t pid, bool rebind)
 {
-	int r = check_pid_owner(c, pid);
-	if (r < 0)
-		return r;
-	pid_t pgid = getpgid(pid);
-	uint64_t pid_start = 0;
-	(void) proc_start_time(pid, &pid_start);
-	if (rebind && l->state == LEASE_ATTACHED && l->pid != pid) {
-		log_info("lease %s: pid %d replaces pid %d", l->id, (int) pid, (int) l->pid);
-		l->pid = pid;
-		l->pgid = pgid > 0 ? pgid : pid;
-	} else {
-		r = engine_attach(&c->d->engine, l, pid, pgid > 0 ? pgid : pid, clock_mono_ms());
-		if (r < 0)
-			return r;
+	struct lease_process p;
+	int r = proc_hold(pid, &p);
+	if (r < 0) {
+		http_reply_error(c, 400, "no_such_process", "process %d does not exist", (int) pid);
+		return -ESRCH;
 	}
-	l->pid_start = pid_start;
-	if (record_attach(c->d, l, pid_start) < 0) {
+	r = check_may_attach(c, &p);
+	/* What was read about pid is about the held process only if it still runs. */
+	if (r == 0 && !proc_alive(&p)) {
+		http_reply_error(c, 400, "no_such_process", "process %d exited", (int) pid);
+		r = -ESRCH;
+	}
+	if (r < 0) {
+		proc_drop(&p);
+		return r;
+	}
+	p.attached_by = http_caller(c);
+	bool already = l->state == LEASE_ATTACHED && l->proc.pid == pid && l->proc.start == p.start;
+	struct lease_process old = LEASE_PROCESS_NONE;
+	if (already)
+		r = 0;
+	else if (rebind)
+		r = engine_rebind(&c->d->engine, l, &p, clock_mono_ms(), &old);
+	else
+		r = engine_attach(&c->d->engine, l, &p, clock_mono_ms());
+	if (r < 0 || already) {
+		proc_drop(&p);
+		return r;
+	}
+	if (old.pid > 0) {
+		log_info("lease %s: pid %d replaces pid %d", l->id, (int) pid, (int) old.pid);
+		proc_drop(&old);
+	}
+	if (record_attach(c->d, l) < 0) {
 		log_error("lease %s: cannot record the attach: %s", l->id, c->d->ledger->error);
 		http_reply_error(c, 500, "ledger", "zerogpud could not record the attach: %s",
 				 c->d->ledger->error);
 		return -EIO;
 	}
-	log_info("lease %s: attached pid %d (process group %d)", l->id, (int) pid, (int) l->pgid);
+	log_info("lease %s: attached pid %d (process group %d)", l->id, (int) pid,
+		 (int) l->proc.pgid);
 	return 0;
 }

@@ -14,7 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
-#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -45,7 +44,8 @@ struct spaces_lease {
 	struct evhttp_connection *conn;
 	struct event *ping; /* keep-alives while that reply is an event stream */
 	bool streaming, closing;
-	bool worker_reused; /* bound at the grant to the app's idle worker */
+	bool worker_reused;	   /* bound at the grant to the app's idle worker */
+	struct lease_owner caller; /* who called /schedule */
 	int64_t t0_us;
 	char cgroup[SPACES_CGROUP_MAX + 1];
 };
@@ -64,27 +64,28 @@ static struct spaces_lease *find_token(struct zgpud *d, const char *token)
  * `idle`: the worker this app's task left on the device still lives, and the
  * package hands it the call without a new /allow (it keeps one worker per
  * decorated function and device). So the lease is bound to that worker here;
- * a later /allow from another process replaces it. The worker is claimed, so
- * a second grant on the same device is not told it is idle too.
+ * a later /allow from another process replaces it. Only a worker of the same
+ * app and task, attached on the word of the same principal as this /schedule
+ * caller (the same local user, or the same app token), is bound: another
+ * caller must never get somebody else's process attached (and later killed).
+ * The worker is claimed, so a second grant on the same device is not told it
+ * is idle too.
  */
 static bool bind_idle_worker(struct spaces_lease *sl, struct lease *l, int device)
 {
 	struct zgpud *d = sl->d;
 	struct device_last_use *u = &d->last_use[device];
-	uint64_t start;
-	if (u->pid <= 0 || strcmp(u->app, l->req.app) || strcmp(u->task, l->req.task) ||
-	    proc_start_time(u->pid, &start) < 0 || start != u->pid_start)
+	if (u->worker.pid <= 0 || strcmp(u->app, l->req.app) || strcmp(u->task, l->req.task) ||
+	    !lease_owner_same(&u->worker.attached_by, &sl->caller) || !proc_alive(&u->worker))
 		return false;
-	pid_t pgid = getpgid(u->pid);
-	if (engine_attach(&d->engine, l, u->pid, pgid > 0 ? pgid : u->pid, clock_mono_ms()) < 0)
+	if (engine_attach(&d->engine, l, &u->worker, clock_mono_ms()) < 0)
 		return false;
-	l->pid_start = start;
-	u->pid = 0;
+	u->worker = LEASE_PROCESS_NONE; /* the lease holds it now */
 	sl->worker_reused = true;
-	if (record_attach(d, l, start) < 0)
+	if (record_attach(d, l) < 0)
 		log_error("lease %s: cannot record the attach: %s", l->id, d->ledger->error);
 	log_info("lease %s: given to app %s's idle worker, pid %d", l->id, l->req.app,
-		 (int) l->pid);
+		 (int) l->proc.pid);
 	return true;
 }
 
@@ -151,7 +152,7 @@ static void start_stream(struct spaces_lease *sl, const struct lease *l)
 	metrics_count_http(&d->metrics, 200);
 	sl->streaming = true;
 	bufferevent_set_timeouts(evhttp_connection_get_bufferevent(sl->conn), NULL, NULL);
-	evhttp_connection_set_closecb(sl->conn, stream_closed, sl);
+	http_on_close(d, sl->conn, stream_closed, sl);
 	struct timeval every = {.tv_sec = d->spaces_ping_ms / 1000,
 				.tv_usec = (d->spaces_ping_ms % 1000) * 1000};
 	sl->ping = event_new(d->base, -1, EV_PERSIST, on_ping, sl);
@@ -167,7 +168,7 @@ static void end_stream(struct spaces_lease *sl)
 	}
 	if (!sl->closing) {
 		/* An ordinary kept-alive connection again, with the usual idle limit. */
-		evhttp_connection_set_closecb(sl->conn, NULL, NULL);
+		http_on_close(sl->d, sl->conn, NULL, NULL);
 		evhttp_connection_set_timeout(sl->conn, ZGPUD_IDLE_TIMEOUT_S);
 	}
 	evhttp_send_reply_end(sl->req);
@@ -199,8 +200,13 @@ static void answer_no_gpu(struct spaces_lease *sl, const struct lease *l)
 		return;
 	}
 	struct call c = {.d = sl->d, .req = sl->req};
-	http_reply_error(&c, 503, "no_gpu", "No GPU was available%s%s", l->message[0] ? ": " : "",
-			 l->message);
+	/* The engine's reasons for a timeout already start with the hosted words. */
+	static const char words[] = "No GPU was available";
+	if (strncmp(l->message, words, sizeof(words) - 1) == 0)
+		http_reply_error(&c, 503, "no_gpu", "%s", l->message);
+	else
+		http_reply_error(&c, 503, "no_gpu", "%s%s%s", words, l->message[0] ? ": " : "",
+				 l->message);
 	sl->req = NULL;
 }
 
@@ -279,7 +285,8 @@ static const char *caller_app(struct call *c)
 				 "set [spaces] app in zerogpud's config");
 		return NULL;
 	}
-	if (!c->via_tcp && !c->admin && !api_uid_may_act_as(d->settings, c->uid, d->spaces_app)) {
+	if (!c->via_tcp && !c->admin &&
+	    (!c->uid_known || !api_uid_may_act_as(d->settings, c->uid, d->spaces_app))) {
 		http_reply_error(c, 403, "forbidden",
 				 "uid %u may not act as app '%s': [apps] in zerogpud's config says "
 				 "who may",
@@ -337,6 +344,7 @@ static struct spaces_lease *new_spaces_lease(struct call *c, const char *cgroup)
 	sl->req = c->req;
 	sl->conn = evhttp_request_get_connection(c->req);
 	sl->t0_us = c->t0_us;
+	sl->caller = http_caller(c);
 	if (cgroup[0]) {
 		strcpy(sl->cgroup, cgroup);
 		sl->client.cgroup = sl->cgroup;
@@ -395,7 +403,7 @@ static void post_schedule(struct call *c)
 		return;
 
 	struct spaces_lease *sl = new_spaces_lease(c, s.cgroup);
-	struct lease_owner owner = {.via_token = c->via_tcp, .uid = c->uid};
+	struct lease_owner owner = http_caller(c);
 	r = sl ? engine_submit(&d->engine, &rq, &owner, sl, clock_mono_ms()) : -ENOMEM;
 	if (r == 0)
 		return; /* the engine's first event has answered, or will */
@@ -469,7 +477,7 @@ static void post_allow(struct call *c)
 		break;
 	case -EALREADY:
 		http_reply_error(c, 409, "already_allowed", "this lease already allowed pid %d",
-				 (int) l->pid);
+				 (int) l->proc.pid);
 		break;
 	case -ETIME:
 		http_reply_error(c, 409, "expired", "this lease has passed its deadline");
@@ -491,7 +499,7 @@ static void post_release(struct call *c)
 		return;
 	struct lease *l = sl->lease;
 	/* A lease no process was allowed on never used its device: nothing to charge. */
-	bool unused = l->pid == 0;
+	bool unused = l->proc.pid == 0;
 	int64_t used_ms = 0;
 	enum lease_state final = engine_end(&c->d->engine, l, fail || unused, clock_mono_ms(),
 					    &used_ms);

@@ -27,15 +27,24 @@
  * Rendering.
  * ------------------------------------------------------------------------ */
 
-static json_t *device_json(const struct zgpud *d, const struct device *dev)
+/* What one caller may see of the daemon: an app token over TCP sees its app's leases only. */
+struct view {
+	struct zgpud *d;
+	const struct call *c;
+	int64_t now;
+};
+
+static json_t *device_json(const struct view *v, const struct device *dev)
 {
+	const struct zgpud *d = v->d;
 	const struct lease *holders[ENGINE_MAX_SLOTS];
 	int slots, held;
 	int n = engine_device_usage(&d->engine, dev->index, &slots, &held, holders,
 				    ENGINE_MAX_SLOTS);
 	json_t *ids = json_array();
 	for (int i = 0; i < n; i++)
-		json_array_append_new(ids, json_string(holders[i]->id));
+		if (http_may_see(v->c, holders[i]))
+			json_array_append_new(ids, json_string(holders[i]->id));
 	const char *state = held == 0 ? "free" : held < slots ? "partial" : "busy";
 	json_t *o = json_pack("{s:i, s:s, s:s, s:I, s:i, s:b, s:s, s:i, s:i, s:o}", "index",
 			      dev->index, "uuid", dev->uuid, "name", dev->name, "memory_bytes",
@@ -49,11 +58,11 @@ static json_t *device_json(const struct zgpud *d, const struct device *dev)
 	return o;
 }
 
-static json_t *devices_json(const struct zgpud *d)
+static json_t *devices_json(const struct view *v)
 {
 	json_t *a = json_array();
-	for (size_t i = 0; i < d->inv.count; i++)
-		json_array_append_new(a, device_json(d, &d->inv.devices[i]));
+	for (size_t i = 0; i < v->d->inv.count; i++)
+		json_array_append_new(a, device_json(v, &v->d->inv.devices[i]));
 	return a;
 }
 
@@ -90,14 +99,14 @@ static json_t *lease_json(const struct zgpud *d, const struct lease *l, int64_t 
 		json_object_set_new(o, "remaining_s",
 				    json_real((double) (l->deadline_ms - now) / 1000.0));
 	}
-	if (l->pid > 0)
-		json_object_set_new(o, "pid", json_integer(l->pid));
+	if (l->proc.pid > 0)
+		json_object_set_new(o, "pid", json_integer(l->proc.pid));
 	const struct lease_client *cl = l->stream;
 	if (cl && cl->cgroup)
 		json_object_set_new(o, "cgroup", json_string(cl->cgroup));
 	if (l->owner.via_token)
 		json_object_set_new(o, "owner", json_string("token"));
-	else
+	else if (l->owner.uid_known)
 		json_object_set_new(o, "owner_uid", json_integer(l->owner.uid));
 	return o;
 }
@@ -110,6 +119,7 @@ static int lease_cmp_created(const void *a, const void *b)
 }
 
 struct collect {
+	const struct view *v;
 	const struct lease **items;
 	size_t n;
 };
@@ -117,44 +127,46 @@ struct collect {
 static void collect_held(struct lease *l, void *arg)
 {
 	struct collect *c = arg;
-	if (l->state != LEASE_QUEUED)
+	if (l->state != LEASE_QUEUED && http_may_see(c->v->c, l))
 		c->items[c->n++] = l;
 }
 
-/* Held leases, oldest grant first. */
-static json_t *leases_json(const struct zgpud *d, int64_t now)
+/* Held leases the caller may see, oldest grant first. */
+static json_t *leases_json(const struct view *v)
 {
 	json_t *a = json_array();
-	struct collect c = {calloc(d->engine.leases.len + 1, sizeof(*c.items)), 0};
+	struct collect c = {v, calloc(v->d->engine.leases.len + 1, sizeof(*c.items)), 0};
 	if (!c.items)
 		return a;
-	engine_foreach(&d->engine, collect_held, &c);
+	engine_foreach(&v->d->engine, collect_held, &c);
 	qsort(c.items, c.n, sizeof(*c.items), lease_cmp_created);
 	for (size_t i = 0; i < c.n; i++)
-		json_array_append_new(a, lease_json(d, c.items[i], now));
+		json_array_append_new(a, lease_json(v->d, c.items[i], v->now));
 	free(c.items);
 	return a;
 }
 
 struct queue_walk {
-	const struct zgpud *d;
+	const struct view *v;
 	json_t *array;
-	int64_t now;
 };
 
 static void queue_item(struct lease *l, int position, void *arg)
 {
 	struct queue_walk *w = arg;
-	json_t *o = lease_json(w->d, l, w->now);
+	if (!http_may_see(w->v->c, l))
+		return;
+	json_t *o = lease_json(w->v->d, l, w->v->now);
 	json_object_set_new(o, "position", json_integer(position));
-	json_object_set_new(o, "reason", json_string(sched_reason(&w->d->engine.sched, l)));
+	json_object_set_new(o, "reason", json_string(sched_reason(&w->v->d->engine.sched, l)));
 	json_array_append_new(w->array, o);
 }
 
-static json_t *queue_json(struct zgpud *d, int64_t now)
+/* The queue in order; an app token sees its own requests, at their true positions. */
+static json_t *queue_json(const struct view *v)
 {
-	struct queue_walk w = {d, json_array(), now};
-	(void) sched_walk(&d->engine.sched, queue_item, &w);
+	struct queue_walk w = {v, json_array()};
+	(void) sched_walk(&v->d->engine.sched, queue_item, &w);
 	return w.array;
 }
 
@@ -219,7 +231,7 @@ static void stream_end(struct stream *s, const struct lease *l, int64_t now)
 	if (!s->closing) {
 		/* The client may send its next lease request on this connection: it is an
 		 * ordinary kept-alive connection again, with the usual idle limit. */
-		evhttp_connection_set_closecb(s->conn, NULL, NULL);
+		http_on_close(s->d, s->conn, NULL, NULL);
 		evhttp_connection_set_timeout(s->conn, ZGPUD_IDLE_TIMEOUT_S);
 	}
 	evhttp_send_reply_end(s->req);
@@ -273,23 +285,27 @@ static void get_healthz(struct call *c)
 
 static void get_devices(struct call *c)
 {
-	http_reply_json(c, 200, json_pack("{s:o}", "devices", devices_json(c->d)));
+	struct view v = {c->d, c, clock_mono_ms()};
+	http_reply_json(c, 200, json_pack("{s:o}", "devices", devices_json(&v)));
 }
 
 static void get_leases(struct call *c)
 {
-	http_reply_json(c, 200, json_pack("{s:o}", "leases", leases_json(c->d, clock_mono_ms())));
+	struct view v = {c->d, c, clock_mono_ms()};
+	http_reply_json(c, 200, json_pack("{s:o}", "leases", leases_json(&v)));
 }
 
 static void get_queue(struct call *c)
 {
-	http_reply_json(c, 200, json_pack("{s:o}", "queue", queue_json(c->d, clock_mono_ms())));
+	struct view v = {c->d, c, clock_mono_ms()};
+	http_reply_json(c, 200, json_pack("{s:o}", "queue", queue_json(&v)));
 }
 
 static void get_status(struct call *c)
 {
 	struct zgpud *d = c->d;
 	int64_t now = clock_mono_ms();
+	struct view v = {d, c, now};
 	const struct engine_config *cfg = &d->engine.cfg;
 	http_reply_json(
 		c, 200,
@@ -300,8 +316,8 @@ static void get_status(struct call *c)
 			  "max_duration_s", (double) cfg->max_duration_ms / 1000.0,
 			  "default_duration_s", (double) cfg->default_duration_ms / 1000.0,
 			  "default_max_wait_s", (double) cfg->default_max_wait_ms / 1000.0,
-			  "grace_s", (double) cfg->grace_ms / 1000.0, "devices", devices_json(d),
-			  "leases", leases_json(d, now), "queue", queue_json(d, now)));
+			  "grace_s", (double) cfg->grace_ms / 1000.0, "devices", devices_json(&v),
+			  "leases", leases_json(&v), "queue", queue_json(&v)));
 }
 
 static void get_metrics(struct call *c)
@@ -341,7 +357,8 @@ static void post_lease(struct call *c)
 			return;
 		}
 		snprintf(rq.app, sizeof(rq.app), "%s", c->app);
-	} else if (!c->via_tcp && !c->admin && !api_uid_may_act_as(d->settings, c->uid, rq.app)) {
+	} else if (!c->via_tcp && !c->admin &&
+		   (!c->uid_known || !api_uid_may_act_as(d->settings, c->uid, rq.app))) {
 		http_reply_error(c, 403, "forbidden",
 				 "uid %u may not act as app '%s': [apps] in zerogpud's config says "
 				 "who may, or send the app's token",
@@ -384,33 +401,39 @@ static void post_lease(struct call *c)
 	/* The stream may stay quiet for the whole lease: no idle timeout on it.
 	 * A client that goes away is noticed by the close callback. */
 	bufferevent_set_timeouts(evhttp_connection_get_bufferevent(s->conn), NULL, NULL);
-	evhttp_connection_set_closecb(s->conn, stream_closed, s);
+	http_on_close(d, s->conn, stream_closed, s);
 
-	struct lease_owner owner = {.via_token = c->via_tcp, .uid = c->uid};
+	struct lease_owner owner = http_caller(c);
 	r = engine_submit(&d->engine, &rq, &owner, s, clock_mono_ms());
 	if (r < 0) {
 		api_unreserve(d, &rq);
 		stream_send(s,
 			    json_pack("{s:s, s:{s:s, s:s}}", "event", "failed", "error", "code",
 				      "internal", "message", "out of memory queueing the request"));
-		evhttp_connection_set_closecb(s->conn, NULL, NULL);
+		http_on_close(s->d, s->conn, NULL, NULL);
 		evhttp_send_reply_end(c->req);
 		free(s);
 	}
 }
 
-/* The lease named in the path, after checking the caller may act on it; NULL after a reply. */
-static struct lease *lease_for_caller(struct call *c)
+/* The lease named in the path if the caller may see it; NULL after a 404. Another
+ * app's lease is "no such lease" to an app token: its existence is not theirs to know. */
+static struct lease *visible_lease(struct call *c)
 {
 	struct lease *l = engine_find(&c->d->engine, c->arg);
-	if (!l) {
+	if (!l || !http_may_see(c, l)) {
 		http_reply_error(c, 404, "no_such_lease",
 				 "no lease '%.64s': it never existed or has already ended", c->arg);
 		return NULL;
 	}
-	bool allowed = c->via_tcp ? l->owner.via_token
-				  : !l->owner.via_token && (c->uid == 0 || c->uid == l->owner.uid);
-	if (!allowed) {
+	return l;
+}
+
+/* The lease named in the path, after checking the caller may act on it; NULL after a reply. */
+static struct lease *lease_for_caller(struct call *c)
+{
+	struct lease *l = visible_lease(c);
+	if (l && !http_may_act(c, l)) {
 		http_reply_error(c, 403, "forbidden",
 				 "lease %s belongs to another client; only its owner (or root) may "
 				 "act on it",
@@ -422,11 +445,8 @@ static struct lease *lease_for_caller(struct call *c)
 
 static void get_lease(struct call *c)
 {
-	struct lease *l = engine_find(&c->d->engine, c->arg);
-	if (!l)
-		http_reply_error(c, 404, "no_such_lease",
-				 "no lease '%.64s': it never existed or has already ended", c->arg);
-	else
+	struct lease *l = visible_lease(c);
+	if (l)
 		http_reply_json(c, 200, lease_json(c->d, l, clock_mono_ms()));
 }
 
@@ -449,7 +469,7 @@ static void post_attach(struct call *c)
 	case 0:
 		http_reply_json(c, 200,
 				json_pack("{s:s, s:i, s:i}", "lease", l->id, "pid", (int) pid,
-					  "pgid", (int) l->pgid));
+					  "pgid", (int) l->proc.pgid));
 		break;
 	case -EBUSY:
 		http_reply_error(c, 409, "not_granted",
@@ -457,7 +477,8 @@ static void post_attach(struct call *c)
 		break;
 	case -EALREADY:
 		http_reply_error(c, 409, "already_attached",
-				 "lease %s is already attached to pid %d", l->id, (int) l->pid);
+				 "lease %s is already attached to pid %d", l->id,
+				 (int) l->proc.pid);
 		break;
 	case -ETIME:
 		http_reply_error(c, 409, "expired", "lease %s has passed its deadline", l->id);
@@ -492,6 +513,12 @@ static void delete_lease(struct call *c)
 static void get_quota(struct call *c)
 {
 	struct zgpud *d = c->d;
+	if (http_app_scoped(c)) {
+		http_reply_error(c, 403, "forbidden",
+				 "a visitor's quota spans every app: over TCP only the admin token "
+				 "may read it");
+		return;
+	}
 	struct quota_account *a = quota_find(&d->quota, c->arg);
 	struct ledger_visitor v = {0};
 	if (!a) {

@@ -221,7 +221,7 @@ static void emit(struct engine *e, struct lease *l, enum engine_event ev)
 
 static void kill_attached(struct engine *e, struct lease *l)
 {
-	if (l->pid <= 0)
+	if (l->proc.pid <= 0)
 		return;
 	e->stats.killed++;
 	if (e->hooks.kill_group)
@@ -403,12 +403,17 @@ static void shutdown_one(struct lease *l, void *arg)
 	finish(w->e, l, LEASE_FAILED, w->now);
 }
 
-void engine_shutdown(struct engine *e, int64_t now)
+void engine_end_all(struct engine *e, int64_t now)
 {
 	/* Empty the queue first so that ending a held lease grants nothing new. */
 	struct shutdown_walk w = {e, now};
 	engine_foreach(e, shutdown_queued, &w);
 	engine_foreach(e, shutdown_one, &w);
+}
+
+void engine_shutdown(struct engine *e, int64_t now)
+{
+	engine_end_all(e, now);
 	sched_destroy(&e->sched);
 	heap_release(&e->timers);
 	strmap_release(&e->leases);
@@ -430,6 +435,7 @@ int engine_submit(struct engine *e, const struct lease_request *req,
 	l->req = *req;
 	l->owner = *owner;
 	l->state = LEASE_QUEUED;
+	l->proc = LEASE_PROCESS_NONE;
 	l->created_ms = now;
 	l->stream = stream;
 	if (sched_push(&e->sched, l, now) < 0) {
@@ -467,19 +473,31 @@ int engine_submit(struct engine *e, const struct lease_request *req,
 	return 0;
 }
 
-int engine_attach(struct engine *e, struct lease *l, pid_t pid, pid_t pgid, int64_t now)
+int engine_attach(struct engine *e, struct lease *l, const struct lease_process *p, int64_t now)
 {
 	(void) e;
 	if (l->state == LEASE_QUEUED)
 		return -EBUSY;
 	if (l->state == LEASE_ATTACHED)
-		return l->pid == pid ? 0 : -EALREADY;
+		return l->proc.pid == p->pid ? 0 : -EALREADY;
 	if (l->expiry_signalled || now >= l->deadline_ms)
 		return -ETIME;
 	if (lease_transition(l, LEASE_ATTACHED) < 0)
 		return -EINVAL;
-	l->pid = pid;
-	l->pgid = pgid;
+	l->proc = *p;
+	return 0;
+}
+
+int engine_rebind(struct engine *e, struct lease *l, const struct lease_process *p, int64_t now,
+		  struct lease_process *old)
+{
+	*old = LEASE_PROCESS_NONE;
+	if (l->state != LEASE_ATTACHED)
+		return engine_attach(e, l, p, now);
+	if (l->expiry_signalled || now >= l->deadline_ms)
+		return -ETIME;
+	*old = l->proc;
+	l->proc = *p;
 	return 0;
 }
 

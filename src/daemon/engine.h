@@ -46,7 +46,7 @@ enum engine_event {
 struct engine_hooks {
 	void *ctx;
 	void (*event)(void *ctx, struct lease *l, enum engine_event ev);
-	/* Kill the process group attached to l (l->pgid, l->pid). */
+	/* Kill the process attached to l (l->proc), and its group when it leads one. */
 	void (*kill_group)(void *ctx, const struct lease *l);
 	/* Write a fresh, unique lease id of LEASE_ID_LEN characters and a NUL. */
 	void (*make_id)(void *ctx, char *out);
@@ -95,7 +95,10 @@ struct engine {
 /* inv must outlive e. Returns 0 or -ENOMEM. */
 int engine_init(struct engine *e, const struct inventory *inv, const struct engine_config *cfg,
 		const struct engine_hooks *hooks);
-/* Ends every lease (queued: cancelled; held: failed, attached groups killed), frees all. */
+/* Ends every lease (queued: cancelled; held: failed, attached processes killed), each
+ * with its ENDED event; the engine stays usable (and empty). */
+void engine_end_all(struct engine *e, int64_t now);
+/* engine_end_all(), then frees the engine's own memory: e is unusable after. */
 void engine_shutdown(struct engine *e, int64_t now);
 
 /*
@@ -112,11 +115,20 @@ int engine_submit(struct engine *e, const struct lease_request *req,
 struct lease *engine_find(const struct engine *e, const char *id);
 
 /*
- * Binds pid (in process group pgid) to a granted lease. Returns 0, or
- * -EALREADY when another pid is attached, -ETIME when the deadline has passed,
+ * Binds process p to a granted lease; the lease keeps p (its pidfd too) until
+ * it ends. Returns 0 (also when p is already the one attached), or -EALREADY
+ * when another process is attached, -ETIME when the deadline has passed,
  * -EBUSY when the lease is still queued. May be called from the GRANTED hook.
  */
-int engine_attach(struct engine *e, struct lease *l, pid_t pid, pid_t pgid, int64_t now);
+int engine_attach(struct engine *e, struct lease *l, const struct lease_process *p, int64_t now);
+
+/*
+ * Like engine_attach(), but a process already attached is replaced by p and
+ * handed back in *old (LEASE_PROCESS_NONE when there was none) for the caller
+ * to let go of. Returns 0, -ETIME or -EBUSY as engine_attach().
+ */
+int engine_rebind(struct engine *e, struct lease *l, const struct lease_process *p, int64_t now,
+		  struct lease_process *old);
 
 /*
  * The client ends l: a queued lease is cancelled; a held one is released, or

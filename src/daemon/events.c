@@ -4,10 +4,12 @@
  * settles the visitor's quota in the same transaction that records it, and
  * each device remembers who held it last. Then the lease's client is told.
  */
+#include <fcntl.h>
 #include <string.h>
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "daemon/proc.h"
 #include "daemon/record.h"
 #include "daemon/zgpud.h"
 
@@ -47,17 +49,24 @@ static void settle(struct zgpud *d, struct lease *l, int64_t now)
 		 l->message);
 }
 
-static void remember_last_use(struct zgpud *d, const struct lease *l)
+/* Each device l held remembers its app, task and worker; the lease's hold on
+ * the worker (its pidfd) passes to the devices, a copy each after the first. */
+static void remember_last_use(struct zgpud *d, struct lease *l)
 {
 	struct engine_device held[INV_MAX_DEVICES];
 	int n = engine_lease_devices(&d->engine, l, held, INV_MAX_DEVICES);
 	for (int i = 0; i < n; i++) {
 		struct device_last_use *u = &d->last_use[held[i].device];
+		proc_drop(&u->worker);
 		memcpy(u->app, l->req.app, sizeof(u->app));
 		memcpy(u->task, l->req.task, sizeof(u->task));
-		u->pid = l->pid;
-		u->pid_start = l->pid_start;
+		u->worker = l->proc;
+		if (i > 0 && l->proc.pidfd >= 0)
+			u->worker.pidfd = fcntl(l->proc.pidfd, F_DUPFD_CLOEXEC, 0);
 	}
+	if (n == 0)
+		proc_drop(&l->proc);
+	l->proc.pidfd = -1; /* the devices hold it now */
 }
 
 void zgpud_on_lease_event(void *ctx, struct lease *l, enum engine_event ev)
@@ -84,6 +93,8 @@ void zgpud_on_lease_event(void *ctx, struct lease *l, enum engine_event ev)
 		settle(d, l, l->ended_ms);
 		if (l->granted_ms)
 			remember_last_use(d, l);
+		else
+			proc_drop(&l->proc);
 		break;
 	}
 	struct lease_client *cl = l->stream;

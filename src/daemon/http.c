@@ -14,7 +14,7 @@
 
 #include "common/clock.h"
 #include "common/log.h"
-#include "daemon/peer.h"
+#include "daemon/conn.h"
 #include "daemon/registry.h"
 
 static int append_to_evbuffer(const char *buffer, size_t size, void *data)
@@ -72,7 +72,7 @@ void http_reply_text(struct call *c, int status, const char *content_type, struc
 int http_take_body(struct call *c, char **body, size_t *len)
 {
 	struct evbuffer *in = evhttp_request_get_input_buffer(c->req);
-	size_t n = evbuffer_get_length(in); /* at most ZGPUD_MAX_BODY: dispatch checked */
+	size_t n = evbuffer_get_length(in); /* at most ZGPUD_MAX_BODY: evhttp checked */
 	char *b = malloc(n + 1);
 	if (!b) {
 		http_reply_error(c, 500, "internal", "out of memory reading the request body");
@@ -83,6 +83,13 @@ int http_take_body(struct call *c, char **body, size_t *len)
 	*body = b;
 	*len = n;
 	return 0;
+}
+
+void http_on_close(struct zgpud *d, struct evhttp_connection *conn,
+		   void (*fn)(struct evhttp_connection *conn, void *arg), void *arg)
+{
+	if (conns_on_close(&d->conns, conn, fn, arg) == -ENOENT)
+		evhttp_connection_set_closecb(conn, fn, arg);
 }
 
 /* ------------------------------------------------------------------------
@@ -172,31 +179,51 @@ static int bearer(struct call *c)
 	return registry_app_for_token(c->d, given, c->app, sizeof(c->app)) == 1 ? 0 : -1;
 }
 
-static int connection_fd(struct call *c)
+struct lease_owner http_caller(const struct call *c)
+{
+	struct lease_owner o = {.via_token = c->via_tcp,
+				.admin = c->via_tcp && c->admin,
+				.uid_known = c->uid_known,
+				.uid = c->uid};
+	snprintf(o.app, sizeof(o.app), "%s", c->app);
+	return o;
+}
+
+bool http_may_see(const struct call *c, const struct lease *l)
+{
+	return !http_app_scoped(c) || strcmp(l->req.app, c->app) == 0;
+}
+
+bool http_may_act(const struct call *c, const struct lease *l)
+{
+	if (c->via_tcp)
+		return c->admin || strcmp(l->req.app, c->app) == 0;
+	if (c->uid_known && c->uid == 0)
+		return true;
+	return c->uid_known && !l->owner.via_token && l->owner.uid_known && l->owner.uid == c->uid;
+}
+
+/* A connection the connection table does not track (it was out of memory): only
+ * the Unix socket's SO_PEERCRED can be had; a TCP peer stays unknown. */
+static void untracked_peer(struct call *c, struct conn_peer *p)
 {
 	struct evhttp_connection *conn = evhttp_request_get_connection(c->req);
-	return conn ? bufferevent_getfd(evhttp_connection_get_bufferevent(conn)) : -1;
-}
-
-int http_caller_uid(struct call *c, uid_t *uid)
-{
-	if (!c->via_tcp) {
-		*uid = c->uid;
-		return 0;
-	}
-	int fd = connection_fd(c);
-	return fd >= 0 && peer_tcp_uid(fd, uid) == 0 ? 0 : -ENOENT;
-}
-
-static void peer_credentials(struct call *c)
-{
-	struct ucred cred = {.pid = 0, .uid = (uid_t) -1, .gid = (gid_t) -1};
+	int fd = conn ? bufferevent_getfd(evhttp_connection_get_bufferevent(conn)) : -1;
+	struct ucred cred;
 	socklen_t len = sizeof(cred);
-	int fd = connection_fd(c);
-	if (fd >= 0)
-		(void) getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len);
-	c->uid = cred.uid;
-	c->pid = cred.pid;
+	*p = (struct conn_peer){.tcp = c->via_tcp};
+	if (!c->via_tcp && fd >= 0 && getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
+		p->uid_known = true;
+		p->uid = cred.uid;
+		p->pid = cred.pid;
+	}
+}
+
+static void refuse_shutting_down(struct call *c)
+{
+	evhttp_add_header(evhttp_request_get_output_headers(c->req), "Connection", "close");
+	http_reply_error(c, 503, "shutting_down",
+			 "zerogpud is shutting down; try again when it is back");
 }
 
 static void dispatch_request(struct evhttp_request *req, void *arg)
@@ -214,19 +241,22 @@ static void dispatch_request(struct evhttp_request *req, void *arg)
 		http_reply_error(&c, 400, "bad_query", "malformed query string '%.100s'", q);
 		goto out;
 	}
-	if (!c.via_tcp) {
-		peer_credentials(&c);
-		c.admin = c.uid == 0 || c.uid == c.d->own_uid;
+	struct conn_peer untracked;
+	const struct conn_peer *peer = conns_request_arrived(&c.d->conns, req);
+	if (!peer) {
+		untracked_peer(&c, &untracked);
+		peer = &untracked;
 	}
-	bool token_bad = c.token_bad = bearer(&c) < 0;
-	/* evhttp itself refuses far larger bodies; this limit is ours, with our message. */
-	size_t body = evbuffer_get_length(evhttp_request_get_input_buffer(req));
-	if (body > ZGPUD_MAX_BODY) {
-		http_reply_error(&c, 413, "body_too_large",
-				 "request body is %zu bytes; the limit is %d bytes", body,
-				 ZGPUD_MAX_BODY);
+	c.uid_known = peer->uid_known;
+	c.uid = peer->uid_known ? peer->uid : (uid_t) -1;
+	c.pid = peer->pid;
+	if (c.d->stopping) {
+		refuse_shutting_down(&c);
 		goto out;
 	}
+	if (!c.via_tcp)
+		c.admin = c.uid_known && (c.uid == 0 || c.uid == c.d->own_uid);
+	bool token_bad = c.token_bad = bearer(&c) < 0;
 
 	bool path_known = false;
 	const struct route *tables[] = {api_v1_routes, api_registry_routes, api_spaces_routes};
@@ -276,9 +306,9 @@ struct evhttp *http_server_new(struct zgpud *d, bool tcp)
 	struct zgpud_listener *lc = &d->listeners[tcp ? 1 : 0];
 	lc->d = d;
 	lc->tcp = tcp;
-	/* evhttp refuses bodies past this itself (with a 413 of its own); below it
-	 * we refuse past ZGPUD_MAX_BODY with a JSON message. */
-	evhttp_set_max_body_size(http, 16 * ZGPUD_MAX_BODY);
+	/* evhttp refuses longer bodies itself, with a plain 413, before reading them:
+	 * a connection never buffers more than this. */
+	evhttp_set_max_body_size(http, ZGPUD_MAX_BODY);
 	evhttp_set_max_headers_size(http, 16 * 1024);
 	evhttp_set_timeout(http, ZGPUD_IDLE_TIMEOUT_S);
 	evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_DELETE |

@@ -21,13 +21,16 @@ struct call {
 	struct zgpud *d;
 	struct evhttp_request *req;
 	bool via_tcp;
-	uid_t uid; /* Unix socket peer; valid when !via_tcp */
-	pid_t pid;
+	bool uid_known; /* the local user is known: the Unix socket's peer, or a loopback
+			 * TCP client the kernel vouched for when it connected (conn.h) */
+	uid_t uid;	/* valid when uid_known */
+	pid_t pid;	/* the Unix socket peer's pid, else 0 */
 	const char *path;
 	struct evkeyvalq query;
 	const char *arg; /* the path segment matched by '*' in the route, or NULL */
 	int64_t t0_us;
-	bool admin;		     /* root or the daemon's uid; or the admin token on TCP */
+	bool admin;		     /* root or the daemon's uid on the Unix socket; the admin
+				      * token on TCP */
 	char app[LEASE_APP_MAX + 1]; /* the app whose token came with it, or "" */
 	bool token_bad;		     /* a token came that is neither an app's nor the admin's */
 };
@@ -55,10 +58,28 @@ void http_reply_error(struct call *c, int status, const char *code, const char *
 /* Replies with text/plain (metrics). */
 void http_reply_text(struct call *c, int status, const char *content_type, struct evbuffer *body);
 
-/* The local user making the call: its peer uid on the Unix socket; on TCP, the owner
- * of the client's socket when it connects over loopback. Returns 0, or -ENOENT when
- * the caller cannot be known (a remote TCP peer). */
-int http_caller_uid(struct call *c, uid_t *uid);
+/* Who is calling, as a lease's owner or a process's voucher is recorded. */
+struct lease_owner http_caller(const struct call *c);
+
+/*
+ * Whether the caller may see lease l: anyone on the Unix socket; on TCP the
+ * admin token, or the token of l's app. May act on it (release, attach): its
+ * owner's uid or root on the Unix socket; the admin token, or its app's token,
+ * on TCP.
+ */
+bool http_may_see(const struct call *c, const struct lease *l);
+bool http_may_act(const struct call *c, const struct lease *l);
+
+/* Whether an app token is calling over TCP, whose view is its own app only. */
+static inline bool http_app_scoped(const struct call *c)
+{
+	return c->via_tcp && !c->admin;
+}
+
+/* Calls fn(conn, arg) when conn closes (fn NULL: no longer). A connection has one such
+ * callback; it is the lease stream's that lives on it. */
+void http_on_close(struct zgpud *d, struct evhttp_connection *conn,
+		   void (*fn)(struct evhttp_connection *conn, void *arg), void *arg);
 
 /* Copies the request body into *body (NUL-terminated, caller frees); bodies over
  * ZGPUD_MAX_BODY never reach a route. -ENOMEM replies 500. */

@@ -1,6 +1,7 @@
 #include "daemon/lease.h"
 
 #include <errno.h>
+#include <string.h>
 
 static const char *const state_names[LEASE__STATE_COUNT] = {
 	[LEASE_QUEUED] = "queued",	 [LEASE_GRANTED] = "granted", [LEASE_ATTACHED] = "attached",
@@ -56,4 +57,15 @@ int lease_transition(struct lease *l, enum lease_state to)
 		return -EINVAL;
 	l->state = to;
 	return 0;
+}
+
+bool lease_owner_same(const struct lease_owner *a, const struct lease_owner *b)
+{
+	if (a->uid_known && b->uid_known)
+		return a->uid == b->uid;
+	if (!a->via_token || !b->via_token)
+		return false;
+	if (a->admin || b->admin)
+		return a->admin && b->admin;
+	return a->app[0] && strcmp(a->app, b->app) == 0;
 }

@@ -60,11 +60,33 @@ struct lease_request {
 	int64_t reserved_ms;		    /* quota held for this request until it settles */
 };
 
-/* Who holds a lease: a local uid (Unix socket) or a token holder (TCP). */
+/*
+ * Who made a lease, or vouched for a process attached to one: a local user
+ * (the Unix socket's SO_PEERCRED, or a loopback TCP client the kernel vouched
+ * for), the holder of an app's token, or the admin token (TCP).
+ */
 struct lease_owner {
-	bool via_token;
+	bool via_token;		     /* TCP: the call came with a token */
+	bool admin;		     /* ... the admin token */
+	char app[LEASE_APP_MAX + 1]; /* ... an app token: its app */
+	bool uid_known;		     /* the local user is known */
 	uid_t uid;
 };
+
+/*
+ * The process attached to a lease (or an idle worker): its pid, its process
+ * group, its start time and a pidfd that names exactly it (proc.h), and who
+ * attached it. The engine only stores it; the daemon opens, signals and
+ * closes the pidfd.
+ */
+struct lease_process {
+	pid_t pid, pgid;		/* 0 when none */
+	uint64_t start;			/* start time (clock ticks after boot), 0 unknown */
+	int pidfd;			/* -1 when none */
+	struct lease_owner attached_by; /* who vouched for it */
+};
+
+#define LEASE_PROCESS_NONE ((struct lease_process){.pidfd = -1})
 
 struct lease {
 	char id[LEASE_ID_LEN + 1];
@@ -76,8 +98,7 @@ struct lease {
 	int64_t created_ms, granted_ms, deadline_ms, ended_ms;
 	bool expiry_signalled; /* the deadline passed and the client was told */
 
-	pid_t pid, pgid;    /* attached process and its group, 0 when none */
-	uint64_t pid_start; /* the attached process's start time (proc.h), 0 unknown */
+	struct lease_process proc; /* the attached process; pid 0 when none */
 	struct lease_grant {
 		int gpu;	/* index into the engine's GPUs */
 		unsigned slots; /* bit i: slot i of that GPU */
@@ -98,6 +119,12 @@ const char *lease_size_name(enum lease_size s);
 const char *lease_tier_name(enum lease_tier t);
 bool lease_state_terminal(enum lease_state s);
 bool lease_transition_allowed(enum lease_state from, enum lease_state to);
+/*
+ * Whether a and b are the same principal: the same local user when both are
+ * known by uid, else the same app token (or both the admin token). Nobody is
+ * the same as a caller of unknown uid without a token.
+ */
+bool lease_owner_same(const struct lease_owner *a, const struct lease_owner *b);
 /* Moves l to state to; returns 0, or -EINVAL (and changes nothing) when illegal. */
 int lease_transition(struct lease *l, enum lease_state to);
 

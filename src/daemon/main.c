@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -23,6 +24,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/random_hex.h"
+#include "daemon/conn.h"
 #include "daemon/proc.h"
 #include "daemon/record.h"
 #include "daemon/settings.h"
@@ -40,8 +42,17 @@ static const char usage_text[] =
 	"  --state-dir DIR        where the daemon keeps its state and lock (default:\n"
 	"                         /var/lib/zerogpu for root, else ~/.local/state/zerogpu)\n"
 	"  --listen ADDR:PORT     also serve HTTP on TCP (e.g. 127.0.0.1:8470); needs a token\n"
-	"  --token TOKEN          bearer token TCP clients must send\n"
-	"  --token-file FILE      read the bearer token from FILE (first line)\n"
+	"  --token-file FILE      read the admin bearer token for TCP from FILE (first\n"
+	"                         line, 32 to 255 characters)\n"
+	"  --token TOKEN          the same on the command line, where every local user\n"
+	"                         sees it in ps(1): prefer --token-file\n"
+	"  --max-connections N    open connections in all (default 0: the descriptor\n"
+	"                         limit, raised to its hard maximum, less a reserve)\n"
+	"  --max-connections-per-client N  open connections of one uid (TCP: one\n"
+	"                         address when its uid is unknown); more get a 503\n"
+	"                         (default 0: an eighth of --max-connections, at most 1024)\n"
+	"  --request-timeout S    a request's head and body must arrive within S of\n"
+	"                         the connection (or of its first byte) (default 10)\n"
 	"\n"
 	"Devices:\n"
 	"  --simulate SPEC        lend simulated devices instead of real ones, e.g. 4x80G or\n"
@@ -67,8 +78,10 @@ static const char usage_text[] =
 	"                         killed (default 2)\n"
 	"\n"
 	"Visitors, quotas and apps (docs/daemon.md):\n"
-	"  --visitor-secret S     key that visitor tokens (HS256 JWT) are signed with\n"
-	"  --visitor-secret-file F  read that key from F\n"
+	"  --visitor-secret-file F  read the key visitor tokens (HS256 JWT) are signed\n"
+	"                         with from F (first line, 32 to 255 characters)\n"
+	"  --visitor-secret S     the same on the command line, where every local user\n"
+	"                         sees it in ps(1): prefer --visitor-secret-file\n"
 	"  --quota-anonymous S    daily GPU seconds for anonymous visitors (default 120)\n"
 	"  --quota-free S         ... free tier (default 300)\n"
 	"  --quota-pro S          ... pro tier (default 2400)\n"
@@ -100,12 +113,16 @@ static struct zgpud daemon_ctx;
 static void kill_group(void *ctx, const struct lease *l)
 {
 	(void) ctx;
-	int r = proc_kill(l->pid, l->pgid);
+	int r = proc_kill(&l->proc);
 	if (r >= 0)
 		log_info("lease %s: killed %s %d", l->id, r == 1 ? "process group" : "process",
-			 (int) (r == 1 ? l->pgid : l->pid));
-	else if (r != -ESRCH)
-		log_warn("lease %s: cannot kill process %d: %s", l->id, (int) l->pid, strerror(-r));
+			 (int) (r == 1 ? l->proc.pgid : l->proc.pid));
+	else if (r == -ESRCH)
+		log_info("lease %s: process %d had already exited; nothing killed", l->id,
+			 (int) l->proc.pid);
+	else
+		log_warn("lease %s: cannot kill process %d: %s", l->id, (int) l->proc.pid,
+			 strerror(-r));
 }
 
 static void make_id(void *ctx, char *out)
@@ -219,6 +236,28 @@ static int lock_state_dir(const char *dir)
 	return fd;
 }
 
+/*
+ * A ledger made by an older zerogpud (or with a looser umask) may be readable
+ * by all: it holds app token hashes and every visitor's use. It and SQLite's
+ * side files become 0600.
+ */
+static void make_private(const char *ledger_path)
+{
+	static const char *const sides[] = {"", "-wal", "-shm", "-journal"};
+	for (size_t i = 0; i < sizeof(sides) / sizeof(sides[0]); i++) {
+		char path[PATH_MAX + 48];
+		struct stat st;
+		snprintf(path, sizeof(path), "%s%s", ledger_path, sides[i]);
+		if (stat(path, &st) < 0 || (st.st_mode & 077) == 0)
+			continue;
+		if (chmod(path, st.st_mode & 0700) == 0)
+			log_info("made %s private (mode %03o was %03o)", path,
+				 (unsigned) (st.st_mode & 0700), (unsigned) (st.st_mode & 0777));
+		else
+			log_warn("cannot make %s private: %s", path, strerror(errno));
+	}
+}
+
 /* Binds the Unix socket, replacing a stale one but never a live daemon's. */
 static int listen_unix(const char *path)
 {
@@ -262,7 +301,7 @@ static int listen_unix(const char *path)
 	return fd;
 }
 
-static int listen_tcp(struct evhttp *http, const char *spec)
+static struct evhttp_bound_socket *listen_tcp(struct evhttp *http, const char *spec)
 {
 	char host[64];
 	const char *colon = strrchr(spec, ':');
@@ -270,15 +309,15 @@ static int listen_tcp(struct evhttp *http, const char *spec)
 	long port = colon ? strtol(colon + 1, &end, 10) : -1;
 	if (!colon || (size_t) (colon - spec) >= sizeof(host) || *end || port < 1 || port > 65535) {
 		log_error("--listen takes ADDR:PORT like 127.0.0.1:8470, not '%s'", spec);
-		return -1;
+		return NULL;
 	}
 	memcpy(host, spec, (size_t) (colon - spec));
 	host[colon - spec] = '\0';
-	if (!evhttp_bind_socket_with_handle(http, host, (ev_uint16_t) port)) {
+	struct evhttp_bound_socket *bound = evhttp_bind_socket_with_handle(http, host,
+									   (ev_uint16_t) port);
+	if (!bound)
 		log_error("cannot listen on %s: %s", spec, strerror(errno));
-		return -1;
-	}
-	return 0;
+	return bound;
 }
 
 static int load_devices(struct zgpud *d, const struct settings *o)
@@ -313,6 +352,97 @@ static void log_devices(const struct inventory *inv)
 	}
 }
 
+/* ------------------------------------------------------------------------
+ * Descriptors and connection limits.
+ * ------------------------------------------------------------------------ */
+
+/* Descriptors kept back from connections: the ledger, pidfds of attached and idle
+ * workers (one per device at most), netlink queries, the log. */
+#define FD_RESERVE (64 + 2 * INV_MAX_DEVICES)
+
+/*
+ * Raises the soft descriptor limit to the hard one (the default soft limit of
+ * 1024 is a select(2)-era relic; this loop uses epoll) and derives the
+ * connection limits from it, unless the settings name them.
+ */
+static void connection_limits(const struct settings *o, struct conn_limits *lim)
+{
+	struct rlimit rl;
+	rlim_t have = 1024;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+		if (rl.rlim_cur < rl.rlim_max) {
+			rlim_t was = rl.rlim_cur;
+			rl.rlim_cur = rl.rlim_max;
+			if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+				rl.rlim_cur = was;
+		}
+		have = rl.rlim_cur;
+	}
+	long usable = have > (rlim_t) INT32_MAX ? INT32_MAX : (long) have - FD_RESERVE;
+	if (usable < 16)
+		usable = 16;
+	lim->max_total = o->max_connections ? o->max_connections : (int) usable;
+	if (lim->max_total > usable) {
+		log_warn("max_connections %d is above what %llu descriptors allow; using %ld",
+			 lim->max_total, (unsigned long long) have, usable);
+		lim->max_total = (int) usable;
+	}
+	lim->max_per_client = o->max_connections_per_client;
+	if (!lim->max_per_client) {
+		lim->max_per_client = lim->max_total / 8 < 1024 ? lim->max_total / 8 : 1024;
+		if (lim->max_per_client < 4)
+			lim->max_per_client = 4;
+	}
+	lim->request_timeout_ms = o->request_timeout_ms;
+	log_info("descriptors: %llu; connections: at most %d, %d per client; requests must "
+		 "arrive within %g s",
+		 (unsigned long long) have, lim->max_total, lim->max_per_client,
+		 (double) lim->request_timeout_ms / 1000.0);
+}
+
+/* ------------------------------------------------------------------------
+ * Shutting down: in an order that holds under load.
+ * ------------------------------------------------------------------------ */
+
+/*
+ * 1. Accept nothing more, and answer any request still arriving with a 503
+ *    (d->stopping), so nothing reaches the engine again.
+ * 2. End every lease (queued: cancelled; held: failed, attached processes
+ *    killed): the ledger records each end, the clients hear why.
+ * 3. Give those last lines a moment to leave, then close every connection.
+ * 4. Only then close the ledger and free what the engine and the APIs hold.
+ */
+static void shut_down(struct zgpud *d)
+{
+	d->stopping = true;
+	conns_stop_accepting(&d->conns);
+	evtimer_del(d->timer);
+	engine_end_all(&d->engine, clock_mono_ms());
+	fail_unrecorded(d);
+
+	struct timeval flush = {.tv_sec = 0, .tv_usec = 50 * 1000};
+	event_base_loopexit(d->base, &flush);
+	event_base_dispatch(d->base);
+	evhttp_free(d->http_unix);
+	if (d->http_tcp)
+		evhttp_free(d->http_tcp);
+	/* The connections' bufferevents are finalised by the loop: let it run them. */
+	for (int i = 0; i < 100 && d->conns.open > 0; i++)
+		event_base_loop(d->base, EVLOOP_NONBLOCK);
+	if (d->conns.open > 0)
+		log_warn("%d connection(s) not yet finalised at exit", d->conns.open);
+
+	for (size_t i = 0; i < INV_MAX_DEVICES; i++)
+		proc_drop(&d->last_use[i].worker);
+	engine_shutdown(&d->engine, clock_mono_ms());
+	ledger_close(d->ledger);
+	d->ledger = NULL;
+	quota_release(&d->quota);
+	strmap_release(&d->spaces_tokens); /* its items went with their leases */
+	event_free(d->timer);
+	conns_release(&d->conns);
+}
+
 int main(int argc, char **argv)
 {
 	static struct settings o;
@@ -323,6 +453,9 @@ int main(int argc, char **argv)
 	if (o.config_path[0])
 		log_info("read settings from %s", o.config_path);
 	signal(SIGPIPE, SIG_IGN);
+	/* The ledger and anything else the daemon writes hold secrets (token hashes,
+	 * visitors) and are for root's eyes: private whatever the caller's umask. */
+	umask(077);
 
 	struct zgpud *d = &daemon_ctx;
 	snprintf(d->token, sizeof(d->token), "%s", o.token);
@@ -335,6 +468,8 @@ int main(int argc, char **argv)
 		log_error("out of memory at start-up");
 		return 1;
 	}
+	for (size_t i = 0; i < INV_MAX_DEVICES; i++)
+		d->last_use[i].worker = LEASE_PROCESS_NONE;
 	d->own_uid = geteuid();
 	d->started_mono_ms = clock_mono_ms();
 	d->started_wall_ms = clock_wall_ms();
@@ -353,6 +488,7 @@ int main(int argc, char **argv)
 		log_error("%s", err);
 		return 1;
 	}
+	make_private(ledger_path);
 	int settled = record_recover(d, o.cfg.grace_ms);
 	if (settled < 0) {
 		log_error("cannot settle the leases a previous run left open: %s",
@@ -385,13 +521,25 @@ int main(int argc, char **argv)
 	evsignal_add(sigint, NULL);
 	evsignal_add(sigterm, NULL);
 
+	struct conn_limits lim;
+	connection_limits(&o, &lim);
+	if (conns_init(&d->conns, d->base, &lim, &d->metrics) < 0) {
+		log_error("out of memory at start-up");
+		return 1;
+	}
 	int ufd = listen_unix(o.socket_path);
 	d->http_unix = http_server_new(d, false);
-	if (ufd < 0 || !d->http_unix || evhttp_accept_socket(d->http_unix, ufd) < 0)
+	struct evhttp_bound_socket *bound = NULL;
+	if (ufd < 0 || !d->http_unix ||
+	    !(bound = evhttp_accept_socket_with_handle(d->http_unix, ufd)) ||
+	    conns_serve(&d->conns, d->http_unix, evhttp_bound_socket_get_listener(bound), false) <
+		    0)
 		return 1;
 	if (o.listen[0]) {
 		d->http_tcp = http_server_new(d, true);
-		if (!d->http_tcp || listen_tcp(d->http_tcp, o.listen) < 0)
+		if (!d->http_tcp || !(bound = listen_tcp(d->http_tcp, o.listen)) ||
+		    conns_serve(&d->conns, d->http_tcp, evhttp_bound_socket_get_listener(bound),
+				true) < 0)
 			return 1;
 	}
 	log_info("zerogpud %s serving %s%s%s (state %s, max duration %g s, grace %g s, %s "
@@ -402,20 +550,10 @@ int main(int argc, char **argv)
 		 d->engine.slots_total);
 
 	event_base_dispatch(d->base);
-
-	/* End leases while their connections still exist, so clients hear why. */
-	engine_shutdown(&d->engine, clock_mono_ms());
-	ledger_close(d->ledger);
-	quota_release(&d->quota);
-	strmap_release(&d->spaces_tokens);	   /* its items went with their leases */
-	event_base_loop(d->base, EVLOOP_NONBLOCK); /* flush those last events */
-	evhttp_free(d->http_unix);
-	if (d->http_tcp)
-		evhttp_free(d->http_tcp);
+	shut_down(d);
 	(void) unlink(o.socket_path);
 	event_free(sigint);
 	event_free(sigterm);
-	event_free(d->timer);
 	event_base_free(d->base);
 	libevent_global_shutdown();
 	close(lock_fd);

@@ -94,6 +94,21 @@ int metrics_render(const struct metrics *m, const struct engine *e, struct evbuf
 	for (int c = 1; c <= 5; c++)
 		P("zerogpu_http_responses_total{class=\"%dxx\"} %llu\n", c,
 		  (unsigned long long) m->http_by_class[c]);
+	P("# HELP zerogpu_connections_open Connections open now.\n"
+	  "# TYPE zerogpu_connections_open gauge\nzerogpu_connections_open %llu\n",
+	  (unsigned long long) m->connections_open);
+	P("# HELP zerogpu_connections_refused_total Connections refused because their client "
+	  "held its limit.\n"
+	  "# TYPE zerogpu_connections_refused_total counter\n"
+	  "zerogpu_connections_refused_total %llu\n",
+	  (unsigned long long) m->connections_refused);
+	P("# HELP zerogpu_request_timeouts_total Connections closed because a request did not "
+	  "arrive in time.\n"
+	  "# TYPE zerogpu_request_timeouts_total counter\nzerogpu_request_timeouts_total %llu\n",
+	  (unsigned long long) m->request_timeouts);
+	P("# HELP zerogpu_accept_pauses_total Pauses of accept() for lack of descriptors.\n"
+	  "# TYPE zerogpu_accept_pauses_total counter\nzerogpu_accept_pauses_total %llu\n",
+	  (unsigned long long) m->accept_pauses);
 #undef P
 	return r ? -ENOMEM : 0;
 }

@@ -15,6 +15,11 @@ struct metrics {
 	uint64_t grant_count;
 	double grant_sum_s;
 	uint64_t http_by_class[6]; /* index = status / 100 */
+	/* Connections (conn.c). */
+	uint64_t connections_open;
+	uint64_t connections_refused; /* over the per-client limit */
+	uint64_t request_timeouts;    /* a request did not arrive in time */
+	uint64_t accept_pauses;	      /* accept() out of descriptors: backed off */
 };
 
 /* Records one request-to-grant latency. */

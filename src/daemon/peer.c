@@ -6,6 +6,7 @@
 #include <linux/netlink.h>
 #include <linux/sock_diag.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdbool.h>
 #include <string.h>
@@ -22,6 +23,19 @@ static bool loopback(const struct sockaddr_storage *a)
 	return IN6_IS_ADDR_LOOPBACK(x) || (IN6_IS_ADDR_V4MAPPED(x) && x->s6_addr[12] == 127);
 }
 
+/* An IPv4 address that reached an IPv6 socket (::ffff:a.b.c.d) back to IPv4: the
+ * client's own socket is an IPv4 one, and sock_diag looks sockets up by family. */
+static void unmap_v4(struct sockaddr_storage *a)
+{
+	const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *) a;
+	if (a->ss_family != AF_INET6 || !IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr))
+		return;
+	struct sockaddr_in in = {.sin_family = AF_INET, .sin_port = in6->sin6_port};
+	memcpy(&in.sin_addr, &in6->sin6_addr.s6_addr[12], 4);
+	memset(a, 0, sizeof(*a));
+	memcpy(a, &in, sizeof(in));
+}
+
 /* Port (network order) and address of a, into the request's socket id. */
 static void id_part(const struct sockaddr_storage *a, __be16 *port, __be32 addr[4])
 {
@@ -36,6 +50,26 @@ static void id_part(const struct sockaddr_storage *a, __be16 *port, __be32 addr[
 	}
 }
 
+/*
+ * The kernel's answer counts only for the client's live socket. A client that
+ * closed its end leaves an orphan (FIN-WAIT, no inode, reported as uid 0) in
+ * the same four-tuple: taking that uid would make any caller root. So the
+ * socket must be established, have an inode (an open file of some process),
+ * and be the very socket asked about.
+ */
+static int vouched_uid(const struct inet_diag_msg *m, const struct inet_diag_sockid *asked,
+		       uid_t *uid)
+{
+	if (m->idiag_state != TCP_ESTABLISHED || m->idiag_inode == 0)
+		return -ENOTCONN;
+	if (m->id.idiag_sport != asked->idiag_sport || m->id.idiag_dport != asked->idiag_dport ||
+	    memcmp(m->id.idiag_src, asked->idiag_src, sizeof(asked->idiag_src)) != 0 ||
+	    memcmp(m->id.idiag_dst, asked->idiag_dst, sizeof(asked->idiag_dst)) != 0)
+		return -ENOENT;
+	*uid = (uid_t) m->idiag_uid;
+	return 0;
+}
+
 int peer_tcp_uid(int fd, uid_t *uid)
 {
 	struct sockaddr_storage client, server;
@@ -45,6 +79,8 @@ int peer_tcp_uid(int fd, uid_t *uid)
 		return -errno;
 	if (!loopback(&client))
 		return -EREMOTE;
+	unmap_v4(&client);
+	unmap_v4(&server);
 
 	struct {
 		struct nlmsghdr nh;
@@ -75,11 +111,8 @@ int peer_tcp_uid(int fd, uid_t *uid)
 	if (send(nl, &msg, sizeof(msg), 0) == (ssize_t) sizeof(msg) && poll(&p, 1, 100) == 1) {
 		ssize_t n = recv(nl, &reply, sizeof(reply), MSG_DONTWAIT);
 		if (n >= (ssize_t) NLMSG_LENGTH(sizeof(struct inet_diag_msg)) &&
-		    NLMSG_OK(&reply.nh, (size_t) n) && reply.nh.nlmsg_type == SOCK_DIAG_BY_FAMILY) {
-			const struct inet_diag_msg *m = NLMSG_DATA(&reply.nh);
-			*uid = (uid_t) m->idiag_uid;
-			r = 0;
-		}
+		    NLMSG_OK(&reply.nh, (size_t) n) && reply.nh.nlmsg_type == SOCK_DIAG_BY_FAMILY)
+			r = vouched_uid(NLMSG_DATA(&reply.nh), &msg.req.id, uid);
 	}
 	close(nl);
 	return r;

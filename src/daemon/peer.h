@@ -11,9 +11,14 @@
 
 #include <sys/types.h>
 
-/* The uid behind the TCP connection fd when it comes from this machine's loopback.
- * Returns 0, -EREMOTE for a peer on another address, or another -errno when the
- * kernel cannot say. */
+/*
+ * The uid behind the TCP connection fd when it comes from this machine's
+ * loopback. Only a live answer counts: the client's socket must still be
+ * established and open in some process. Returns 0; -EREMOTE for a peer on
+ * another address; -ENOTCONN when the client already closed its end (its
+ * orphaned socket says nothing about who sent the data); another -errno when
+ * the kernel cannot say. On any error the uid is unknown, never "root".
+ */
 int peer_tcp_uid(int fd, uid_t *uid);
 
 #endif

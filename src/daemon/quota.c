@@ -62,7 +62,7 @@ int64_t quota_cost_ms(const struct quota_config *c, const struct lease_request *
 
 int64_t quota_charge_ms(const struct quota_config *c, const struct lease *l, int64_t used_ms)
 {
-	if (l->state == LEASE_FAILED && l->pid == 0)
+	if (l->state == LEASE_FAILED && l->proc.pid == 0)
 		return 0;
 	int64_t seconds = used_ms > 0 ? (used_ms + 999) / 1000 : 0;
 	return seconds * 1000 * (l->req.size == LEASE_SIZE_XLARGE ? c->xlarge_factor : 1);

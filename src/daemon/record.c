@@ -47,9 +47,10 @@ int record_grant(struct zgpud *d, const struct lease *l)
 	return d->ledger->ops->lease_granted(d->ledger, &row);
 }
 
-int record_attach(struct zgpud *d, const struct lease *l, uint64_t pid_start)
+int record_attach(struct zgpud *d, const struct lease *l)
 {
-	return d->ledger->ops->lease_attached(d->ledger, l->id, l->pid, l->pgid, pid_start);
+	return d->ledger->ops->lease_attached(d->ledger, l->id, l->proc.pid, l->proc.pgid,
+					      l->proc.start);
 }
 
 static void visitor_row(struct ledger_visitor *v, const struct quota_account *a)
@@ -135,20 +136,18 @@ static void collect_open(const struct ledger_lease *row, void *arg)
 /* Kills what the previous run left attached and records the lease as expired. */
 static int settle(struct zgpud *d, const struct open_lease *o, int64_t now_wall, int64_t grace_ms)
 {
-	uint64_t started;
 	/* Kill only the very process that was attached, not a newcomer with its pid. */
-	if (o->pid > 0 && proc_start_time(o->pid, &started) == 0 && started == o->pid_start) {
-		int k = proc_kill(o->pid, o->pgid);
+	int k = o->pid > 0 ? proc_kill_started(o->pid, o->pgid, o->pid_start) : -ESRCH;
+	if (k >= 0)
 		log_info("lease %s: killed %s %d, left running by the previous zerogpud", o->id,
 			 k == 1 ? "process group" : "process", (int) o->pid);
-	}
 	/* It ran until its deadline and grace at most; the charge follows the usual rule. */
 	int64_t used = now_wall - o->started_at;
 	if (used > o->requested_ms + grace_ms)
 		used = o->requested_ms + grace_ms;
 	if (used < 0)
 		used = 0;
-	struct lease l = {.state = LEASE_EXPIRED, .pid = o->pid};
+	struct lease l = {.state = LEASE_EXPIRED, .proc = {.pid = o->pid}};
 	l.req.size = o->xlarge ? LEASE_SIZE_XLARGE : LEASE_SIZE_LARGE;
 	int64_t charged = quota_charge_ms(&d->quota.cfg, &l, used);
 	/* The visitor pays for it as for any lease: the quota stays spent. */

@@ -14,7 +14,7 @@
 struct zgpud;
 
 int record_grant(struct zgpud *d, const struct lease *l);
-int record_attach(struct zgpud *d, const struct lease *l, uint64_t pid_start);
+int record_attach(struct zgpud *d, const struct lease *l);
 /* Records l's end; with a (the visitor charged, already settled), their new total too. */
 int record_end(struct zgpud *d, const struct lease *l, int64_t now, const struct quota_account *a);
 

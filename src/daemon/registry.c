@@ -125,22 +125,59 @@ static void post_account(struct call *c)
 	json_decref(o);
 }
 
+/*
+ * A listing as one caller may see it: everything, or (an app token over TCP)
+ * only its own app and the account that hosts it.
+ */
+struct listing {
+	json_t *items;
+	const char *app;  /* only this app, or NULL for all */
+	char account[65]; /* only this account ("" for all), found from app */
+};
+
 static void account_item(const struct ledger_account *a, void *arg)
 {
-	json_array_append_new(arg,
+	struct listing *li = arg;
+	if (li->app && strcmp(a->name, li->account) != 0)
+		return;
+	json_array_append_new(li->items,
 			      json_pack("{s:s, s:s, s:i, s:I}", "name", a->name, "kind", a->kind,
 					"apps", a->apps, "created_ms", (json_int_t) a->created_at));
 }
 
-static void get_accounts(struct call *c)
+static void app_item(const struct ledger_app *a, void *arg)
 {
-	json_t *a = json_array();
-	if (c->d->ledger->ops->account_list(c->d->ledger, account_item, a) < 0) {
-		json_decref(a);
-		http_reply_error(c, 500, "ledger", "%s", c->d->ledger->error);
+	struct listing *li = arg;
+	if (li->app && strcmp(a->name, li->app) != 0)
+		return;
+	snprintf(li->account, sizeof(li->account), "%s", a->account);
+	json_array_append_new(li->items,
+			      json_pack("{s:s, s:s, s:I}", "name", a->name, "account", a->account,
+					"created_ms", (json_int_t) a->created_at));
+}
+
+/* Lists the apps (or, with accounts, the accounts) the caller may see. */
+static void reply_listing(struct call *c, bool accounts)
+{
+	struct ledger *lg = c->d->ledger;
+	struct listing li = {.items = json_array(), .app = http_app_scoped(c) ? c->app : NULL};
+	int r = lg->ops->app_list(lg, app_item, &li);
+	if (r == 0 && accounts) {
+		json_decref(li.items);
+		li.items = json_array();
+		r = lg->ops->account_list(lg, account_item, &li);
+	}
+	if (r < 0) {
+		json_decref(li.items);
+		http_reply_error(c, 500, "ledger", "%s", lg->error);
 		return;
 	}
-	http_reply_json(c, 200, json_pack("{s:o}", "accounts", a));
+	http_reply_json(c, 200, json_pack("{s:o}", accounts ? "accounts" : "apps", li.items));
+}
+
+static void get_accounts(struct call *c)
+{
+	reply_listing(c, true);
 }
 
 static void post_app(struct call *c)
@@ -183,21 +220,9 @@ static void post_app(struct call *c)
 	json_decref(o);
 }
 
-static void app_item(const struct ledger_app *a, void *arg)
-{
-	json_array_append_new(arg, json_pack("{s:s, s:s, s:I}", "name", a->name, "account",
-					     a->account, "created_ms", (json_int_t) a->created_at));
-}
-
 static void get_apps(struct call *c)
 {
-	json_t *a = json_array();
-	if (c->d->ledger->ops->app_list(c->d->ledger, app_item, a) < 0) {
-		json_decref(a);
-		http_reply_error(c, 500, "ledger", "%s", c->d->ledger->error);
-		return;
-	}
-	http_reply_json(c, 200, json_pack("{s:o}", "apps", a));
+	reply_listing(c, false);
 }
 
 static void delete_app(struct call *c)
@@ -278,6 +303,17 @@ static void get_usage(struct call *c)
 {
 	const char *app = evhttp_find_header(&c->query, "app");
 	const char *since_text = evhttp_find_header(&c->query, "since");
+	if (http_app_scoped(c)) {
+		if (app && strcmp(app, c->app) != 0) {
+			http_reply_error(
+				c, 403, "forbidden",
+				"this app token is for app '%s': it may read that app's usage "
+				"only, not '%.64s'",
+				c->app, app);
+			return;
+		}
+		app = c->app;
+	}
 	int64_t now = clock_wall_ms(), since = now - 24 * 3600 * 1000;
 	if (since_text && parse_since(since_text, now, &since) < 0) {
 		http_reply_error(

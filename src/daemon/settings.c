@@ -77,11 +77,14 @@ static int set_socket(struct settings *s, const char *v, char *err, size_t errle
 	return copy(s->socket_path, sizeof(s->socket_path), v, err, errlen);
 }
 
-/* A secret (token, key) of 16 to 255 characters, into a 256-byte buffer. */
+/* A secret (token, key) of 32 to 255 characters, into a 256-byte buffer: HS256 wants a key
+ * of at least its hash's 32 bytes, and a bearer token no less. */
+#define SECRET_MIN 32
 static int secret(char out[256], const char *v, char *err, size_t errlen)
 {
-	if (strlen(v) < 16 || strlen(v) > 255)
-		return bad(err, errlen, "must be 16 to 255 characters (got %zu)", strlen(v));
+	if (strlen(v) < SECRET_MIN || strlen(v) > 255)
+		return bad(err, errlen, "must be %d to 255 characters (got %zu)", SECRET_MIN,
+			   strlen(v));
 	strcpy(out, v);
 	return 0;
 }
@@ -98,8 +101,8 @@ static int secret_from_file(char out[256], const char *path, char *err, size_t e
 		return bad(err, errlen, "cannot read a secret from '%s'", path);
 	line[strcspn(line, "\r\n")] = '\0';
 	if (secret(out, line, err, errlen) < 0)
-		return bad(err, errlen, "needs the first line of '%s' to be 16 to 255 characters",
-			   path);
+		return bad(err, errlen, "needs the first line of '%s' to be %d to 255 characters",
+			   path, SECRET_MIN);
 	return 0;
 }
 
@@ -151,6 +154,37 @@ static int set_policy(struct settings *s, const char *v, char *err, size_t errle
 		return bad(err, errlen, "takes priority or fifo, not '%s'", v);
 	strcpy(s->policy, v);
 	return 0;
+}
+
+/* A count from lo to hi into *out. */
+static int count(const char *v, long lo, long hi, int *out, const char *what, char *err,
+		 size_t errlen)
+{
+	char *end;
+	errno = 0;
+	long n = strtol(v, &end, 10);
+	if (*end || end == v || errno || n < lo || n > hi)
+		return bad(err, errlen, "takes a number of %s from %ld to %ld, not '%s'", what, lo,
+			   hi, v);
+	*out = (int) n;
+	return 0;
+}
+
+static int set_max_connections(struct settings *s, const char *v, char *err, size_t errlen)
+{
+	return count(v, 0, 1000000, &s->max_connections,
+		     "connections (0: from the descriptor limit)", err, errlen);
+}
+
+static int set_max_per_client(struct settings *s, const char *v, char *err, size_t errlen)
+{
+	return count(v, 0, 1000000, &s->max_connections_per_client,
+		     "connections (0: an eighth of max_connections)", err, errlen);
+}
+
+static int set_request_timeout(struct settings *s, const char *v, char *err, size_t errlen)
+{
+	return seconds(v, &s->request_timeout_ms, false, err, errlen);
 }
 
 static int set_app_limit(struct settings *s, const char *v, char *err, size_t errlen)
@@ -222,6 +256,9 @@ static const struct setting table[] = {
 	{"server", "token", "token", set_token},
 	{"server", "token_file", "token-file", set_token_file},
 	{"server", "log_level", "log-level", set_log_level},
+	{"server", "max_connections", "max-connections", set_max_connections},
+	{"server", "max_connections_per_client", "max-connections-per-client", set_max_per_client},
+	{"server", "request_timeout", "request-timeout", set_request_timeout},
 	{"devices", "simulate", "simulate", set_simulate},
 	{"devices", "nvml_library", "nvml-library", set_nvml},
 	{"devices", "split", "split", set_split},
@@ -262,6 +299,7 @@ static void defaults(struct settings *s)
 	s->hosting_limit[2] = 50;
 	s->log_level = LOG_INFO;
 	s->spaces_ping_ms = 5000;
+	s->request_timeout_ms = 10000;
 	strcpy(s->policy, "priority");
 	s->aging_bound_ms = s->cfg.sched.aging_bound_ms;
 	s->backfill_ms = s->cfg.sched.backfill_ms;
@@ -281,17 +319,30 @@ struct file_state {
 	char error[512]; /* the first problem, without its line */
 };
 
-/* [apps] APP = USER[, USER...]: users by name or uid, checked now so typos fail at start. */
-static int add_app_users(struct settings *s, const char *app, const char *value, char *err,
+/*
+ * [apps] NAME users = USER[, USER...] (or the older NAME = USER...): users by
+ * name or uid, checked now so that typos fail at start.
+ */
+static int add_app_users(struct settings *s, const char *key, const char *value, char *err,
 			 size_t errlen)
 {
 	if (s->napp_users == (int) (sizeof(s->app_users) / sizeof(s->app_users[0])))
 		return bad(err, errlen, "lists more than %zu apps",
 			   sizeof(s->app_users) / sizeof(s->app_users[0]));
 	struct app_users *a = &s->app_users[s->napp_users];
-	if (strlen(app) > LEASE_APP_MAX)
+	size_t n = strcspn(key, " \t");
+	const char *attr = key + n + strspn(key + n, " \t");
+	if (*attr && strcmp(attr, "users") != 0)
+		return bad(err, errlen, "is not a setting of an app: use '%.*s users = USER, ...'",
+			   (int) n, key);
+	if (n > LEASE_APP_MAX)
 		return bad(err, errlen, "names an app longer than %d characters", LEASE_APP_MAX);
-	strcpy(a->app, app);
+	memcpy(a->app, key, n);
+	a->app[n] = '\0';
+	for (int i = 0; i < s->napp_users; i++)
+		if (strcmp(s->app_users[i].app, a->app) == 0)
+			return bad(err, errlen, "lists the users of app '%s' a second time",
+				   a->app);
 	a->nuids = 0;
 	char list[1024];
 	snprintf(list, sizeof(list), "%s", value);

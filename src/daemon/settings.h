@@ -21,11 +21,14 @@
 struct settings {
 	char socket_path[sizeof(((struct sockaddr_un *) 0)->sun_path)];
 	char state_dir[PATH_MAX];
-	char listen[128];	     /* ADDR:PORT, or empty for no TCP listener */
-	char token[256];	     /* bearer token for TCP */
-	char simulate[256];	     /* simulated devices spec, or empty for NVML */
-	char nvml_library[PATH_MAX]; /* empty: libnvidia-ml.so.1 */
-	char config_path[PATH_MAX];  /* the file read, or empty */
+	char listen[128];		/* ADDR:PORT, or empty for no TCP listener */
+	int max_connections;		/* open connections in all; 0: from RLIMIT_NOFILE */
+	int max_connections_per_client; /* per uid or address; 0: an eighth of the total */
+	int64_t request_timeout_ms;	/* for a request's head and body to arrive */
+	char token[256];		/* bearer token for TCP */
+	char simulate[256];		/* simulated devices spec, or empty for NVML */
+	char nvml_library[PATH_MAX];	/* empty: libnvidia-ml.so.1 */
+	char config_path[PATH_MAX];	/* the file read, or empty */
 	int log_level;
 	struct engine_config cfg;
 	/* Scheduler inputs, turned into cfg.sched by settings_finish(). */
@@ -38,7 +41,8 @@ struct settings {
 	int hosting_limit[3];	  /* apps a free, pro and org account may host: 2, 10, 50 */
 	char spaces_app[LEASE_APP_MAX + 1]; /* [spaces] app: calls without an app token */
 	int64_t spaces_ping_ms;		    /* [spaces] ping_interval: 5 s */
-	/* [apps]: which local users may act as which apps (none listed: anyone as any). */
+	/* [apps] NAME users: which local users may act as which apps (none listed: anyone
+	 * as any), and whose processes an app's token may attach over TCP. */
 	struct app_users {
 		char app[LEASE_APP_MAX + 1];
 		uid_t uids[16];

@@ -13,6 +13,7 @@
 #include <jansson.h>
 
 #include "common/strmap.h"
+#include "daemon/conn.h"
 #include "daemon/engine.h"
 #include "daemon/inventory.h"
 #include "daemon/ledger.h"
@@ -36,12 +37,15 @@ struct lease_client {
 	const char *cgroup; /* the client's cgroup (the `spaces` API sends it), or NULL */
 };
 
-/* Who last held an inventory device, to tell a returning app its worker still lives. */
+/*
+ * Who last held an inventory device, to tell a returning app its worker still
+ * lives. The worker is held by its pidfd (proc.h) until it is reused, replaced
+ * by the device's next worker, or the daemon stops.
+ */
 struct device_last_use {
 	char app[LEASE_APP_MAX + 1];
 	char task[LEASE_TEXT_MAX + 1];
-	pid_t pid; /* the process attached to that lease, 0 when none was (or it was reclaimed) */
-	uint64_t pid_start;
+	struct lease_process worker; /* pid 0 when none was attached (or it was reused) */
 };
 
 /* What a listener's requests carry: which daemon, and whether they came over TCP. */
@@ -55,6 +59,8 @@ struct zgpud {
 	struct event *timer; /* fires at the engine's next deadline */
 	int64_t timer_at;    /* when it is armed for; INT64_MAX when idle */
 	struct evhttp *http_unix, *http_tcp;
+	struct conns conns; /* every accepted connection: peers, limits, deadlines */
+	bool stopping;	    /* shutting down: no request reaches the engine any more */
 	struct zgpud_listener listeners[2]; /* [0] Unix socket, [1] TCP */
 	struct inventory inv;
 	struct engine engine;

@@ -24,7 +24,7 @@ BUILD = pathlib.Path(os.environ.get("ZEROGPU_BUILD", ROOT / "build"))
 ZEROGPUD = BUILD / "src" / "daemon" / "zerogpud"
 ZEROGPU = BUILD / "src" / "cli" / "zerogpu"
 
-SECRET = "a visitor secret of some length"  # the daemons' --visitor-secret in the tests
+SECRET = "a visitor secret of quite some length"  # the daemons' --visitor-secret in the tests
 
 
 def visitor_token(sub, tier, exp_in=3600, secret=SECRET, alg="HS256"):

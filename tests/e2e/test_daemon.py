@@ -101,7 +101,7 @@ def free_port():
 
 def test_tcp_listener_needs_the_token(make_daemon):
     port = free_port()
-    token = "s3cret-token-for-tests"
+    token = "s3cret-token-for-the-daemon-tests"
     make_daemon("--simulate", "2x80G", "--listen", f"127.0.0.1:{port}", "--token", token)
     base = f"http://127.0.0.1:{port}"
     assert json.load(urllib.request.urlopen(f"{base}/healthz")) == {"ok": True}

@@ -96,7 +96,7 @@ def test_tcp_admin_token_and_app_tokens(make_daemon):
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s.close()
-    admin = "the-admin-token-for-tests"
+    admin = "the-admin-token-for-the-registry-tests"
     make_daemon("--simulate", "1x80G", "--listen", f"127.0.0.1:{port}", "--token", admin)
     base = f"http://127.0.0.1:{port}"
 

@@ -48,7 +48,7 @@ static void on_event(void *ctx, struct lease *l, enum engine_event ev)
 static void on_kill(void *ctx, const struct lease *l)
 {
 	nkills++;
-	last_killed = l->pgid;
+	last_killed = l->proc.pgid;
 }
 
 static void make_id(void *ctx, char *out)
@@ -101,6 +101,13 @@ static struct lease *lease_of(int n)
 	char id[LEASE_ID_LEN + 1];
 	snprintf(id, sizeof(id), "%032d", n);
 	return engine_find(&eng, id);
+}
+
+/* Attaches pid as the leader of its own group, as `zerogpu run` arranges. */
+static int attach(struct lease *l, pid_t pid, int64_t now)
+{
+	struct lease_process p = {.pid = pid, .pgid = pid, .start = 0, .pidfd = -1};
+	return engine_attach(&eng, l, &p, now);
 }
 
 static const struct event_rec *last_event_of(int n)
@@ -227,7 +234,7 @@ static void expiry_signals_then_kills_after_grace(void **state)
 	setup_engine(1);
 	int a = submit(1, 1000, 60000, 0);
 	int b = submit(1, 1000, 60000, 0);
-	assert_int_equal(engine_attach(&eng, lease_of(a), 4242, 4242, 10), 0);
+	assert_int_equal(attach(lease_of(a), 4242, 10), 0);
 	engine_tick(&eng, 999);
 	assert_int_equal(last_event_of(a)->ev, ENGINE_EV_GRANTED);
 	engine_tick(&eng, 1000);
@@ -252,15 +259,15 @@ static void attach_rules(void **state)
 	setup_engine(1);
 	int a = submit(1, 1000, 60000, 0);
 	int b = submit(1, 1000, 60000, 0);
-	assert_int_equal(engine_attach(&eng, lease_of(b), 1, 1, 0), -16 /* EBUSY: queued */);
-	assert_int_equal(engine_attach(&eng, lease_of(a), 100, 100, 0), 0);
-	assert_int_equal(engine_attach(&eng, lease_of(a), 100, 100, 0), 0); /* idempotent */
-	assert_int_equal(engine_attach(&eng, lease_of(a), 101, 101, 0), -114 /* EALREADY */);
+	assert_int_equal(attach(lease_of(b), 1, 0), -16 /* EBUSY: queued */);
+	assert_int_equal(attach(lease_of(a), 100, 0), 0);
+	assert_int_equal(attach(lease_of(a), 100, 0), 0); /* idempotent */
+	assert_int_equal(attach(lease_of(a), 101, 0), -114 /* EALREADY */);
 	assert_int_equal(lease_of(a)->state, LEASE_ATTACHED);
 
 	engine_end(&eng, lease_of(a), false, 5, NULL);
 	engine_tick(&eng, 1005); /* b's deadline */
-	assert_int_equal(engine_attach(&eng, lease_of(b), 7, 7, 1005), -62 /* ETIME */);
+	assert_int_equal(attach(lease_of(b), 7, 1005), -62 /* ETIME */);
 }
 
 static void abandoning_cancels_or_releases_and_kills(void **state)
@@ -268,7 +275,7 @@ static void abandoning_cancels_or_releases_and_kills(void **state)
 	setup_engine(1);
 	int a = submit(1, 10000, 60000, 0);
 	int b = submit(1, 10000, 60000, 0);
-	engine_attach(&eng, lease_of(a), 55, 55, 0);
+	attach(lease_of(a), 55, 0);
 	engine_abandon(&eng, lease_of(b), 1);
 	assert_int_equal(last_event_of(b)->state, LEASE_CANCELLED);
 	assert_int_equal(nkills, 0);
@@ -497,7 +504,7 @@ static void check_random_load(void)
 		} else if (op == 2) {
 			engine_end(&eng, l, rand() % 2, now, NULL);
 		} else if (op == 3) {
-			engine_attach(&eng, l, 1000 + n, 1000 + n, now);
+			attach(l, 1000 + n, now);
 		} else if (op == 4) {
 			engine_abandon(&eng, l, now);
 		} else {

@@ -65,6 +65,26 @@ static void finds_our_own_uid(void **state)
 	}
 }
 
+/*
+ * The attack of a client that sends its request and closes at once: its socket
+ * lingers as an orphan (FIN-WAIT, no inode) that the kernel reports as uid 0.
+ * That must read as "unknown", never as root.
+ */
+static void a_closed_client_is_nobody_known(void **state)
+{
+	(void) state;
+	int client, served;
+	assert_true(connect_pair(AF_INET, &client, &served));
+	assert_int_equal(write(client, "POST /allow", 11), 11);
+	close(client);
+	usleep(50000); /* the FIN has crossed */
+	uid_t uid = (uid_t) 12345;
+	int r = peer_tcp_uid(served, &uid);
+	assert_true(r == -ENOTCONN || r == -ENOENT);
+	assert_int_equal(uid, (uid_t) 12345); /* untouched */
+	close(served);
+}
+
 static void not_a_socket(void **state)
 {
 	(void) state;
@@ -80,6 +100,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(finds_our_own_uid),
+		cmocka_unit_test(a_closed_client_is_nobody_known),
 		cmocka_unit_test(not_a_socket),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

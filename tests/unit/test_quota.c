@@ -89,7 +89,7 @@ static void xlarge_costs_twice_and_tiers_differ(void **state)
 
 static void settlement_rounds_up_and_spares_early_failures(void **state)
 {
-	struct lease l = {.state = LEASE_RELEASED, .pid = 42};
+	struct lease l = {.state = LEASE_RELEASED, .proc = {.pid = 42}};
 	l.req.size = LEASE_SIZE_LARGE;
 	assert_int_equal(quota_charge_ms(&cfg, &l, 1), 1 * S);	  /* 1 ms costs a second */
 	assert_int_equal(quota_charge_ms(&cfg, &l, 1000), 1 * S); /* exactly 1 s: 1 s */
@@ -100,7 +100,7 @@ static void settlement_rounds_up_and_spares_early_failures(void **state)
 	assert_int_equal(quota_charge_ms(&cfg, &l, 1500), 4 * S); /* a whole GPU: twice */
 	l.state = LEASE_FAILED;
 	assert_int_equal(quota_charge_ms(&cfg, &l, 5000), 10 * S); /* failed after it ran */
-	l.pid = 0;
+	l.proc.pid = 0;
 	assert_int_equal(quota_charge_ms(&cfg, &l, 5000), 0); /* failed before it ran */
 	l.state = LEASE_EXPIRED;
 	assert_int_equal(quota_charge_ms(&cfg, &l, 5000), 10 * S); /* expired: the time held */

@@ -12,6 +12,21 @@
 
 #define TOKEN_MAX 4096
 
+/* How far the clocks of whoever signs tokens and of this daemon may differ. */
+#define CLOCK_SKEW_S 60
+
+/* A NumericDate claim (RFC 7519: seconds, maybe fractional) that fits: 0 .. year 300000. */
+static bool numeric_date(const json_t *v, int64_t *out)
+{
+	if (!json_is_number(v))
+		return false;
+	double x = json_number_value(v);
+	if (!(x >= 0 && x < 1e13))
+		return false;
+	*out = (int64_t) x;
+	return true;
+}
+
 static int b64url_value(char c)
 {
 	if (c >= 'A' && c <= 'Z')
@@ -23,7 +38,12 @@ static int b64url_value(char c)
 	return c == '-' ? 62 : c == '_' ? 63 : -1;
 }
 
-/* Decodes base64url without padding; returns the length, or -1 when malformed. */
+/*
+ * Decodes base64url without padding; returns the length, or -1 when malformed.
+ * Only the canonical spelling is taken: the bits of the last character that
+ * carry no data must be zero, or several strings would stand for one
+ * signature (and a token could be changed without breaking it).
+ */
 static long b64url_decode(const char *in, size_t len, unsigned char *out, size_t cap)
 {
 	size_t n = 0;
@@ -42,7 +62,9 @@ static long b64url_decode(const char *in, size_t len, unsigned char *out, size_t
 			out[n++] = (unsigned char) (acc >> bits);
 		}
 	}
-	return len % 4 == 1 ? -1 : (long) n;
+	if (len % 4 == 1 || (acc & ((1u << bits) - 1)) != 0)
+		return -1;
+	return (long) n;
 }
 
 static size_t b64url_encode(const unsigned char *in, size_t len, char *out)
@@ -118,7 +140,8 @@ int auth_verify_visitor(const char *token, const unsigned char *secret, size_t s
 	json_t *claims = decode_json(dot1 + 1, (size_t) (dot2 - dot1 - 1));
 	const char *sub = json_string_value(json_object_get(claims, "sub"));
 	const char *tier = json_string_value(json_object_get(claims, "tier"));
-	json_t *exp = json_object_get(claims, "exp");
+	json_t *nbf = json_object_get(claims, "nbf"), *iat = json_object_get(claims, "iat");
+	int64_t exp, not_before = 0, issued = 0;
 	int r = 0;
 	if (!claims)
 		r = refuse(err, errlen, "its claims are not JSON");
@@ -126,15 +149,27 @@ int auth_verify_visitor(const char *token, const unsigned char *secret, size_t s
 		r = refuse(err, errlen, "claim 'sub' is missing or not a string of 1-256 bytes");
 	else if (!tier || tier_parse(tier, &out->tier) < 0)
 		r = refuse(err, errlen, "claim 'tier' must be anonymous, free, pro or enterprise");
-	else if (!json_is_number(exp))
-		r = refuse(err, errlen, "claim 'exp' (expiry, Unix seconds) is missing");
-	else if ((int64_t) json_number_value(exp) <= now) {
-		snprintf(err, errlen, "visitor token expired %lld s ago",
-			 (long long) (now - (int64_t) json_number_value(exp)));
+	else if (!numeric_date(json_object_get(claims, "exp"), &exp))
+		r = refuse(err, errlen,
+			   "claim 'exp' (expiry, Unix seconds) is missing or out of range");
+	else if ((nbf && !numeric_date(nbf, &not_before)) || (iat && !numeric_date(iat, &issued)))
+		r = refuse(err, errlen, "claims 'nbf' and 'iat' must be Unix seconds");
+	else if (exp <= now) {
+		snprintf(err, errlen, "visitor token expired %lld s ago", (long long) (now - exp));
+		r = -EACCES;
+	} else if (not_before > now + CLOCK_SKEW_S) {
+		snprintf(err, errlen, "visitor token is not valid for another %lld s (nbf)",
+			 (long long) (not_before - now));
+		r = -EACCES;
+	} else if (issued > now + CLOCK_SKEW_S) {
+		snprintf(err, errlen,
+			 "visitor token was issued %lld s in the future (iat): check "
+			 "the clocks",
+			 (long long) (issued - now));
 		r = -EACCES;
 	} else {
 		snprintf(out->sub, sizeof(out->sub), "%s", sub);
-		out->exp = (int64_t) json_number_value(exp);
+		out->exp = exp;
 	}
 	json_decref(claims);
 	return r;

@@ -20,9 +20,11 @@ struct visitor_identity {
 
 /*
  * Checks token against secret at time now (Unix seconds). Returns 0 and fills
- * *out, or -EACCES with a sentence in err: malformed token, an algorithm other
- * than HS256 (`none` included), a bad signature, missing or wrong claims, or
- * expiry.
+ * *out, or -EACCES with a sentence in err: malformed token (base64url other
+ * than the canonical spelling included), an algorithm other than HS256
+ * (`none` included), a bad signature, missing or wrong claims, expiry, or a
+ * token not valid yet (`nbf`, `iat` later than now, give or take a minute of
+ * clock skew).
  */
 int auth_verify_visitor(const char *token, const unsigned char *secret, size_t secret_len,
 			int64_t now, struct visitor_identity *out, char *err, size_t errlen);

@@ -134,8 +134,8 @@ static void stream_closed(struct evhttp_connection *conn, void *arg)
 	(void) conn;
 	sl->closing = true;
 	if (sl->lease && sl->lease->state == LEASE_QUEUED) {
-		log_info("lease %s: the /schedule caller went away while queued; cancelling",
-			 sl->lease->id);
+		log_debug("lease %s: the /schedule caller went away while queued; cancelling",
+			  sl->lease->id);
 		engine_abandon(&d->engine, sl->lease, clock_mono_ms());
 	}
 	zgpud_rearm(d);

@@ -203,9 +203,13 @@ static void stream_closed(struct evhttp_connection *conn, void *arg)
 	(void) conn;
 	s->closing = true;
 	if (s->lease) {
-		log_info("lease %s: client went away; %s", s->lease->id,
-			 s->lease->state == LEASE_QUEUED ? "cancelling the request"
-							 : "releasing its devices");
+		/* A request that never got a device is only noise in the log when many go
+		 * at once; one that held devices is worth a line. */
+		if (s->lease->state == LEASE_QUEUED)
+			log_debug("lease %s: client went away; cancelling the request",
+				  s->lease->id);
+		else
+			log_info("lease %s: client went away; releasing its devices", s->lease->id);
 		engine_abandon(&d->engine, s->lease, clock_mono_ms());
 	}
 	zgpud_rearm(d);

@@ -45,8 +45,10 @@ static void settle(struct zgpud *d, struct lease *l, int64_t now)
 	if (l->granted_ms && record_end(d, l, now, a) < 0)
 		log_error("lease %s: cannot record its end (%s); it is settled at the next start",
 			  l->id, d->ledger->error);
-	log_info("lease %s: %s%s%s", l->id, lease_state_name(l->state), l->message[0] ? ": " : "",
-		 l->message);
+	/* Requests that never held a device (cancelled, timed out in the queue) say so at
+	 * debug level: a flood of them must not flood the log; metrics count them. */
+	log_msg(l->granted_ms ? LOG_INFO : LOG_DEBUG, "lease %s: %s%s%s", l->id,
+		lease_state_name(l->state), l->message[0] ? ": " : "", l->message);
 }
 
 /* Each device l held remembers its app, task and worker; the lease's hold on

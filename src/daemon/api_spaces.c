@@ -331,6 +331,13 @@ static void refuse_quota(struct call *c, const struct quota_refusal *no)
 				  "quota", "message", msg));
 }
 
+/* A queued /schedule caller that hung up is not granted a device it will never hear of. */
+static bool schedule_caller_gone(struct lease_client *cl)
+{
+	struct spaces_lease *sl = (struct spaces_lease *) cl;
+	return sl->req && (sl->closing || http_peer_gone(sl->conn));
+}
+
 static struct spaces_lease *new_spaces_lease(struct call *c, const char *cgroup)
 {
 	struct zgpud *d = c->d;
@@ -340,6 +347,7 @@ static struct spaces_lease *new_spaces_lease(struct call *c, const char *cgroup)
 		return NULL;
 	}
 	sl->client.on_event = spaces_on_event;
+	sl->client.gone = schedule_caller_gone;
 	sl->d = d;
 	sl->req = c->req;
 	sl->conn = evhttp_request_get_connection(c->req);

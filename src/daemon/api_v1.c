@@ -242,6 +242,12 @@ static void stream_end(struct stream *s, const struct lease *l, int64_t now)
 	free(s);
 }
 
+static bool stream_gone(struct lease_client *cl)
+{
+	struct stream *s = (struct stream *) cl;
+	return s->closing || http_peer_gone(s->conn);
+}
+
 /* The engine's events for a lease of this API (events.c has recorded them). */
 static void stream_on_event(struct lease_client *cl, struct lease *l, enum engine_event ev,
 			    int64_t now)
@@ -392,6 +398,7 @@ static void post_lease(struct call *c)
 		return;
 	}
 	s->client.on_event = stream_on_event;
+	s->client.gone = stream_gone;
 	s->d = d;
 	s->req = c->req;
 	s->conn = evhttp_request_get_connection(c->req);

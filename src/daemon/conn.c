@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,10 @@
 
 #include "common/log.h"
 #include "daemon/peer.h"
+
+/* After a burst of at least this many connections has mostly gone, the memory their
+ * buffers took goes back to the system (glibc keeps freed memory for reuse). */
+#define TRIM_AFTER_PEAK 64
 
 /* How long accept() pauses when descriptors run out: doubling, up to a second. */
 #define BACKOFF_FIRST_MS 50
@@ -251,6 +256,12 @@ static void conn_forget(struct conn *c)
 		event_free(c->deadline);
 	cs->open--;
 	cs->metrics->connections_open = (uint64_t) cs->open;
+	if (cs->peak >= TRIM_AFTER_PEAK && cs->open <= cs->peak / 4) {
+		/* A flood (or a busy hour) is over: without this the daemon would stay
+		 * as large as its worst moment. */
+		cs->peak = cs->open;
+		(void) malloc_trim(0);
+	}
 	if (cs->paused_full && cs->open < cs->lim.max_total) {
 		cs->paused_full = false;
 		listeners_set(cs);
@@ -399,6 +410,8 @@ static struct bufferevent *make_bufferevent(struct event_base *base, void *arg)
 	cs->unclassified = c;
 	event_active(cs->classify, EV_TIMEOUT, 0);
 	cs->open++;
+	if (cs->open > cs->peak)
+		cs->peak = cs->open;
 	cs->metrics->connections_open = (uint64_t) cs->open;
 	accepted(cs);
 	if (cs->open >= cs->lim.max_total && !cs->paused_full) {

@@ -83,6 +83,7 @@ struct conns {
 	size_t nby_fd;
 	struct strmap clients; /* client key -> struct conn_client */
 	int open;
+	int peak; /* the most open since memory was last given back */
 };
 
 /* Sets up the module on base; metrics (borrowed) gets its counters. 0 or -ENOMEM. */

@@ -250,8 +250,9 @@ static void count_outcome(struct engine *e, enum lease_state s)
 
 static void dispatch(struct engine *e, int64_t now, bool queue_shrank);
 
-/* Moves l to a terminal state, frees what it holds, tells the client, frees l. */
-static void finish(struct engine *e, struct lease *l, enum lease_state to, int64_t now)
+/* Moves l to a terminal state, frees what it holds, tells the client, frees l; serves
+ * nobody new (finish() does). Returns l's state before. */
+static enum lease_state retire(struct engine *e, struct lease *l, enum lease_state to, int64_t now)
 {
 	enum lease_state from = l->state;
 	int r = lease_transition(l, to);
@@ -269,8 +270,22 @@ static void finish(struct engine *e, struct lease *l, enum lease_state to, int64
 	emit(e, l, ENGINE_EV_ENDED);
 	strmap_remove(&e->leases, &l->hnode);
 	free(l);
+	return from;
+}
+
+/* Moves l to a terminal state, frees what it holds, tells the client, frees l. */
+static void finish(struct engine *e, struct lease *l, enum lease_state to, int64_t now)
+{
+	enum lease_state from = retire(e, l, to, now);
 	/* Freed devices or a shorter queue: serve who waits, tell who moved up. */
 	dispatch(e, now, from == LEASE_QUEUED);
+}
+
+/* Whether a request that has waited is still wanted: its client may have gone with
+ * nobody noticing yet (a crashed app leaves its whole queue behind at once). */
+static bool waiter_gone(struct engine *e, struct lease *l, int64_t now)
+{
+	return l->created_ms < now && e->hooks.waiter_gone && e->hooks.waiter_gone(e->hooks.ctx, l);
 }
 
 static void grant(struct engine *e, struct lease *l, const int *chosen, int64_t now)
@@ -341,7 +356,13 @@ static void dispatch(struct engine *e, int64_t now, bool queue_shrank)
 	struct lease *l;
 	while ((l = sched_peek(&e->sched))) {
 		if (pool_choose(e, l, chosen)) {
-			grant(e, l, chosen, now);
+			if (waiter_gone(e, l, now)) {
+				snprintf(l->message, sizeof(l->message),
+					 "the client went away while queued");
+				retire(e, l, LEASE_CANCELLED, now);
+			} else {
+				grant(e, l, chosen, now);
+			}
 			changed = true;
 			continue;
 		}

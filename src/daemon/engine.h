@@ -50,6 +50,9 @@ struct engine_hooks {
 	void (*kill_group)(void *ctx, const struct lease *l);
 	/* Write a fresh, unique lease id of LEASE_ID_LEN characters and a NUL. */
 	void (*make_id)(void *ctx, char *out);
+	/* Optional: whether the client of a lease that has queued is gone already. Asked
+	 * right before the lease would be granted; a gone one is cancelled instead. */
+	bool (*waiter_gone)(void *ctx, struct lease *l);
 };
 
 struct engine_stats {

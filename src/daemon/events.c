@@ -103,3 +103,10 @@ void zgpud_on_lease_event(void *ctx, struct lease *l, enum engine_event ev)
 	if (cl)
 		cl->on_event(cl, l, ev, now);
 }
+
+bool zgpud_waiter_gone(void *ctx, struct lease *l)
+{
+	struct lease_client *cl = l->stream;
+	(void) ctx;
+	return cl && cl->gone && cl->gone(cl);
+}

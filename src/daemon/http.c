@@ -85,6 +85,13 @@ int http_take_body(struct call *c, char **body, size_t *len)
 	return 0;
 }
 
+bool http_peer_gone(struct evhttp_connection *conn)
+{
+	int fd = conn ? bufferevent_getfd(evhttp_connection_get_bufferevent(conn)) : -1;
+	char byte;
+	return fd >= 0 && recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
+}
+
 void http_on_close(struct zgpud *d, struct evhttp_connection *conn,
 		   void (*fn)(struct evhttp_connection *conn, void *arg), void *arg)
 {

@@ -81,6 +81,10 @@ static inline bool http_app_scoped(const struct call *c)
 void http_on_close(struct zgpud *d, struct evhttp_connection *conn,
 		   void (*fn)(struct evhttp_connection *conn, void *arg), void *arg);
 
+/* Whether the client at the other end of conn has closed it, though evhttp has not read
+ * that far yet (a peek at the socket: EOF and nothing left to read). */
+bool http_peer_gone(struct evhttp_connection *conn);
+
 /* Copies the request body into *body (NUL-terminated, caller frees); bodies over
  * ZGPUD_MAX_BODY never reach a route. -ENOMEM replies 500. */
 int http_take_body(struct call *c, char **body, size_t *len);

@@ -501,7 +501,8 @@ int main(int argc, char **argv)
 	struct engine_hooks hooks = {.ctx = d,
 				     .event = zgpud_on_lease_event,
 				     .kill_group = kill_group,
-				     .make_id = make_id};
+				     .make_id = make_id,
+				     .waiter_gone = zgpud_waiter_gone};
 	/* One thread: no locks. The changelist folds the many read/write interest
 	 * flips of a request into one epoll_ctl each per loop turn. */
 	struct event_config *ecfg = event_config_new();

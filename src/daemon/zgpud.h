@@ -34,6 +34,8 @@ struct zgpud;
 struct lease_client {
 	void (*on_event)(struct lease_client *cl, struct lease *l, enum engine_event ev,
 			 int64_t now);
+	/* Optional: whether the client is gone (its connection closed unnoticed). */
+	bool (*gone)(struct lease_client *cl);
 	const char *cgroup; /* the client's cgroup (the `spaces` API sends it), or NULL */
 };
 
@@ -96,6 +98,8 @@ struct evhttp *http_server_new(struct zgpud *d, bool tcp);
 /* events.c: the engine's event hook (ctx is the struct zgpud). Records grants and
  * ends in the ledger, settles quota, then tells the lease's client. */
 void zgpud_on_lease_event(void *ctx, struct lease *l, enum engine_event ev);
+/* events.c: the engine's waiter_gone hook: asks the lease's client. */
+bool zgpud_waiter_gone(void *ctx, struct lease *l);
 
 /* api_v1.c: the rendering of a lease's devices, shared with the `spaces` API. */
 json_t *api_lease_devices_json(const struct zgpud *d, const struct lease *l);

@@ -234,7 +234,7 @@ def make_daemon(tmp_path):
 
     def make(*args, socket_dir=None):
         d = Daemon(tmp_path / f"d{len(started)}", *args, socket_dir=socket_dir)
-        (tmp_path / f"d{len(started)}").mkdir()
+        (tmp_path / f"d{len(started)}").mkdir(exist_ok=True)
         started.append(d)
         return d.start()
 

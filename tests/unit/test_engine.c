@@ -51,6 +51,20 @@ static void on_kill(void *ctx, const struct lease *l)
 	last_killed = l->proc.pgid;
 }
 
+/* Ids of leases whose clients are gone (engine_hooks.waiter_gone). */
+static int gone_ids[16], ngone;
+
+static bool waiter_gone(void *ctx, struct lease *l)
+{
+	for (int i = 0; i < ngone; i++) {
+		char id[LEASE_ID_LEN + 1];
+		snprintf(id, sizeof(id), "%032d", gone_ids[i]);
+		if (strcmp(id, l->id) == 0)
+			return true;
+	}
+	return false;
+}
+
 static void make_id(void *ctx, char *out)
 {
 	snprintf(out, LEASE_ID_LEN + 1, "%032d", ++next_id);
@@ -68,9 +82,12 @@ static void setup_with(size_t ndevices, bool priority, int split)
 	cfg.split = split;
 	if (!priority)
 		sched_params_fifo(&cfg.sched);
-	struct engine_hooks hooks = {.event = on_event, .kill_group = on_kill, .make_id = make_id};
+	struct engine_hooks hooks = {.event = on_event,
+				     .kill_group = on_kill,
+				     .make_id = make_id,
+				     .waiter_gone = waiter_gone};
 	assert_int_equal(engine_init(&eng, &inv, &cfg, &hooks), 0);
-	nevents = nkills = next_id = 0;
+	nevents = nkills = next_id = ngone = 0;
 	last_killed = 0;
 }
 
@@ -399,9 +416,12 @@ static void mig_instances_are_the_halves_of_their_gpu(void **state)
 	struct engine_config cfg;
 	engine_config_default(&cfg);
 	cfg.split = 1;
-	struct engine_hooks hooks = {.event = on_event, .kill_group = on_kill, .make_id = make_id};
+	struct engine_hooks hooks = {.event = on_event,
+				     .kill_group = on_kill,
+				     .make_id = make_id,
+				     .waiter_gone = waiter_gone};
 	assert_int_equal(engine_init(&eng, &inv, &cfg, &hooks), 0);
-	nevents = nkills = next_id = 0;
+	nevents = nkills = next_id = ngone = 0;
 	assert_int_equal(eng.ngpus, 2);
 	assert_int_equal(eng.slots_total, 3);
 	int x = submit_sized(LEASE_SIZE_XLARGE, 2, 10000, 0);
@@ -548,6 +568,33 @@ static void check_random_load(void)
 	assert_int_equal(eng.stats.submitted, ended + eng.leases.len);
 }
 
+/* A crashed app leaves its queue behind: its waiters are not granted, the next live one is. */
+static void gone_waiters_are_cancelled_not_granted(void **state)
+{
+	setup_engine(1);
+	int a = submit(1, 60000, 60000, 0);
+	int b = submit(1, 60000, 60000, 1);
+	int c = submit(1, 60000, 60000, 2);
+	int d = submit(1, 60000, 60000, 3);
+	gone_ids[ngone++] = b;
+	gone_ids[ngone++] = c;
+	engine_end(&eng, lease_of(a), false, 10, NULL);
+	assert_null(lease_of(b));
+	assert_null(lease_of(c));
+	assert_int_equal(lease_of(d)->state, LEASE_GRANTED);
+	const struct event_rec *r = last_event_of(c);
+	assert_int_equal(r->ev, ENGINE_EV_ENDED);
+	assert_int_equal(r->state, LEASE_CANCELLED);
+	assert_string_equal(r->message, "the client went away while queued");
+	assert_int_equal(eng.stats.cancelled, 2);
+	assert_int_equal(eng.stats.granted, 2);
+	/* A request is never asked about in the millisecond it arrives. */
+	gone_ids[ngone++] = d + 1;
+	engine_end(&eng, lease_of(d), false, 20, NULL);
+	int e = submit(1, 60000, 60000, 20);
+	assert_int_equal(lease_of(e)->state, LEASE_GRANTED);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -560,6 +607,7 @@ int main(void)
 		cmocka_unit_test_teardown(max_wait_zero_fails_at_once_when_busy, teardown),
 		cmocka_unit_test_teardown(expiry_signals_then_kills_after_grace, teardown),
 		cmocka_unit_test_teardown(attach_rules, teardown),
+		cmocka_unit_test_teardown(gone_waiters_are_cancelled_not_granted, teardown),
 		cmocka_unit_test_teardown(abandoning_cancels_or_releases_and_kills, teardown),
 		cmocka_unit_test_teardown(cancelling_a_waiter_moves_the_rest_up, teardown),
 		cmocka_unit_test_teardown(one_announcement_covers_many_moves, teardown),

@@ -7,6 +7,7 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -186,21 +187,25 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
  * Start-up.
  * ------------------------------------------------------------------------ */
 
+/* Makes path and its missing parents: parents 0755, path itself mode. Modes are set
+ * explicitly, as the daemon's umask (077) would otherwise make every one private. */
 static int mkdir_p(const char *path, mode_t mode)
 {
 	char buf[PATH_MAX];
 	snprintf(buf, sizeof(buf), "%s", path);
-	for (char *p = buf + 1; *p; p++) {
-		if (*p != '/')
+	for (char *p = buf + 1;; p++) {
+		bool last = *p == '\0';
+		if (*p != '/' && !last)
 			continue;
 		*p = '\0';
-		if (mkdir(buf, 0755) < 0 && errno != EEXIST)
+		if (mkdir(buf, 0700) == 0)
+			(void) chmod(buf, last ? mode : 0755);
+		else if (errno != EEXIST)
 			return -errno;
+		if (last)
+			return 0;
 		*p = '/';
 	}
-	if (mkdir(buf, mode) < 0 && errno != EEXIST)
-		return -errno;
-	return 0;
 }
 
 /* Takes the state directory's lock so two daemons never share one state. Returns the fd. */

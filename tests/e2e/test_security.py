@@ -548,11 +548,14 @@ def test_the_ledger_is_private_even_in_an_existing_state_dir(make_daemon, tmp_pa
     os.chmod(state, 0o755)
     old_umask = os.umask(0o022)
     try:
-        d = make_daemon("--simulate", "1x80G")
+        d = make_daemon("--simulate", "1x80G", socket_dir=tmp_path / "run" / "zerogpu")
     finally:
         os.umask(old_umask)
     assert d.state == state
     assert oct(os.stat(state / "ledger.db").st_mode & 0o777) == oct(0o600)
+    # What every local user must reach stays reachable under the daemon's own umask.
+    assert oct(os.stat(tmp_path / "run" / "zerogpu").st_mode & 0o777) == oct(0o755)
+    assert oct(os.stat(d.socket).st_mode & 0o777) == oct(0o666)
     d.stop()
     os.chmod(state / "ledger.db", 0o644)  # as an older zerogpud left it
     d.start()

@@ -77,6 +77,15 @@ static void listeners_set(struct conns *cs)
 	}
 }
 
+static void on_trim(evutil_socket_t fd, short what, void *arg)
+{
+	struct conns *cs = arg;
+	(void) fd;
+	(void) what;
+	cs->peak = cs->open;
+	(void) malloc_trim(0);
+}
+
 static void on_resume(evutil_socket_t fd, short what, void *arg)
 {
 	struct conns *cs = arg;
@@ -256,11 +265,12 @@ static void conn_forget(struct conn *c)
 		event_free(c->deadline);
 	cs->open--;
 	cs->metrics->connections_open = (uint64_t) cs->open;
-	if (cs->peak >= TRIM_AFTER_PEAK && cs->open <= cs->peak / 4) {
-		/* A flood (or a busy hour) is over: without this the daemon would stay
-		 * as large as its worst moment. */
-		cs->peak = cs->open;
-		(void) malloc_trim(0);
+	if (cs->peak >= TRIM_AFTER_PEAK && cs->open <= cs->peak / 2 &&
+	    !evtimer_pending(cs->trim, NULL)) {
+		/* A flood (or a busy hour) is ending: without this the daemon would stay
+		 * as large as its worst moment. Once the rest of it has closed too. */
+		struct timeval soon = {.tv_sec = 0, .tv_usec = 200 * 1000};
+		evtimer_add(cs->trim, &soon);
 	}
 	if (cs->paused_full && cs->open < cs->lim.max_total) {
 		cs->paused_full = false;
@@ -437,8 +447,9 @@ int conns_init(struct conns *cs, struct event_base *base, const struct conn_limi
 			     .tv_usec = (lim->request_timeout_ms % 1000) * 1000};
 	cs->request_timeout_tv = event_base_init_common_timeout(base, &tv);
 	cs->resume = evtimer_new(base, on_resume, cs);
+	cs->trim = evtimer_new(base, on_trim, cs);
 	cs->classify = event_new(base, -1, 0, on_classify, cs);
-	if (!cs->request_timeout_tv || !cs->resume || !cs->classify ||
+	if (!cs->request_timeout_tv || !cs->resume || !cs->trim || !cs->classify ||
 	    strmap_init(&cs->clients) < 0)
 		return -ENOMEM;
 	the_conns = cs;
@@ -465,6 +476,8 @@ void conns_stop_accepting(struct conns *cs)
 	cs->nlisteners = 0;
 	if (cs->resume)
 		event_del(cs->resume);
+	if (cs->trim)
+		event_del(cs->trim);
 }
 
 static void free_client(struct strmap_node *n, void *arg)
@@ -477,6 +490,8 @@ void conns_release(struct conns *cs)
 {
 	if (cs->resume)
 		event_free(cs->resume);
+	if (cs->trim)
+		event_free(cs->trim);
 	if (cs->classify)
 		event_free(cs->classify);
 	strmap_foreach(&cs->clients, free_client, NULL);

@@ -77,9 +77,10 @@ struct conns {
 	int64_t backoff_ms;			  /* the next back-off */
 	uint64_t emfile_pauses;			  /* in this episode */
 	struct event *resume;			  /* ends a back-off */
-	struct event *classify;			  /* learns the peers of new connections */
-	struct conn *unclassified;		  /* accepted, peer not known yet */
-	struct conn **by_fd;			  /* the tracked connection on each descriptor */
+	struct event *trim;	   /* gives memory back after a burst of connections */
+	struct event *classify;	   /* learns the peers of new connections */
+	struct conn *unclassified; /* accepted, peer not known yet */
+	struct conn **by_fd;	   /* the tracked connection on each descriptor */
 	size_t nby_fd;
 	struct strmap clients; /* client key -> struct conn_client */
 	int open;

@@ -10,11 +10,12 @@ from conftest import ZEROGPU, ZEROGPUD
 
 
 def start_holding_run(daemon, *args):
-    """Starts `zerogpu run ARGS` in the background and returns once it holds a device."""
+    """Starts `zerogpu run ARGS` in the background and returns once it holds a device and
+    its command runs (attached: `zerogpu run` forwards signals from then on)."""
     p = subprocess.Popen([str(ZEROGPU), "--socket", str(daemon.socket), "run"] + list(args),
                          stderr=subprocess.PIPE, text=True)
     t0 = time.monotonic()
-    while daemon.busy_devices() == []:
+    while not any("pid" in lease for lease in daemon.get("/v1/leases")[1]["leases"]):
         assert time.monotonic() - t0 < 5, "the background run got no device"
         time.sleep(0.01)
     return p

@@ -15,8 +15,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "daemon/engine.h"
-#include "daemon/sched.h"
+#include "daemon/core/engine.h"
+#include "daemon/core/sched.h"
+#include "daemon/sys/inventory.h"
 
 static int64_t now_ns(void)
 {

@@ -16,7 +16,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "daemon/auth.h"
+#include "daemon/core/auth.h"
 #include "trace.h"
 #include "zerogpu.h"
 

@@ -6,9 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "daemon/engine.h"
-#include "daemon/inventory.h"
-#include "daemon/quota.h"
+#include "daemon/core/engine.h"
+#include "daemon/sys/inventory.h"
+#include "daemon/core/quota.h"
 
 /* Quota windows use Unix milliseconds, where 0 means "no window": the virtual
  * clock starts at this (arbitrary) date instead. */

@@ -9,7 +9,7 @@
 #include <stdint.h>
 
 #include "common/heap.h"
-#include "daemon/lease.h"
+#include "daemon/core/lease.h"
 
 struct quota_account;
 

@@ -12,7 +12,7 @@
 #include <sys/types.h>
 
 #include "daemon/http.h"
-#include "daemon/lease.h"
+#include "daemon/core/lease.h"
 #include "daemon/settings.h"
 
 /* [apps] in the config: with no entries anyone may act as any app; else only those listed. */

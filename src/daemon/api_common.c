@@ -7,8 +7,8 @@
 
 #include "common/clock.h"
 #include "common/log.h"
-#include "daemon/auth.h"
-#include "daemon/proc.h"
+#include "daemon/core/auth.h"
+#include "daemon/sys/proc.h"
 #include "daemon/record.h"
 
 /* Whether [apps] NAME users lists uid for app. */

@@ -27,9 +27,9 @@
 #include "common/random_hex.h"
 #include "daemon/api.h"
 #include "daemon/http.h"
-#include "daemon/proc.h"
+#include "daemon/sys/proc.h"
 #include "daemon/record.h"
-#include "daemon/spaces_request.h"
+#include "daemon/core/spaces_request.h"
 
 #define SPACES_MAX_PARAMS 32
 

@@ -18,9 +18,9 @@
 #include "common/log.h"
 #include "daemon/api.h"
 #include "daemon/http.h"
-#include "daemon/proc.h"
+#include "daemon/sys/proc.h"
 #include "daemon/record.h"
-#include "daemon/request.h"
+#include "daemon/core/request.h"
 #include "daemon/settings.h"
 
 /* ------------------------------------------------------------------------

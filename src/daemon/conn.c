@@ -14,7 +14,7 @@
 #include <event2/bufferevent.h>
 
 #include "common/log.h"
-#include "daemon/peer.h"
+#include "daemon/sys/peer.h"
 
 /* After a burst of at least this many connections has mostly gone, the memory their
  * buffers took goes back to the system (glibc keeps freed memory for reuse). */

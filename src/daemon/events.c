@@ -9,7 +9,7 @@
 
 #include "common/clock.h"
 #include "common/log.h"
-#include "daemon/proc.h"
+#include "daemon/sys/proc.h"
 #include "daemon/record.h"
 #include "daemon/zgpud.h"
 

@@ -26,7 +26,7 @@
 #include "common/log.h"
 #include "common/random_hex.h"
 #include "daemon/conn.h"
-#include "daemon/proc.h"
+#include "daemon/sys/proc.h"
 #include "daemon/record.h"
 #include "daemon/settings.h"
 #include "daemon/zgpud.h"

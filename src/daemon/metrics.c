@@ -2,7 +2,7 @@
 
 #include <errno.h>
 
-#include "daemon/engine.h"
+#include "daemon/core/engine.h"
 
 /* Upper bounds in seconds: fine below a millisecond (idle grants), coarse above (queueing). */
 static const double bucket_le[METRICS_BUCKETS] = {

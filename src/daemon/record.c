@@ -7,8 +7,8 @@
 
 #include "common/clock.h"
 #include "common/log.h"
-#include "daemon/ledger.h"
-#include "daemon/proc.h"
+#include "daemon/sys/ledger.h"
+#include "daemon/sys/proc.h"
 #include "daemon/zgpud.h"
 
 static void devices_text(const struct zgpud *d, const struct lease *l, char *out, size_t size)

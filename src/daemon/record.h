@@ -8,8 +8,8 @@
 
 #include <stdint.h>
 
-#include "daemon/lease.h"
-#include "daemon/quota.h"
+#include "daemon/core/lease.h"
+#include "daemon/core/quota.h"
 
 struct zgpud;
 

@@ -13,8 +13,8 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "daemon/http.h"
-#include "daemon/ledger.h"
-#include "daemon/quota.h"
+#include "daemon/sys/ledger.h"
+#include "daemon/core/quota.h"
 
 #define APP_TOKEN_PREFIX "zgpa_"
 

@@ -13,8 +13,8 @@
 #include <sys/types.h>
 #include <sys/un.h>
 
-#include "daemon/engine.h"
-#include "daemon/quota.h"
+#include "daemon/core/engine.h"
+#include "daemon/core/quota.h"
 
 #define SETTINGS_DEFAULT_CONFIG "/etc/zerogpu/zerogpud.conf"
 

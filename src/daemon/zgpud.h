@@ -14,11 +14,11 @@
 
 #include "common/strmap.h"
 #include "daemon/conn.h"
-#include "daemon/engine.h"
-#include "daemon/inventory.h"
-#include "daemon/ledger.h"
+#include "daemon/core/engine.h"
+#include "daemon/sys/inventory.h"
+#include "daemon/sys/ledger.h"
 #include "daemon/metrics.h"
-#include "daemon/quota.h"
+#include "daemon/core/quota.h"
 
 #define ZGPUD_MAX_BODY	     (64 * 1024)
 #define ZGPUD_IDLE_TIMEOUT_S 30 /* a kept-alive connection with no request is closed */

@@ -10,7 +10,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
-#include "daemon/auth.h"
+#include "daemon/core/auth.h"
 
 static const unsigned char secret[] = "correct horse battery staple";
 #define SECRET secret, sizeof(secret) - 1

@@ -9,7 +9,8 @@
 
 #include <cmocka.h>
 
-#include "daemon/engine.h"
+#include "daemon/core/engine.h"
+#include "daemon/sys/inventory.h"
 
 static struct inventory inv;
 static struct engine eng;

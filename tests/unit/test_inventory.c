@@ -8,7 +8,7 @@
 
 #include <cmocka.h>
 
-#include "daemon/inventory.h"
+#include "daemon/sys/inventory.h"
 
 #define GIB (1ULL << 30)
 

@@ -5,7 +5,7 @@
 
 #include <cmocka.h>
 
-#include "daemon/lease.h"
+#include "daemon/core/lease.h"
 
 /* The only legal moves; everything else must be refused. */
 static bool expected(enum lease_state from, enum lease_state to)

@@ -13,7 +13,7 @@
 
 #include <cmocka.h>
 
-#include "daemon/peer.h"
+#include "daemon/sys/peer.h"
 
 /* A connected pair over loopback: *client and the server's accepted end *served. */
 static bool connect_pair(int family, int *client, int *served)

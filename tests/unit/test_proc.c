@@ -14,7 +14,7 @@
 
 #include <cmocka.h>
 
-#include "daemon/proc.h"
+#include "daemon/sys/proc.h"
 
 /* Field 22 of /proc/PID/stat, read the plain way for comparison. */
 static uint64_t start_time_by_hand(pid_t pid)

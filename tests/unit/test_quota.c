@@ -7,7 +7,7 @@
 
 #include <cmocka.h>
 
-#include "daemon/quota.h"
+#include "daemon/core/quota.h"
 
 #define S    1000
 #define HOUR (3600 * S)

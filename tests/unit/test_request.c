@@ -7,7 +7,7 @@
 
 #include <cmocka.h>
 
-#include "daemon/request.h"
+#include "daemon/core/request.h"
 
 static int parse(const char *body, struct lease_request *out, char *err)
 {

@@ -9,7 +9,7 @@
 
 #include <cmocka.h>
 
-#include "daemon/sched.h"
+#include "daemon/core/sched.h"
 
 static struct lease *mk(const char *app, enum lease_tier tier, int64_t duration_ms,
 			double quota_left)

@@ -8,7 +8,7 @@
 
 #include <cmocka.h>
 
-#include "daemon/spaces_request.h"
+#include "daemon/core/spaces_request.h"
 
 #define N(a) (sizeof(a) / sizeof((a)[0]))
 

@@ -1,4 +1,4 @@
-#include "daemon/request.h"
+#include "daemon/core/request.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>

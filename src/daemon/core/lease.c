@@ -1,4 +1,4 @@
-#include "daemon/lease.h"
+#include "daemon/core/lease.h"
 
 #include <errno.h>
 #include <string.h>

@@ -6,8 +6,8 @@
  * a daemon killed with -9 loses nothing it acknowledged. On start-up the leases
  * it never settled are settled as expired (ledger_recover in main.c).
  */
-#ifndef ZGPU_DAEMON_LEDGER_H
-#define ZGPU_DAEMON_LEDGER_H
+#ifndef ZGPU_DAEMON_SYS_LEDGER_H
+#define ZGPU_DAEMON_SYS_LEDGER_H
 
 #include <stddef.h>
 #include <stdint.h>

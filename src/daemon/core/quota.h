@@ -7,15 +7,15 @@
  * spend more than the quota together; the lease's end settles the reservation
  * to what was charged. Waiting costs nothing.
  */
-#ifndef ZGPU_DAEMON_QUOTA_H
-#define ZGPU_DAEMON_QUOTA_H
+#ifndef ZGPU_DAEMON_CORE_QUOTA_H
+#define ZGPU_DAEMON_CORE_QUOTA_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "common/strmap.h"
-#include "daemon/lease.h"
+#include "daemon/core/lease.h"
 
 #define QUOTA_KEY_MAX (LEASE_TEXT_MAX + 8)
 

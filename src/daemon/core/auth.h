@@ -4,13 +4,13 @@
  * `tier` (anonymous, free, pro, enterprise) and `exp` (Unix seconds). Pure:
  * the time is passed in.
  */
-#ifndef ZGPU_DAEMON_AUTH_H
-#define ZGPU_DAEMON_AUTH_H
+#ifndef ZGPU_DAEMON_CORE_AUTH_H
+#define ZGPU_DAEMON_CORE_AUTH_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-#include "daemon/lease.h"
+#include "daemon/core/lease.h"
 
 struct visitor_identity {
 	char sub[LEASE_TEXT_MAX + 1];

@@ -6,16 +6,16 @@
  * a known parameter given twice or with a bad value is refused with one
  * sentence for the person who sent it.
  */
-#ifndef ZGPU_DAEMON_SPACES_REQUEST_H
-#define ZGPU_DAEMON_SPACES_REQUEST_H
+#ifndef ZGPU_DAEMON_CORE_SPACES_REQUEST_H
+#define ZGPU_DAEMON_CORE_SPACES_REQUEST_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "daemon/engine.h"
-#include "daemon/lease.h"
+#include "daemon/core/engine.h"
+#include "daemon/core/lease.h"
 
 #define SPACES_TOKEN_LEN  32 /* allowToken: hex digits, 128 random bits */
 #define SPACES_CGROUP_MAX 1024

@@ -1,5 +1,5 @@
 /* Simulated devices and the --simulate spec. NVML lives in nvml.c. */
-#include "daemon/inventory.h"
+#include "daemon/sys/inventory.h"
 
 #include <ctype.h>
 #include <errno.h>

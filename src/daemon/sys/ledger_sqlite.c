@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "daemon/ledger.h"
+#include "daemon/sys/ledger.h"
 
 struct ledger_sqlite {
 	struct ledger base;

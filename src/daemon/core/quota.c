@@ -1,4 +1,4 @@
-#include "daemon/quota.h"
+#include "daemon/core/quota.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -2,14 +2,14 @@
  * request — turns the JSON bodies of the native API into validated requests.
  * Pure. Each refusal comes with one sentence for the person who sent it.
  */
-#ifndef ZGPU_DAEMON_REQUEST_H
-#define ZGPU_DAEMON_REQUEST_H
+#ifndef ZGPU_DAEMON_CORE_REQUEST_H
+#define ZGPU_DAEMON_CORE_REQUEST_H
 
 #include <stddef.h>
 #include <sys/types.h>
 
-#include "daemon/engine.h"
-#include "daemon/lease.h"
+#include "daemon/core/engine.h"
+#include "daemon/core/lease.h"
 
 /*
  * Parses the body of POST /v1/leases into *out, filling defaults from cfg.

@@ -1,4 +1,4 @@
-#include "daemon/spaces_request.h"
+#include "daemon/core/spaces_request.h"
 
 #include <ctype.h>
 #include <errno.h>

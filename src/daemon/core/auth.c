@@ -1,4 +1,4 @@
-#include "daemon/auth.h"
+#include "daemon/core/auth.h"
 
 #include <errno.h>
 #include <jansson.h>

@@ -1,4 +1,4 @@
-#include "daemon/sched.h"
+#include "daemon/core/sched.h"
 
 #include <errno.h>
 #include <math.h>

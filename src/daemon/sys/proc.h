@@ -8,14 +8,14 @@
  * nothing. Where the kernel gives no pidfd (before Linux 5.3), the start time
  * read at attach is checked again right before the signal.
  */
-#ifndef ZGPU_DAEMON_PROC_H
-#define ZGPU_DAEMON_PROC_H
+#ifndef ZGPU_DAEMON_SYS_PROC_H
+#define ZGPU_DAEMON_SYS_PROC_H
 
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "daemon/lease.h" /* struct lease_process: one process the daemon may signal */
+#include "daemon/core/lease.h" /* struct lease_process: one process the daemon may signal */
 
 /*
  * The start time of pid (field 22 of /proc/PID/stat, clock ticks since boot):

@@ -10,17 +10,17 @@
  * until the hook sees ENGINE_EV_ENDED for it; after that hook returns the lease
  * is freed.
  */
-#ifndef ZGPU_DAEMON_ENGINE_H
-#define ZGPU_DAEMON_ENGINE_H
+#ifndef ZGPU_DAEMON_CORE_ENGINE_H
+#define ZGPU_DAEMON_CORE_ENGINE_H
 
 #include <stdbool.h>
 #include <stdint.h>
 
 #include "common/heap.h"
 #include "common/strmap.h"
-#include "daemon/inventory.h"
-#include "daemon/lease.h"
-#include "daemon/sched.h"
+#include "daemon/core/devices.h"
+#include "daemon/core/lease.h"
+#include "daemon/core/sched.h"
 
 struct engine_config {
 	int64_t max_duration_ms;     /* longest lease a request may ask for */

@@ -18,8 +18,8 @@
  * one of its leases ends, so its requests wait (reason "concurrency") without
  * blocking other apps. Picking the next request and updating are O(log n).
  */
-#ifndef ZGPU_DAEMON_SCHED_H
-#define ZGPU_DAEMON_SCHED_H
+#ifndef ZGPU_DAEMON_CORE_SCHED_H
+#define ZGPU_DAEMON_CORE_SCHED_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -27,7 +27,7 @@
 
 #include "common/heap.h"
 #include "common/strmap.h"
-#include "daemon/lease.h"
+#include "daemon/core/lease.h"
 
 struct sched_params {
 	const char *name;		       /* "priority" or "fifo" (static string) */

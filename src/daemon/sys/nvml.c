@@ -2,7 +2,7 @@
  * NVML, loaded at run time. We declare the few types and functions we call so
  * that neither CUDA headers nor the driver are needed to build zerogpud.
  */
-#include "daemon/inventory.h"
+#include "daemon/sys/inventory.h"
 
 #include <dlfcn.h>
 #include <errno.h>

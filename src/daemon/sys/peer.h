@@ -6,8 +6,8 @@
  * This lets the daemon hold TCP callers on this machine to the same rules as
  * Unix-socket callers when they name a process it would kill.
  */
-#ifndef ZGPU_DAEMON_PEER_H
-#define ZGPU_DAEMON_PEER_H
+#ifndef ZGPU_DAEMON_SYS_PEER_H
+#define ZGPU_DAEMON_SYS_PEER_H
 
 #include <sys/types.h>
 

@@ -7,8 +7,8 @@
  *
  * This file holds the data and the transition rules; engine.c drives them.
  */
-#ifndef ZGPU_DAEMON_LEASE_H
-#define ZGPU_DAEMON_LEASE_H
+#ifndef ZGPU_DAEMON_CORE_LEASE_H
+#define ZGPU_DAEMON_CORE_LEASE_H
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -16,7 +16,7 @@
 
 #include "common/heap.h"
 #include "common/strmap.h"
-#include "daemon/inventory.h"
+#include "daemon/core/devices.h"
 
 enum lease_state {
 	LEASE_QUEUED,

@@ -1,4 +1,4 @@
-#include "daemon/proc.h"
+#include "daemon/sys/proc.h"
 
 #include <errno.h>
 #include <fcntl.h>

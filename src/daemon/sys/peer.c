@@ -1,4 +1,4 @@
-#include "daemon/peer.h"
+#include "daemon/sys/peer.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

@@ -1,10 +1,11 @@
 /*
  * api_spaces — the device API of the hosted ZeroGPU, which the `spaces`
  * package calls (docs/spaces-compat.md): /schedule, /allow, /release,
- * /startup-report and /queue-size. Requests become leases of the same engine,
- * queue and ledger as the native API. A lease made here is bound to its
- * allowToken, not to a connection: the /schedule reply ends at the grant, and
- * the worker process later allows and releases with the token.
+ * /startup-report and /queue-size. A protocol adapter: requests go through the
+ * same lease service (and so the same engine, queue, quota and ledger) as the
+ * native API. A lease made here is bound to its allowToken, not to a
+ * connection: the /schedule reply ends at the grant, and the worker process
+ * later allows and releases with the token.
  *
  * The package reads each chunk of a queued /schedule reply as exactly one
  * server-sent event, so every event goes out as one chunk.
@@ -26,10 +27,8 @@
 #include "common/log.h"
 #include "common/random_hex.h"
 #include "daemon/api.h"
-#include "daemon/http.h"
-#include "daemon/sys/proc.h"
-#include "daemon/record.h"
 #include "daemon/core/spaces_request.h"
+#include "daemon/leases.h"
 
 #define SPACES_MAX_PARAMS 32
 
@@ -60,43 +59,13 @@ static struct spaces_lease *find_token(struct zgpud *d, const char *token)
  * The /schedule reply: JSON at once, or an event stream while queued.
  * ------------------------------------------------------------------------ */
 
-/*
- * `idle`: the worker this app's task left on the device still lives, and the
- * package hands it the call without a new /allow (it keeps one worker per
- * decorated function and device). So the lease is bound to that worker here;
- * a later /allow from another process replaces it. Only a worker of the same
- * app and task, attached on the word of the same principal as this /schedule
- * caller (the same local user, or the same app token), is bound: another
- * caller must never get somebody else's process attached (and later killed).
- * The worker is claimed, so a second grant on the same device is not told it
- * is idle too.
- */
-static bool bind_idle_worker(struct spaces_lease *sl, struct lease *l, int device)
+/* The grant as the package reads it. */
+static json_t *grant_json(const struct spaces_lease *sl, const struct lease *l, bool idle)
 {
-	struct zgpud *d = sl->d;
-	struct device_last_use *u = &d->last_use[device];
-	if (u->worker.pid <= 0 || strcmp(u->app, l->req.app) || strcmp(u->task, l->req.task) ||
-	    !lease_owner_same(&u->worker.attached_by, &sl->caller) || !proc_alive(&u->worker))
-		return false;
-	if (engine_attach(&d->engine, l, &u->worker, clock_mono_ms()) < 0)
-		return false;
-	u->worker = LEASE_PROCESS_NONE; /* the lease holds it now */
-	sl->worker_reused = true;
-	if (record_attach(d, l) < 0)
-		log_error("lease %s: cannot record the attach: %s", l->id, d->ledger->error);
-	log_info("lease %s: given to app %s's idle worker, pid %d", l->id, l->req.app,
-		 (int) l->proc.pid);
-	return true;
-}
-
-/* The grant as the package reads it; binds the app's idle worker on the device first. */
-static json_t *grant_json(struct spaces_lease *sl, struct lease *l)
-{
-	struct zgpud *d = sl->d;
+	const struct zgpud *d = sl->d;
 	struct engine_device held[INV_MAX_DEVICES];
 	int n = engine_lease_devices(&d->engine, l, held, INV_MAX_DEVICES);
 	const struct device *dev = &d->inv.devices[n > 0 ? held[0].device : 0];
-	bool idle = bind_idle_worker(sl, l, dev->index);
 	return json_pack("{s:b, s:i, s:s, s:s}", "idle", idle, "nvidiaIndex", dev->index,
 			 "nvidiaUUID", dev->uuid, "allowToken", sl->token);
 }
@@ -130,15 +99,10 @@ static void on_ping(evutil_socket_t fd, short what, void *arg)
 static void stream_closed(struct evhttp_connection *conn, void *arg)
 {
 	struct spaces_lease *sl = arg;
-	struct zgpud *d = sl->d; /* sl goes with its lease */
 	(void) conn;
 	sl->closing = true;
-	if (sl->lease && sl->lease->state == LEASE_QUEUED) {
-		log_debug("lease %s: the /schedule caller went away while queued; cancelling",
-			  sl->lease->id);
-		engine_abandon(&d->engine, sl->lease, clock_mono_ms());
-	}
-	zgpud_rearm(d);
+	if (sl->lease && sl->lease->state == LEASE_QUEUED)
+		leases_abandon(sl->d, sl->lease); /* frees sl with the lease */
 }
 
 static void start_stream(struct spaces_lease *sl, const struct lease *l)
@@ -176,18 +140,21 @@ static void end_stream(struct spaces_lease *sl)
 	sl->streaming = false;
 }
 
-/* Replies to /schedule with the grant, in whichever form the reply has taken. */
+/* Replies to /schedule with the grant, in whichever form the reply has taken; the
+ * app's idle worker on the device, if its caller's, takes the lease first. */
 static void answer_granted(struct spaces_lease *sl, struct lease *l)
 {
 	struct zgpud *d = sl->d;
 	metrics_observe_grant(&d->metrics, (double) (clock_mono_us() - sl->t0_us) / 1e6);
+	sl->worker_reused = leases_claim_idle_worker(d, l, &sl->caller);
+	json_t *grant = grant_json(sl, l, sl->worker_reused);
 	if (sl->streaming) {
-		send_event(sl, "succeeded", grant_json(sl, l));
+		send_event(sl, "succeeded", grant);
 		end_stream(sl);
 		return;
 	}
 	struct call c = {.d = d, .req = sl->req};
-	http_reply_json(&c, 200, grant_json(sl, l));
+	http_reply_json(&c, 200, grant);
 	sl->req = NULL;
 }
 
@@ -258,49 +225,30 @@ static int query_params(struct call *c, struct query_param *out, size_t *n)
 	return 0;
 }
 
-static void refuse_bad_token(struct call *c)
-{
-	http_reply_error(c, 401, "unauthorized",
-			 "the token sent is neither an app's nor the admin token: send an app's "
-			 "token (zerogpu app list names the apps), or none");
-}
-
 /*
- * The app this call is for: the app token's, else the configured default.
- * Replies 401/403 and returns NULL when there is none the caller may use.
+ * The app this call is for: the app token's, else the configured default, if
+ * the caller may act as it. Replies 401/403 and returns NULL when there is
+ * none the caller may use.
  */
 static const char *caller_app(struct call *c)
 {
 	struct zgpud *d = c->d;
-	if (c->token_bad) {
-		refuse_bad_token(c);
-		return NULL;
-	}
-	if (c->app[0])
-		return c->app;
-	if (!d->spaces_app[0]) {
+	if (!c->who.app[0] && !c->who.token_bad && !d->spaces_app[0]) {
 		http_reply_error(c, 401, "unauthorized",
 				 "which app is this? Send an app token (Authorization: Bearer, or "
 				 "http://app:TOKEN@host:port as SPACES_ZERO_DEVICE_API_URL), or "
 				 "set [spaces] app in zerogpud's config");
 		return NULL;
 	}
-	if (!c->via_tcp && !c->admin &&
-	    (!c->uid_known || !api_uid_may_act_as(d->settings, c->uid, d->spaces_app))) {
-		http_reply_error(c, 403, "forbidden",
-				 "uid %u may not act as app '%s': [apps] in zerogpud's config says "
-				 "who may",
-				 (unsigned) c->uid, d->spaces_app);
+	struct lease_request rq = {0};
+	struct visitor_claim none = {NULL, NULL};
+	struct refusal no;
+	snprintf(rq.app, sizeof(rq.app), "%s", c->who.app[0] ? c->who.app : d->spaces_app);
+	if (leases_admit(d, &c->who, &rq, &none, &no) < 0) {
+		http_reply_refusal(c, &no);
 		return NULL;
 	}
-	return d->spaces_app;
-}
-
-/* The visitor's quota left, in whole seconds (0 when the call is not metered). */
-static json_int_t left_seconds(struct zgpud *d, const struct lease_request *rq)
-{
-	struct quota_account *a = rq->quota_key[0] ? quota_find(&d->quota, rq->quota_key) : NULL;
-	return a ? quota_left_ms(&d->quota.cfg, a, clock_wall_ms()) / 1000 : 0;
+	return c->who.app[0] ? c->who.app : d->spaces_app;
 }
 
 /* The `spaces` package's words for a visitor's tier; none for anonymous visitors. */
@@ -313,22 +261,25 @@ static void add_auth_header(struct call *c, const struct lease_request *rq)
 }
 
 /*
- * 429 {left, wait} in seconds, as the package reads it: a negative wait means
- * no wait helps (more than the tier's whole daily quota), and 0 would read as
- * "runs limit", so a refusal that only in-flight reservations cause says 1 s.
+ * The service's refusal as the package reads it. A quota refusal is 429
+ * {left, wait} in seconds: a negative wait means no wait helps (more than the
+ * tier's whole daily quota), and 0 would read as "runs limit", so a refusal
+ * that only in-flight reservations cause says 1 s.
  */
-static void refuse_quota(struct call *c, const struct quota_refusal *no)
+static void reply_refusal(struct call *c, const struct refusal *no)
 {
-	char msg[256];
+	if (no->status != 429) {
+		http_reply_refusal(c, no);
+		return;
+	}
 	int64_t daily = c->d->quota.cfg.daily_ms[no->tier];
 	json_int_t wait = no->cost_ms > daily ? -1 : (json_int_t) ((no->wait_ms + 999) / 1000);
 	if (wait == 0)
 		wait = 1;
-	quota_message(msg, sizeof(msg), no->tier, no->cost_ms, no->left_ms, no->wait_ms);
 	http_reply_json(c, 429,
 			json_pack("{s:I, s:I, s:{s:s, s:s}}", "left",
 				  (json_int_t) (no->left_ms / 1000), "wait", wait, "error", "code",
-				  "quota", "message", msg));
+				  no->code, "message", no->message));
 }
 
 /* A queued /schedule caller that hung up is not granted a device it will never hear of. */
@@ -352,7 +303,7 @@ static struct spaces_lease *new_spaces_lease(struct call *c, const char *cgroup)
 	sl->req = c->req;
 	sl->conn = evhttp_request_get_connection(c->req);
 	sl->t0_us = c->t0_us;
-	sl->caller = http_caller(c);
+	sl->caller = leases_owner_of(&c->who);
 	if (cgroup[0]) {
 		strcpy(sl->cgroup, cgroup);
 		sl->client.cgroup = sl->cgroup;
@@ -391,41 +342,32 @@ static void post_schedule(struct call *c)
 	};
 	snprintf(rq.app, sizeof(rq.app), "%s", app);
 	snprintf(rq.task, sizeof(rq.task), "%s", s.task);
-	if (api_identify_visitor(c, s.token, NULL, &rq) < 0)
+	struct visitor_claim claim = {s.token, NULL};
+	struct refusal no;
+	if (leases_admit(d, &c->who, &rq, &claim, &no) < 0) {
+		reply_refusal(c, &no);
 		return;
+	}
 	add_auth_header(c, &rq);
 	if (parsed == -ERANGE) {
 		/* The package words a negative wait as "larger than the maximum allowed". */
-		if (rq.quota_key[0])
-			(void) record_visitor(d, rq.quota_key, rq.tier);
 		http_reply_json(c, 429,
-				json_pack("{s:I, s:i, s:{s:s, s:s}}", "left", left_seconds(d, &rq),
+				json_pack("{s:I, s:i, s:{s:s, s:s}}", "left",
+					  (json_int_t) (leases_quota_left_ms(d, &rq) / 1000),
 					  "wait", -1, "error", "code", "duration", "message", err));
 		return;
 	}
-	struct quota_refusal no;
-	int r = api_reserve_quota(c, &rq, &no);
-	if (r == -EDQUOT)
-		refuse_quota(c, &no);
-	if (r < 0)
-		return;
-
 	struct spaces_lease *sl = new_spaces_lease(c, s.cgroup);
-	struct lease_owner owner = http_caller(c);
-	r = sl ? engine_submit(&d->engine, &rq, &owner, sl, clock_mono_ms()) : -ENOMEM;
-	if (r == 0)
-		return; /* the engine's first event has answered, or will */
-	api_unreserve(d, &rq);
-	if (sl) {
+	if (!sl) {
+		http_reply_error(c, 500, "internal", "out of memory queueing the request");
+		return;
+	}
+	if (leases_submit(d, &c->who, &rq, &sl->client, &no) < 0) {
 		strmap_remove(&d->spaces_tokens, &sl->tnode);
 		free(sl);
+		reply_refusal(c, &no);
 	}
-	if (r == -EINVAL)
-		http_reply_error(c, 503, "no_gpu",
-				 "No GPU was available: no device here can ever serve a %s request",
-				 lease_size_name(rq.size));
-	else
-		http_reply_error(c, 500, "internal", "out of memory queueing the request");
+	/* Else the engine's first event has answered, or will. */
 }
 
 /* The lease an allowToken stands for; replies 400/404 and returns NULL when none. */
@@ -453,8 +395,10 @@ static struct spaces_lease *token_lease(struct call *c, int r, const char *token
  */
 static int token_call_params(struct call *c, struct query_param *params, size_t *n)
 {
-	if (c->token_bad) {
-		refuse_bad_token(c);
+	if (c->who.token_bad) {
+		http_reply_error(c, 401, "unauthorized",
+				 "the token sent is neither an app's nor the admin token: send an "
+				 "app's token (zerogpu app list names the apps), or none");
 		return -1;
 	}
 	return query_params(c, params, n);
@@ -473,24 +417,17 @@ static void post_allow(struct call *c)
 	if (!sl)
 		return;
 	struct lease *l = sl->lease;
-	switch (api_attach(c, l, pid, sl->worker_reused)) {
-	case 0:
-		http_reply_json(c, 200,
-				json_pack("{s:s, s:i, s:I}", "lease", l->id, "pid", (int) pid,
-					  "deadline_ms",
-					  (json_int_t) zgpud_wall_ms(l->deadline_ms)));
-		break;
-	case -EBUSY:
-		http_reply_error(c, 409, "not_granted", "this lease is still queued");
-		break;
-	case -EALREADY:
-		http_reply_error(c, 409, "already_allowed", "this lease already allowed pid %d",
-				 (int) l->proc.pid);
-		break;
-	case -ETIME:
-		http_reply_error(c, 409, "expired", "this lease has passed its deadline");
-		break;
+	struct refusal no;
+	if (leases_attach(c->d, &c->who, l, pid, sl->worker_reused, &no) < 0) {
+		/* The package's word for attaching is allowing. */
+		if (strcmp(no.code, "already_attached") == 0)
+			no.code = "already_allowed";
+		http_reply_refusal(c, &no);
+		return;
 	}
+	http_reply_json(c, 200,
+			json_pack("{s:s, s:i, s:I}", "lease", l->id, "pid", (int) pid,
+				  "deadline_ms", (json_int_t) zgpud_wall_ms(c->d, l->deadline_ms)));
 }
 
 static void post_release(struct call *c)
@@ -509,8 +446,7 @@ static void post_release(struct call *c)
 	/* A lease no process was allowed on never used its device: nothing to charge. */
 	bool unused = l->proc.pid == 0;
 	int64_t used_ms = 0;
-	enum lease_state final = engine_end(&c->d->engine, l, fail || unused, clock_mono_ms(),
-					    &used_ms);
+	enum lease_state final = leases_end(c->d, l, fail || unused, &used_ms);
 	if (unused) {
 		evhttp_send_reply(c->req, 204, "GPU device not used", NULL);
 		metrics_count_http(&c->d->metrics, 204);

@@ -1,7 +1,8 @@
 /*
- * api_v1 — the native HTTP API (docs/openapi.yaml). Thin: parse, call the
- * engine, render. A lease request's reply is an NDJSON stream that lives as
- * long as the lease: each engine event becomes one line.
+ * api_v1 — the native HTTP API (docs/openapi.yaml), a protocol adapter: parse,
+ * call the lease service, render. A lease request's reply is an NDJSON stream
+ * that lives as long as the lease: each engine event becomes one line, and the
+ * connection's close abandons the lease.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -15,13 +16,10 @@
 #include <jansson.h>
 
 #include "common/clock.h"
-#include "common/log.h"
 #include "daemon/api.h"
-#include "daemon/http.h"
-#include "daemon/sys/proc.h"
-#include "daemon/record.h"
 #include "daemon/core/request.h"
-#include "daemon/settings.h"
+#include "daemon/leases.h"
+#include "daemon/record.h"
 
 /* ------------------------------------------------------------------------
  * Rendering.
@@ -30,7 +28,7 @@
 /* What one caller may see of the daemon: an app token over TCP sees its app's leases only. */
 struct view {
 	struct zgpud *d;
-	const struct call *c;
+	const struct caller *who;
 	int64_t now;
 };
 
@@ -43,7 +41,7 @@ static json_t *device_json(const struct view *v, const struct device *dev)
 				    ENGINE_MAX_SLOTS);
 	json_t *ids = json_array();
 	for (int i = 0; i < n; i++)
-		if (http_may_see(v->c, holders[i]))
+		if (leases_may_see(v->who, holders[i]))
 			json_array_append_new(ids, json_string(holders[i]->id));
 	const char *state = held == 0 ? "free" : held < slots ? "partial" : "busy";
 	json_t *o = json_pack("{s:i, s:s, s:s, s:I, s:i, s:b, s:s, s:i, s:i, s:o}", "index",
@@ -66,7 +64,7 @@ static json_t *devices_json(const struct view *v)
 	return a;
 }
 
-json_t *api_lease_devices_json(const struct zgpud *d, const struct lease *l)
+static json_t *lease_devices_json(const struct zgpud *d, const struct lease *l)
 {
 	struct engine_device held[INV_MAX_DEVICES];
 	int n = engine_lease_devices(&d->engine, l, held, INV_MAX_DEVICES);
@@ -89,13 +87,14 @@ static json_t *lease_json(const struct zgpud *d, const struct lease *l, int64_t 
 		l->req.visitor, "size", lease_size_name(l->req.size), "gpus", l->req.gpus,
 		"duration_s", (double) l->req.duration_ms / 1000.0, "max_wait_s",
 		(double) l->req.max_wait_ms / 1000.0, "created_ms",
-		(json_int_t) zgpud_wall_ms(l->created_ms), "devices", api_lease_devices_json(d, l));
+		(json_int_t) zgpud_wall_ms(d, l->created_ms), "devices", lease_devices_json(d, l));
 	if (l->state == LEASE_QUEUED) {
 		json_object_set_new(o, "waited_s",
 				    json_real((double) (now - l->created_ms) / 1000.0));
 	} else {
-		json_object_set_new(o, "granted_ms", json_integer(zgpud_wall_ms(l->granted_ms)));
-		json_object_set_new(o, "deadline_ms", json_integer(zgpud_wall_ms(l->deadline_ms)));
+		json_object_set_new(o, "granted_ms", json_integer(zgpud_wall_ms(d, l->granted_ms)));
+		json_object_set_new(o, "deadline_ms",
+				    json_integer(zgpud_wall_ms(d, l->deadline_ms)));
 		json_object_set_new(o, "remaining_s",
 				    json_real((double) (l->deadline_ms - now) / 1000.0));
 	}
@@ -127,7 +126,7 @@ struct collect {
 static void collect_held(struct lease *l, void *arg)
 {
 	struct collect *c = arg;
-	if (l->state != LEASE_QUEUED && http_may_see(c->v->c, l))
+	if (l->state != LEASE_QUEUED && leases_may_see(c->v->who, l))
 		c->items[c->n++] = l;
 }
 
@@ -154,7 +153,7 @@ struct queue_walk {
 static void queue_item(struct lease *l, int position, void *arg)
 {
 	struct queue_walk *w = arg;
-	if (!http_may_see(w->v->c, l))
+	if (!leases_may_see(w->v->who, l))
 		return;
 	json_t *o = lease_json(w->v->d, l, w->v->now);
 	json_object_set_new(o, "position", json_integer(position));
@@ -181,12 +180,39 @@ struct stream {
 	struct evhttp_connection *conn;
 	struct lease *lease; /* NULL once the lease ended */
 	int64_t t0_us;	     /* when the request arrived, for the grant latency */
+	bool started;	     /* the reply's head is out */
 	bool closing;	     /* the connection is going away: no more writes */
 	bool granted_sent;   /* the client heard `granted` */
 };
 
+static void stream_closed(struct evhttp_connection *conn, void *arg)
+{
+	struct stream *s = arg;
+	(void) conn;
+	s->closing = true;
+	if (s->lease)
+		leases_abandon(s->d, s->lease);
+}
+
+/* The reply's head, before its first event: the stream may stay quiet for the
+ * whole lease, so it has no idle timeout; a client that goes away is noticed
+ * by the close callback. */
+static void stream_start(struct stream *s)
+{
+	struct evkeyvalq *h = evhttp_request_get_output_headers(s->req);
+	evhttp_add_header(h, "Content-Type", "application/x-ndjson");
+	evhttp_add_header(h, "Cache-Control", "no-store");
+	evhttp_send_reply_start(s->req, 200, "OK");
+	metrics_count_http(&s->d->metrics, 200);
+	bufferevent_set_timeouts(evhttp_connection_get_bufferevent(s->conn), NULL, NULL);
+	http_on_close(s->d, s->conn, stream_closed, s);
+	s->started = true;
+}
+
 static void stream_send(struct stream *s, json_t *event)
 {
+	if (!s->started)
+		stream_start(s);
 	struct evbuffer *buf = evbuffer_new();
 	/* One event, one line, one chunk: a reader never sees half an event. */
 	if (buf && http_append_json(buf, event) == 0)
@@ -194,25 +220,6 @@ static void stream_send(struct stream *s, json_t *event)
 	json_decref(event);
 	if (buf)
 		evbuffer_free(buf);
-}
-
-static void stream_closed(struct evhttp_connection *conn, void *arg)
-{
-	struct stream *s = arg;
-	struct zgpud *d = s->d;
-	(void) conn;
-	s->closing = true;
-	if (s->lease) {
-		/* A request that never got a device is only noise in the log when many go
-		 * at once; one that held devices is worth a line. */
-		if (s->lease->state == LEASE_QUEUED)
-			log_debug("lease %s: client went away; cancelling the request",
-				  s->lease->id);
-		else
-			log_info("lease %s: client went away; releasing its devices", s->lease->id);
-		engine_abandon(&d->engine, s->lease, clock_mono_ms());
-	}
-	zgpud_rearm(d);
 }
 
 /* The lease ended: send the last event, finish the reply, forget the connection. */
@@ -248,7 +255,7 @@ static bool stream_gone(struct lease_client *cl)
 	return s->closing || http_peer_gone(s->conn);
 }
 
-/* The engine's events for a lease of this API (events.c has recorded them). */
+/* The engine's events for a lease of this API, after the service has recorded them. */
 static void stream_on_event(struct lease_client *cl, struct lease *l, enum engine_event ev,
 			    int64_t now)
 {
@@ -264,11 +271,12 @@ static void stream_on_event(struct lease_client *cl, struct lease *l, enum engin
 	case ENGINE_EV_GRANTED:
 		metrics_observe_grant(&d->metrics, (double) (clock_mono_us() - s->t0_us) / 1e6);
 		s->granted_sent = true;
-		stream_send(s, json_pack("{s:s, s:s, s:o, s:I, s:f, s:f}", "event", "granted",
-					 "lease", l->id, "devices", api_lease_devices_json(d, l),
-					 "deadline_ms", (json_int_t) zgpud_wall_ms(l->deadline_ms),
-					 "duration_s", (double) l->req.duration_ms / 1000.0,
-					 "grace_s", (double) d->engine.cfg.grace_ms / 1000.0));
+		stream_send(s,
+			    json_pack("{s:s, s:s, s:o, s:I, s:f, s:f}", "event", "granted", "lease",
+				      l->id, "devices", lease_devices_json(d, l), "deadline_ms",
+				      (json_int_t) zgpud_wall_ms(d, l->deadline_ms), "duration_s",
+				      (double) l->req.duration_ms / 1000.0, "grace_s",
+				      (double) d->engine.cfg.grace_ms / 1000.0));
 		break;
 	case ENGINE_EV_EXPIRED:
 		stream_send(s, json_pack("{s:s, s:s, s:s, s:f}", "event", "expired", "lease", l->id,
@@ -295,19 +303,19 @@ static void get_healthz(struct call *c)
 
 static void get_devices(struct call *c)
 {
-	struct view v = {c->d, c, clock_mono_ms()};
+	struct view v = {c->d, &c->who, clock_mono_ms()};
 	http_reply_json(c, 200, json_pack("{s:o}", "devices", devices_json(&v)));
 }
 
 static void get_leases(struct call *c)
 {
-	struct view v = {c->d, c, clock_mono_ms()};
+	struct view v = {c->d, &c->who, clock_mono_ms()};
 	http_reply_json(c, 200, json_pack("{s:o}", "leases", leases_json(&v)));
 }
 
 static void get_queue(struct call *c)
 {
-	struct view v = {c->d, c, clock_mono_ms()};
+	struct view v = {c->d, &c->who, clock_mono_ms()};
 	http_reply_json(c, 200, json_pack("{s:o}", "queue", queue_json(&v)));
 }
 
@@ -315,7 +323,7 @@ static void get_status(struct call *c)
 {
 	struct zgpud *d = c->d;
 	int64_t now = clock_mono_ms();
-	struct view v = {d, c, now};
+	struct view v = {d, &c->who, now};
 	const struct engine_config *cfg = &d->engine.cfg;
 	http_reply_json(
 		c, 200,
@@ -342,123 +350,70 @@ static void get_metrics(struct call *c)
 		evbuffer_free(buf);
 }
 
+/* A quota refusal as the native API words it: the hosted message, and the numbers. */
+static void reply_refusal(struct call *c, const struct refusal *no)
+{
+	if (no->status != 429) {
+		http_reply_refusal(c, no);
+		return;
+	}
+	http_reply_json(c, 429,
+			json_pack("{s:{s:s, s:s}, s:I, s:I}", "error", "code", no->code, "message",
+				  no->message, "left_s", (json_int_t) (no->left_ms / 1000),
+				  "wait_s", (json_int_t) ((no->wait_ms + 999) / 1000)));
+}
+
 static void post_lease(struct call *c)
 {
 	struct zgpud *d = c->d;
 	char *body, err[512];
 	size_t len;
 	struct lease_request rq;
-	static struct request_visitor who; /* large (a token), and the loop is single-threaded */
+	static struct request_visitor visitor; /* large (a token); the loop is single-threaded */
 	if (http_take_body(c, &body, &len) < 0)
 		return;
-	int r = request_parse_lease(body, len, &d->engine.cfg, d->engine.ngpus, &rq, &who, err,
+	int r = request_parse_lease(body, len, &d->engine.cfg, d->engine.ngpus, &rq, &visitor, err,
 				    sizeof(err));
 	free(body);
 	if (r < 0) {
 		http_reply_error(c, 400, "bad_request", "%s", err);
 		return;
 	}
-	/* An app token says which app this is; the body may only repeat it. */
-	if (c->app[0]) {
-		if (strcmp(rq.app, "default") != 0 && strcmp(rq.app, c->app) != 0) {
-			http_reply_error(c, 403, "forbidden",
-					 "this app token is for app '%s', not '%s'", c->app,
-					 rq.app);
-			return;
-		}
-		snprintf(rq.app, sizeof(rq.app), "%s", c->app);
-	} else if (!c->via_tcp && !c->admin &&
-		   (!c->uid_known || !api_uid_may_act_as(d->settings, c->uid, rq.app))) {
-		http_reply_error(c, 403, "forbidden",
-				 "uid %u may not act as app '%s': [apps] in zerogpud's config says "
-				 "who may, or send the app's token",
-				 (unsigned) c->uid, rq.app);
-		return;
-	}
-	if (api_identify_visitor(c, who.token, who.ip, &rq) < 0)
-		return;
-	struct quota_refusal no;
-	r = api_reserve_quota(c, &rq, &no);
-	if (r == -EDQUOT) {
-		char msg[256];
-		quota_message(msg, sizeof(msg), no.tier, no.cost_ms, no.left_ms, no.wait_ms);
-		http_reply_json(c, 429,
-				json_pack("{s:{s:s, s:s}, s:I, s:I}", "error", "code", "quota",
-					  "message", msg, "left_s",
-					  (json_int_t) (no.left_ms / 1000), "wait_s",
-					  (json_int_t) ((no.wait_ms + 999) / 1000)));
-	}
-	if (r < 0)
-		return;
-
 	struct stream *s = calloc(1, sizeof(*s));
 	if (!s) {
-		api_unreserve(d, &rq);
 		http_reply_error(c, 500, "internal", "out of memory");
 		return;
 	}
-	s->client.on_event = stream_on_event;
-	s->client.gone = stream_gone;
-	s->d = d;
-	s->req = c->req;
-	s->conn = evhttp_request_get_connection(c->req);
-	s->t0_us = c->t0_us;
-
-	struct evkeyvalq *h = evhttp_request_get_output_headers(c->req);
-	evhttp_add_header(h, "Content-Type", "application/x-ndjson");
-	evhttp_add_header(h, "Cache-Control", "no-store");
-	evhttp_send_reply_start(c->req, 200, "OK");
-	metrics_count_http(&d->metrics, 200);
-	/* The stream may stay quiet for the whole lease: no idle timeout on it.
-	 * A client that goes away is noticed by the close callback. */
-	bufferevent_set_timeouts(evhttp_connection_get_bufferevent(s->conn), NULL, NULL);
-	http_on_close(d, s->conn, stream_closed, s);
-
-	struct lease_owner owner = http_caller(c);
-	r = engine_submit(&d->engine, &rq, &owner, s, clock_mono_ms());
-	if (r < 0) {
-		api_unreserve(d, &rq);
-		stream_send(s,
-			    json_pack("{s:s, s:{s:s, s:s}}", "event", "failed", "error", "code",
-				      "internal", "message", "out of memory queueing the request"));
-		http_on_close(s->d, s->conn, NULL, NULL);
-		evhttp_send_reply_end(c->req);
+	*s = (struct stream){.client = {.on_event = stream_on_event, .gone = stream_gone},
+			     .d = d,
+			     .req = c->req,
+			     .conn = evhttp_request_get_connection(c->req),
+			     .t0_us = c->t0_us};
+	struct visitor_claim claim = {visitor.token, visitor.ip};
+	struct refusal no;
+	if (leases_admit(d, &c->who, &rq, &claim, &no) < 0 ||
+	    leases_submit(d, &c->who, &rq, &s->client, &no) < 0) {
 		free(s);
+		reply_refusal(c, &no);
 	}
+	/* Else the engine's first event has started the stream. */
 }
 
-/* The lease named in the path if the caller may see it; NULL after a 404. Another
- * app's lease is "no such lease" to an app token: its existence is not theirs to know. */
-static struct lease *visible_lease(struct call *c)
+static void reply_attached(struct call *c, const struct lease *l)
 {
-	struct lease *l = engine_find(&c->d->engine, c->arg);
-	if (!l || !http_may_see(c, l)) {
-		http_reply_error(c, 404, "no_such_lease",
-				 "no lease '%.64s': it never existed or has already ended", c->arg);
-		return NULL;
-	}
-	return l;
-}
-
-/* The lease named in the path, after checking the caller may act on it; NULL after a reply. */
-static struct lease *lease_for_caller(struct call *c)
-{
-	struct lease *l = visible_lease(c);
-	if (l && !http_may_act(c, l)) {
-		http_reply_error(c, 403, "forbidden",
-				 "lease %s belongs to another client; only its owner (or root) may "
-				 "act on it",
-				 l->id);
-		return NULL;
-	}
-	return l;
+	http_reply_json(c, 200,
+			json_pack("{s:s, s:i, s:i}", "lease", l->id, "pid", (int) l->proc.pid,
+				  "pgid", (int) l->proc.pgid));
 }
 
 static void get_lease(struct call *c)
 {
-	struct lease *l = visible_lease(c);
+	struct refusal no;
+	struct lease *l = leases_find(c->d, &c->who, c->arg, false, &no);
 	if (l)
 		http_reply_json(c, 200, lease_json(c->d, l, clock_mono_ms()));
+	else
+		http_reply_refusal(c, &no);
 }
 
 static void post_attach(struct call *c)
@@ -466,42 +421,32 @@ static void post_attach(struct call *c)
 	char *body, err[256];
 	size_t len;
 	pid_t pid;
-	struct lease *l = lease_for_caller(c);
-	if (!l || http_take_body(c, &body, &len) < 0)
+	struct refusal no;
+	struct lease *l = leases_find(c->d, &c->who, c->arg, true, &no);
+	if (!l) {
+		http_reply_refusal(c, &no);
+		return;
+	}
+	if (http_take_body(c, &body, &len) < 0)
 		return;
 	int r = request_parse_attach(body, len, &pid, err, sizeof(err));
 	free(body);
-	if (r < 0) {
+	if (r < 0)
 		http_reply_error(c, 400, "bad_request", "%s", err);
-		return;
-	}
-	r = api_attach(c, l, pid, false);
-	switch (r) {
-	case 0:
-		http_reply_json(c, 200,
-				json_pack("{s:s, s:i, s:i}", "lease", l->id, "pid", (int) pid,
-					  "pgid", (int) l->proc.pgid));
-		break;
-	case -EBUSY:
-		http_reply_error(c, 409, "not_granted",
-				 "lease %s is still queued; attach once it is granted", l->id);
-		break;
-	case -EALREADY:
-		http_reply_error(c, 409, "already_attached",
-				 "lease %s is already attached to pid %d", l->id,
-				 (int) l->proc.pid);
-		break;
-	case -ETIME:
-		http_reply_error(c, 409, "expired", "lease %s has passed its deadline", l->id);
-		break;
-	}
+	else if (leases_attach(c->d, &c->who, l, pid, false, &no) < 0)
+		http_reply_refusal(c, &no);
+	else
+		reply_attached(c, l);
 }
 
 static void delete_lease(struct call *c)
 {
-	struct lease *l = lease_for_caller(c);
-	if (!l)
+	struct refusal no;
+	struct lease *l = leases_find(c->d, &c->who, c->arg, true, &no);
+	if (!l) {
+		http_reply_refusal(c, &no);
 		return;
+	}
 	const char *fail = evhttp_find_header(&c->query, "fail");
 	bool failed = false;
 	if (fail && (!strcmp(fail, "1") || !strcmp(fail, "true"))) {
@@ -515,7 +460,7 @@ static void delete_lease(struct call *c)
 	char id[LEASE_ID_LEN + 1];
 	memcpy(id, l->id, sizeof(id));
 	int64_t used_ms = 0;
-	enum lease_state final = engine_end(&c->d->engine, l, failed, clock_mono_ms(), &used_ms);
+	enum lease_state final = leases_end(c->d, l, failed, &used_ms);
 	http_reply_json(c, 200,
 			json_pack("{s:s, s:s, s:f}", "lease", id, "state", lease_state_name(final),
 				  "used_s", (double) used_ms / 1000.0));
@@ -524,7 +469,7 @@ static void delete_lease(struct call *c)
 static void get_quota(struct call *c)
 {
 	struct zgpud *d = c->d;
-	if (http_app_scoped(c)) {
+	if (caller_app_scoped(&c->who)) {
 		http_reply_error(c, 403, "forbidden",
 				 "a visitor's quota spans every app: over TCP only the admin token "
 				 "may read it");

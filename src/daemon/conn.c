@@ -83,7 +83,7 @@ static void on_trim(evutil_socket_t fd, short what, void *arg)
 	(void) fd;
 	(void) what;
 	cs->peak = cs->open;
-	(void) malloc_trim(0);
+	(void) malloc_trim(0); /* a few ms after a flood of thousands */
 }
 
 static void on_resume(evutil_socket_t fd, short what, void *arg)

@@ -15,7 +15,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "daemon/conn.h"
-#include "daemon/registry.h"
+#include "daemon/record.h"
 
 static int append_to_evbuffer(const char *buffer, size_t size, void *data)
 {
@@ -60,6 +60,11 @@ void http_reply_error(struct call *c, int status, const char *code, const char *
 	va_end(ap);
 	http_reply_json(c, status,
 			json_pack("{s:{s:s, s:s}}", "error", "code", code, "message", message));
+}
+
+void http_reply_refusal(struct call *c, const struct refusal *no)
+{
+	http_reply_error(c, no->status, no->code, "%s", no->message);
 }
 
 void http_reply_text(struct call *c, int status, const char *content_type, struct evbuffer *body)
@@ -180,34 +185,10 @@ static int bearer(struct call *c)
 		return -1;
 	}
 	if (c->d->token[0] && same_secret(c->d->token, given)) {
-		c->admin = true;
+		c->who.admin = true;
 		return 0;
 	}
-	return registry_app_for_token(c->d, given, c->app, sizeof(c->app)) == 1 ? 0 : -1;
-}
-
-struct lease_owner http_caller(const struct call *c)
-{
-	struct lease_owner o = {.via_token = c->via_tcp,
-				.admin = c->via_tcp && c->admin,
-				.uid_known = c->uid_known,
-				.uid = c->uid};
-	snprintf(o.app, sizeof(o.app), "%s", c->app);
-	return o;
-}
-
-bool http_may_see(const struct call *c, const struct lease *l)
-{
-	return !http_app_scoped(c) || strcmp(l->req.app, c->app) == 0;
-}
-
-bool http_may_act(const struct call *c, const struct lease *l)
-{
-	if (c->via_tcp)
-		return c->admin || strcmp(l->req.app, c->app) == 0;
-	if (c->uid_known && c->uid == 0)
-		return true;
-	return c->uid_known && !l->owner.via_token && l->owner.uid_known && l->owner.uid == c->uid;
+	return record_app_for_token(c->d, given, c->who.app, sizeof(c->who.app)) == 1 ? 0 : -1;
 }
 
 /* A connection the connection table does not track (it was out of memory): only
@@ -218,8 +199,9 @@ static void untracked_peer(struct call *c, struct conn_peer *p)
 	int fd = conn ? bufferevent_getfd(evhttp_connection_get_bufferevent(conn)) : -1;
 	struct ucred cred;
 	socklen_t len = sizeof(cred);
-	*p = (struct conn_peer){.tcp = c->via_tcp};
-	if (!c->via_tcp && fd >= 0 && getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
+	*p = (struct conn_peer){.tcp = c->who.via_tcp};
+	if (!c->who.via_tcp && fd >= 0 &&
+	    getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
 		p->uid_known = true;
 		p->uid = cred.uid;
 		p->pid = cred.pid;
@@ -233,10 +215,17 @@ static void refuse_shutting_down(struct call *c)
 			 "zerogpud is shutting down; try again when it is back");
 }
 
+/* What a server's requests carry: the daemon, the kind of listener, the routes. */
+struct server {
+	struct zgpud *d;
+	bool tcp;
+	const struct route *const *tables;
+};
+
 static void dispatch_request(struct evhttp_request *req, void *arg)
 {
-	struct zgpud_listener *lc = arg;
-	struct call c = {.d = lc->d, .req = req, .via_tcp = lc->tcp, .t0_us = clock_mono_us()};
+	struct server *sv = arg;
+	struct call c = {.d = sv->d, .req = req, .who.via_tcp = sv->tcp, .t0_us = clock_mono_us()};
 	char seg[128];
 	TAILQ_INIT(&c.query);
 
@@ -254,27 +243,27 @@ static void dispatch_request(struct evhttp_request *req, void *arg)
 		untracked_peer(&c, &untracked);
 		peer = &untracked;
 	}
-	c.uid_known = peer->uid_known;
-	c.uid = peer->uid_known ? peer->uid : (uid_t) -1;
-	c.pid = peer->pid;
+	c.who.uid_known = peer->uid_known;
+	c.who.uid = peer->uid_known ? peer->uid : (uid_t) -1;
+	c.who.pid = peer->pid;
 	if (c.d->stopping) {
 		refuse_shutting_down(&c);
 		goto out;
 	}
-	if (!c.via_tcp)
-		c.admin = c.uid_known && (c.uid == 0 || c.uid == c.d->own_uid);
-	bool token_bad = c.token_bad = bearer(&c) < 0;
+	if (!c.who.via_tcp)
+		c.who.admin = c.who.uid_known && (c.who.uid == 0 || c.who.uid == c.d->own_uid);
+	bool token_bad = c.who.token_bad = bearer(&c) < 0;
 
 	bool path_known = false;
-	const struct route *tables[] = {api_v1_routes, api_registry_routes, api_spaces_routes};
-	for (size_t k = 0; k < sizeof(tables) / sizeof(tables[0]); k++) {
-		for (const struct route *r = tables[k]; r->pattern; r++) {
+	for (const struct route *const *t = sv->tables; *t; t++) {
+		for (const struct route *r = *t; r->pattern; r++) {
 			if (!route_match(r->pattern, c.path, seg, sizeof(seg)))
 				continue;
 			path_known = true;
 			if (r->method != evhttp_request_get_command(req))
 				continue;
-			if (!r->open && (token_bad || (c.via_tcp && !c.admin && !c.app[0]))) {
+			if (!r->open &&
+			    (token_bad || (c.who.via_tcp && !c.who.admin && !c.who.app[0]))) {
 				evhttp_add_header(evhttp_request_get_output_headers(req),
 						  "WWW-Authenticate", "Bearer");
 				http_reply_error(&c, 401, "unauthorized",
@@ -283,7 +272,7 @@ static void dispatch_request(struct evhttp_request *req, void *arg)
 						 "token or an app's token");
 				goto out;
 			}
-			if (r->admin && !c.admin) {
+			if (r->admin && !c.who.admin) {
 				http_reply_error(
 					&c, 403, "forbidden",
 					"only root, zerogpud's own user or the admin token "
@@ -302,17 +291,18 @@ static void dispatch_request(struct evhttp_request *req, void *arg)
 		http_reply_error(&c, 404, "not_found", "no such endpoint: %.200s", c.path);
 out:
 	evhttp_clear_headers(&c.query);
-	zgpud_rearm(c.d);
 }
 
-struct evhttp *http_server_new(struct zgpud *d, bool tcp)
+/* The servers' contexts live as long as the daemon: one per listener. */
+static struct server servers[2];
+
+struct evhttp *http_server_new(struct zgpud *d, bool tcp, const struct route *const *tables)
 {
 	struct evhttp *http = evhttp_new(d->base);
 	if (!http)
 		return NULL;
-	struct zgpud_listener *lc = &d->listeners[tcp ? 1 : 0];
-	lc->d = d;
-	lc->tcp = tcp;
+	struct server *sv = &servers[tcp ? 1 : 0];
+	*sv = (struct server){.d = d, .tcp = tcp, .tables = tables};
 	/* evhttp refuses longer bodies itself, with a plain 413, before reading them:
 	 * a connection never buffers more than this. */
 	evhttp_set_max_body_size(http, ZGPUD_MAX_BODY);
@@ -321,6 +311,6 @@ struct evhttp *http_server_new(struct zgpud *d, bool tcp)
 	evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_DELETE |
 						 EVHTTP_REQ_PUT | EVHTTP_REQ_HEAD |
 						 EVHTTP_REQ_PATCH);
-	evhttp_set_gencb(http, dispatch_request, lc);
+	evhttp_set_gencb(http, dispatch_request, sv);
 	return http;
 }

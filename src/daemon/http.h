@@ -1,7 +1,8 @@
 /*
- * http — the plumbing under the API routes: listeners, routing, auth, peer
- * credentials, JSON replies and errors. Routes stay thin: parse, call the
- * engine, render.
+ * http — the plumbing under the API adapters: routing, bearer tokens, who the
+ * caller is (from conn.c's peer and the token), JSON replies and errors.
+ * The route tables come in at construction (api.h), so this module knows no
+ * API.
  */
 #ifndef ZGPU_DAEMON_HTTP_H
 #define ZGPU_DAEMON_HTTP_H
@@ -14,25 +15,18 @@
 #include <event2/keyvalq_struct.h>
 #include <jansson.h>
 
+#include "daemon/leases.h"
 #include "daemon/zgpud.h"
 
 /* One HTTP request being served. Lives for the duration of the route's handler. */
 struct call {
 	struct zgpud *d;
 	struct evhttp_request *req;
-	bool via_tcp;
-	bool uid_known; /* the local user is known: the Unix socket's peer, or a loopback
-			 * TCP client the kernel vouched for when it connected (conn.h) */
-	uid_t uid;	/* valid when uid_known */
-	pid_t pid;	/* the Unix socket peer's pid, else 0 */
+	struct caller who;
 	const char *path;
 	struct evkeyvalq query;
 	const char *arg; /* the path segment matched by '*' in the route, or NULL */
 	int64_t t0_us;
-	bool admin;		     /* root or the daemon's uid on the Unix socket; the admin
-				      * token on TCP */
-	char app[LEASE_APP_MAX + 1]; /* the app whose token came with it, or "" */
-	bool token_bad;		     /* a token came that is neither an app's nor the admin's */
 };
 
 struct route {
@@ -43,9 +37,12 @@ struct route {
 	bool admin; /* changes the registry or quotas: admins only */
 };
 
-extern const struct route api_v1_routes[];
-extern const struct route api_registry_routes[];
-extern const struct route api_spaces_routes[];
+/*
+ * An evhttp for d that serves tables (NULL-terminated list of route tables,
+ * each ending with a NULL pattern; borrowed for the server's life). tcp
+ * selects bearer-token auth. NULL when out of memory.
+ */
+struct evhttp *http_server_new(struct zgpud *d, bool tcp, const struct route *const *tables);
 
 /* Appends v as compact JSON and a newline to out; jansson writes straight into it. */
 int http_append_json(struct evbuffer *out, const json_t *v);
@@ -55,26 +52,10 @@ void http_reply_json(struct call *c, int status, json_t *body);
 /* Replies {"error": {"code": code, "message": ...}} with status. */
 void http_reply_error(struct call *c, int status, const char *code, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
+/* Replies with the service's refusal, in the native error form. */
+void http_reply_refusal(struct call *c, const struct refusal *no);
 /* Replies with text/plain (metrics). */
 void http_reply_text(struct call *c, int status, const char *content_type, struct evbuffer *body);
-
-/* Who is calling, as a lease's owner or a process's voucher is recorded. */
-struct lease_owner http_caller(const struct call *c);
-
-/*
- * Whether the caller may see lease l: anyone on the Unix socket; on TCP the
- * admin token, or the token of l's app. May act on it (release, attach): its
- * owner's uid or root on the Unix socket; the admin token, or its app's token,
- * on TCP.
- */
-bool http_may_see(const struct call *c, const struct lease *l);
-bool http_may_act(const struct call *c, const struct lease *l);
-
-/* Whether an app token is calling over TCP, whose view is its own app only. */
-static inline bool http_app_scoped(const struct call *c)
-{
-	return c->via_tcp && !c->admin;
-}
 
 /* Calls fn(conn, arg) when conn closes (fn NULL: no longer). A connection has one such
  * callback; it is the lease stream's that lives on it. */

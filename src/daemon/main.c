@@ -24,11 +24,12 @@
 
 #include "common/clock.h"
 #include "common/log.h"
-#include "common/random_hex.h"
+#include "daemon/api.h"
 #include "daemon/conn.h"
-#include "daemon/sys/proc.h"
+#include "daemon/leases.h"
 #include "daemon/record.h"
 #include "daemon/settings.h"
+#include "daemon/sys/inventory.h"
 #include "daemon/zgpud.h"
 #include "zerogpu.h"
 
@@ -108,72 +109,8 @@ static const char usage_text[] =
 static struct zgpud daemon_ctx;
 
 /* ------------------------------------------------------------------------
- * Hooks the engine calls.
+ * Signals.
  * ------------------------------------------------------------------------ */
-
-static void kill_group(void *ctx, const struct lease *l)
-{
-	(void) ctx;
-	int r = proc_kill(&l->proc);
-	if (r >= 0)
-		log_info("lease %s: killed %s %d", l->id, r == 1 ? "process group" : "process",
-			 (int) (r == 1 ? l->proc.pgid : l->proc.pid));
-	else if (r == -ESRCH)
-		log_info("lease %s: process %d had already exited; nothing killed", l->id,
-			 (int) l->proc.pid);
-	else
-		log_warn("lease %s: cannot kill process %d: %s", l->id, (int) l->proc.pid,
-			 strerror(-r));
-}
-
-static void make_id(void *ctx, char *out)
-{
-	(void) ctx;
-	random_hex(out, LEASE_ID_LEN / 2);
-}
-
-int64_t zgpud_wall_ms(int64_t mono_ms)
-{
-	return daemon_ctx.started_wall_ms + (mono_ms - daemon_ctx.started_mono_ms);
-}
-
-static void on_timer(evutil_socket_t fd, short what, void *arg)
-{
-	struct zgpud *d = arg;
-	(void) fd;
-	(void) what;
-	d->timer_at = INT64_MAX;
-	engine_tick(&d->engine, clock_mono_ms());
-	zgpud_rearm(d);
-}
-
-/* Fails the grants the ledger could not record (see zgpud.h). */
-static void fail_unrecorded(struct zgpud *d)
-{
-	while (d->nunrecorded) {
-		struct lease *l = engine_find(&d->engine, d->unrecorded[--d->nunrecorded]);
-		if (l)
-			engine_end(&d->engine, l, true, clock_mono_ms(), NULL);
-	}
-}
-
-void zgpud_rearm(struct zgpud *d)
-{
-	fail_unrecorded(d);
-	int64_t next = engine_next_deadline(&d->engine);
-	if (next == d->timer_at)
-		return;
-	d->timer_at = next;
-	if (next == INT64_MAX) {
-		evtimer_del(d->timer);
-		return;
-	}
-	int64_t delay = next - clock_mono_ms();
-	if (delay < 0)
-		delay = 0;
-	struct timeval tv = {.tv_sec = delay / 1000, .tv_usec = (delay % 1000) * 1000};
-	evtimer_add(d->timer, &tv);
-}
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
@@ -421,9 +358,7 @@ static void shut_down(struct zgpud *d)
 {
 	d->stopping = true;
 	conns_stop_accepting(&d->conns);
-	evtimer_del(d->timer);
-	engine_end_all(&d->engine, clock_mono_ms());
-	fail_unrecorded(d);
+	leases_end_all(d);
 
 	struct timeval flush = {.tv_sec = 0, .tv_usec = 50 * 1000};
 	event_base_loopexit(d->base, &flush);
@@ -437,14 +372,11 @@ static void shut_down(struct zgpud *d)
 	if (d->conns.open > 0)
 		log_warn("%d connection(s) not yet finalised at exit", d->conns.open);
 
-	for (size_t i = 0; i < INV_MAX_DEVICES; i++)
-		proc_drop(&d->last_use[i].worker);
-	engine_shutdown(&d->engine, clock_mono_ms());
+	leases_free(d);
 	ledger_close(d->ledger);
 	d->ledger = NULL;
 	quota_release(&d->quota);
 	strmap_release(&d->spaces_tokens); /* its items went with their leases */
-	event_free(d->timer);
 	conns_release(&d->conns);
 }
 
@@ -473,12 +405,9 @@ int main(int argc, char **argv)
 		log_error("out of memory at start-up");
 		return 1;
 	}
-	for (size_t i = 0; i < INV_MAX_DEVICES; i++)
-		d->last_use[i].worker = LEASE_PROCESS_NONE;
 	d->own_uid = geteuid();
 	d->started_mono_ms = clock_mono_ms();
 	d->started_wall_ms = clock_wall_ms();
-	d->timer_at = INT64_MAX;
 
 	int lock_fd = lock_state_dir(o.state_dir);
 	if (lock_fd < 0)
@@ -503,11 +432,7 @@ int main(int argc, char **argv)
 	if (settled)
 		log_info("settled %d lease(s) left open by the previous run", settled);
 
-	struct engine_hooks hooks = {.ctx = d,
-				     .event = zgpud_on_lease_event,
-				     .kill_group = kill_group,
-				     .make_id = make_id,
-				     .waiter_gone = zgpud_waiter_gone};
+	struct engine_hooks hooks = leases_engine_hooks(d);
 	/* One thread: no locks. The changelist folds the many read/write interest
 	 * flips of a request into one epoll_ctl each per loop turn. */
 	struct event_config *ecfg = event_config_new();
@@ -517,11 +442,11 @@ int main(int argc, char **argv)
 		d->base = event_base_new_with_config(ecfg);
 		event_config_free(ecfg);
 	}
-	if (!d->base || engine_init(&d->engine, &d->inv, &o.cfg, &hooks) < 0) {
+	if (!d->base || engine_init(&d->engine, &d->inv, &o.cfg, &hooks) < 0 ||
+	    leases_init(d) < 0) {
 		log_error("out of memory at start-up");
 		return 1;
 	}
-	d->timer = evtimer_new(d->base, on_timer, d);
 	struct event *sigint = evsignal_new(d->base, SIGINT, on_signal, d);
 	struct event *sigterm = evsignal_new(d->base, SIGTERM, on_signal, d);
 	evsignal_add(sigint, NULL);
@@ -534,7 +459,9 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	int ufd = listen_unix(o.socket_path);
-	d->http_unix = http_server_new(d, false);
+	static const struct route *const routes[] = {api_v1_routes, api_registry_routes,
+						     api_spaces_routes, NULL};
+	d->http_unix = http_server_new(d, false, routes);
 	struct evhttp_bound_socket *bound = NULL;
 	if (ufd < 0 || !d->http_unix ||
 	    !(bound = evhttp_accept_socket_with_handle(d->http_unix, ufd)) ||
@@ -542,7 +469,7 @@ int main(int argc, char **argv)
 		    0)
 		return 1;
 	if (o.listen[0]) {
-		d->http_tcp = http_server_new(d, true);
+		d->http_tcp = http_server_new(d, true, routes);
 		if (!d->http_tcp || !(bound = listen_tcp(d->http_tcp, o.listen)) ||
 		    conns_serve(&d->conns, d->http_tcp, evhttp_bound_socket_get_listener(bound),
 				true) < 0)

@@ -1,9 +1,11 @@
 #include "daemon/record.h"
 
 #include <errno.h>
+#include <openssl/sha.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 #include "common/clock.h"
 #include "common/log.h"
@@ -42,7 +44,7 @@ int record_grant(struct zgpud *d, const struct lease *l)
 		.quota_key = l->req.quota_key,
 		.gpus = l->req.gpus,
 		.requested_ms = l->req.duration_ms,
-		.started_at = zgpud_wall_ms(l->granted_ms),
+		.started_at = zgpud_wall_ms(d, l->granted_ms),
 	};
 	return d->ledger->ops->lease_granted(d->ledger, &row);
 }
@@ -68,7 +70,7 @@ int record_end(struct zgpud *d, const struct lease *l, int64_t now, const struct
 	if (a)
 		visitor_row(&v, a);
 	return d->ledger->ops->lease_ended(d->ledger, l->id, lease_state_name(l->state),
-					   zgpud_wall_ms(now), used,
+					   zgpud_wall_ms(d, now), used,
 					   quota_charge_ms(&d->quota.cfg, l, used), a ? &v : NULL);
 }
 
@@ -187,4 +189,66 @@ int record_recover(struct zgpud *d, int64_t grace_ms)
 	if (r < 0)
 		return r;
 	return settled == (int) list.n ? settled : -EIO;
+}
+
+/* ------------------------------------------------------------------------
+ * The registry: accounts, apps and their tokens.
+ * ------------------------------------------------------------------------ */
+
+#define APP_TOKEN_PREFIX "zgpa_"
+
+static void sha256_hex(const char *text, char out[65])
+{
+	unsigned char md[SHA256_DIGEST_LENGTH];
+	SHA256((const unsigned char *) text, strlen(text), md);
+	for (int i = 0; i < SHA256_DIGEST_LENGTH; i++)
+		sprintf(out + 2 * i, "%02x", md[i]);
+}
+
+int record_app_for_token(struct zgpud *d, const char *token, char *app, size_t size)
+{
+	if (strncmp(token, APP_TOKEN_PREFIX, strlen(APP_TOKEN_PREFIX)) != 0)
+		return 0;
+	char hash[65];
+	sha256_hex(token, hash);
+	return d->ledger->ops->app_by_token(d->ledger, hash, app, size);
+}
+
+int record_account_add(struct zgpud *d, const char *name, const char *kind)
+{
+	return d->ledger->ops->account_add(d->ledger, name, kind, clock_wall_ms());
+}
+
+int record_app_add(struct zgpud *d, const char *name, const char *account,
+		   char token[RECORD_APP_TOKEN_MAX])
+{
+	unsigned char raw[24];
+	char hash[65];
+	if (getrandom(raw, sizeof(raw), 0) != (ssize_t) sizeof(raw)) {
+		snprintf(d->ledger->error, sizeof(d->ledger->error),
+			 "no randomness for the app token");
+		return -EIO;
+	}
+	int n = sprintf(token, APP_TOKEN_PREFIX);
+	for (size_t i = 0; i < sizeof(raw); i++)
+		n += sprintf(token + n, "%02x", raw[i]);
+	sha256_hex(token, hash);
+	return d->ledger->ops->app_add(d->ledger, name, account, hash, d->hosting_limit,
+				       clock_wall_ms());
+}
+
+int record_app_remove(struct zgpud *d, const char *name)
+{
+	return d->ledger->ops->app_remove(d->ledger, name);
+}
+
+int record_visitor_reset(struct zgpud *d, const char *key)
+{
+	struct quota_account *a = quota_find(&d->quota, key);
+	int r = d->ledger->ops->visitor_reset(d->ledger, key);
+	if (r < 0)
+		return r;
+	if (a)
+		quota_reset(a);
+	return a || r > 0 ? 1 : 0;
 }

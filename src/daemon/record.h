@@ -1,11 +1,14 @@
 /*
- * record — what the daemon writes into the ledger about leases, and the
- * settling of leases a previous run left open. Each write happens before the
- * client hears of the change it records.
+ * record — what the daemon writes into the ledger: leases (each write before
+ * the client hears of the change it records), the settling of leases a
+ * previous run left open, and the registry of accounts, apps and their
+ * tokens. Every ledger write goes through here; readers use the ledger's
+ * listings directly.
  */
 #ifndef ZGPU_DAEMON_RECORD_H
 #define ZGPU_DAEMON_RECORD_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "daemon/core/lease.h"
@@ -21,6 +24,26 @@ int record_end(struct zgpud *d, const struct lease *l, int64_t now, const struct
 /* The quota account for key: from memory, else from the ledger, else a new one
  * at tier. NULL when out of memory or the ledger cannot be read. */
 struct quota_account *record_visitor(struct zgpud *d, const char *key, enum lease_tier tier);
+
+/* Which app token belongs to: 1 with its name in app, 0 when none, -errno on failure. */
+int record_app_for_token(struct zgpud *d, const char *token, char *app, size_t size);
+
+#define RECORD_APP_TOKEN_MAX 64 /* "zgpa_" and 48 hex digits (192 random bits), and a NUL */
+
+/* Adds an account of kind (free, pro, org). 0, -EEXIST, or -errno (ledger->error says). */
+int record_account_add(struct zgpud *d, const char *name, const char *kind);
+/*
+ * Adds app to account with a fresh token, written into token (shown once:
+ * the ledger keeps its SHA-256). 0; -EEXIST; -ENOENT no such account;
+ * -EDQUOT past the account's hosting limit; -errno (ledger->error says).
+ */
+int record_app_add(struct zgpud *d, const char *name, const char *account,
+		   char token[RECORD_APP_TOKEN_MAX]);
+/* Removes app (its token stops working). 0, -ENOENT, or -errno. */
+int record_app_remove(struct zgpud *d, const char *name);
+/* Starts key's quota window over, in the ledger and in memory (what is reserved stays
+ * reserved). 1 when the visitor was known, 0 when not, -errno. */
+int record_visitor_reset(struct zgpud *d, const char *key);
 
 /* Settles every lease the ledger holds as open (a previous run died): kills
  * its process if that very process still runs, and records it as expired.

@@ -99,6 +99,12 @@ int quota_reserve(const struct quota_config *c, struct quota_account *a, int64_t
 	return 0;
 }
 
+void quota_reset(struct quota_account *a)
+{
+	a->window_start = 0;
+	a->used_ms = 0;
+}
+
 void quota_settle(struct quota_account *a, int64_t reserved_ms, int64_t charged_ms)
 {
 	a->reserved_ms -= reserved_ms;

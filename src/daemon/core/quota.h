@@ -72,6 +72,10 @@ int quota_reserve(const struct quota_config *c, struct quota_account *a, int64_t
  */
 int64_t quota_charge_ms(const struct quota_config *c, const struct lease *l, int64_t used_ms);
 
+/* Starts a's window over (an admin's reset): nothing used, no window open. What is
+ * reserved stays reserved: those requests still run or wait, and settle later. */
+void quota_reset(struct quota_account *a);
+
 /* Turns a reservation into its charge (0 <= charged; charged may exceed reserved). */
 void quota_settle(struct quota_account *a, int64_t reserved_ms, int64_t charged_ms);
 /* The share of the daily quota left, 0..1, for the scheduler. */

@@ -1,39 +1,22 @@
-/* The registry's routes: accounts, apps, and quota resets; changes are for admins only. */
-#include "daemon/registry.h"
-
+/*
+ * api_registry — the registry's routes, a protocol adapter like the others:
+ * accounts, the apps they host and their tokens, usage, and quota resets.
+ * Changes are for admins only (the route table says so) and go through
+ * record.c; over TCP an app token sees its own app, and the account hosting
+ * it, only.
+ */
 #include <ctype.h>
 #include <errno.h>
 #include <jansson.h>
-#include <openssl/sha.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 
 #include "common/clock.h"
 #include "common/log.h"
-#include "daemon/http.h"
+#include "daemon/api.h"
+#include "daemon/record.h"
 #include "daemon/sys/ledger.h"
-#include "daemon/core/quota.h"
-
-#define APP_TOKEN_PREFIX "zgpa_"
-
-static void sha256_hex(const char *text, char out[65])
-{
-	unsigned char md[SHA256_DIGEST_LENGTH];
-	SHA256((const unsigned char *) text, strlen(text), md);
-	for (int i = 0; i < SHA256_DIGEST_LENGTH; i++)
-		sprintf(out + 2 * i, "%02x", md[i]);
-}
-
-int registry_app_for_token(struct zgpud *d, const char *token, char *app, size_t size)
-{
-	if (strncmp(token, APP_TOKEN_PREFIX, strlen(APP_TOKEN_PREFIX)) != 0)
-		return 0;
-	char hash[65];
-	sha256_hex(token, hash);
-	return d->ledger->ops->app_by_token(d->ledger, hash, app, size);
-}
 
 static bool valid_name(const char *s)
 {
@@ -112,7 +95,7 @@ static void post_account(struct call *c)
 		http_reply_error(c, 400, "bad_request",
 				 "unknown account kind '%.32s': use " LEDGER_KINDS, kind);
 	} else {
-		int r = c->d->ledger->ops->account_add(c->d->ledger, name, kind, clock_wall_ms());
+		int r = record_account_add(c->d, name, kind);
 		if (r < 0) {
 			http_reply_error(c, status_for(r), r == -EEXIST ? "exists" : "ledger", "%s",
 					 c->d->ledger->error);
@@ -160,7 +143,8 @@ static void app_item(const struct ledger_app *a, void *arg)
 static void reply_listing(struct call *c, bool accounts)
 {
 	struct ledger *lg = c->d->ledger;
-	struct listing li = {.items = json_array(), .app = http_app_scoped(c) ? c->app : NULL};
+	struct listing li = {.items = json_array(),
+			     .app = caller_app_scoped(&c->who) ? c->who.app : NULL};
 	int r = lg->ops->app_list(lg, app_item, &li);
 	if (r == 0 && accounts) {
 		json_decref(li.items);
@@ -188,27 +172,20 @@ static void post_app(struct call *c)
 		return;
 	const char *name = json_string_value(json_object_get(o, "name"));
 	const char *account = json_string_value(json_object_get(o, "account"));
-	unsigned char raw[24];
-	char token[sizeof(APP_TOKEN_PREFIX) + 2 * sizeof(raw)], hash[65];
+	char token[RECORD_APP_TOKEN_MAX];
 	if (!valid_name(name)) {
 		http_reply_error(c, 400, "bad_request",
 				 "app name '%.64s' is not valid: use 1 to 64 letters, digits, '.', "
 				 "'_' or '-'",
 				 name);
-	} else if (getrandom(raw, sizeof(raw), 0) != (ssize_t) sizeof(raw)) {
-		http_reply_error(c, 500, "internal", "no randomness for the app token");
 	} else {
-		int n = sprintf(token, APP_TOKEN_PREFIX);
-		for (size_t i = 0; i < sizeof(raw); i++)
-			n += sprintf(token + n, "%02x", raw[i]);
-		sha256_hex(token, hash);
-		int r = c->d->ledger->ops->app_add(c->d->ledger, name, account, hash,
-						   c->d->hosting_limit, clock_wall_ms());
+		int r = record_app_add(c->d, name, account, token);
 		if (r < 0) {
 			http_reply_error(c, status_for(r),
 					 r == -EDQUOT	? "hosting_limit"
 					 : r == -EEXIST ? "exists"
-							: "no_such_account",
+					 : r == -ENOENT ? "no_such_account"
+							: "internal",
 					 "%s", c->d->ledger->error);
 		} else {
 			log_info("app %s added to account %s", name, account);
@@ -227,7 +204,7 @@ static void get_apps(struct call *c)
 
 static void delete_app(struct call *c)
 {
-	int r = c->d->ledger->ops->app_remove(c->d->ledger, c->arg);
+	int r = record_app_remove(c->d, c->arg);
 	if (r < 0) {
 		http_reply_error(c, status_for(r), r == -ENOENT ? "no_such_app" : "ledger", "%s",
 				 c->d->ledger->error);
@@ -240,18 +217,12 @@ static void delete_app(struct call *c)
 static void post_quota_reset(struct call *c)
 {
 	/* The path is /v1/quota/VISITOR/reset: arg is the visitor. */
-	struct quota_account *a = quota_find(&c->d->quota, c->arg);
-	int r = c->d->ledger->ops->visitor_reset(c->d->ledger, c->arg);
+	int r = record_visitor_reset(c->d, c->arg);
 	if (r < 0) {
 		http_reply_error(c, 500, "ledger", "%s", c->d->ledger->error);
 		return;
 	}
-	if (a) {
-		/* What is reserved stays reserved: those requests still run or wait. */
-		a->window_start = 0;
-		a->used_ms = 0;
-	}
-	if (!a && r == 0) {
+	if (r == 0) {
 		http_reply_error(c, 404, "no_such_visitor", "no GPU use is recorded for '%.200s'",
 				 c->arg);
 		return;
@@ -303,16 +274,16 @@ static void get_usage(struct call *c)
 {
 	const char *app = evhttp_find_header(&c->query, "app");
 	const char *since_text = evhttp_find_header(&c->query, "since");
-	if (http_app_scoped(c)) {
-		if (app && strcmp(app, c->app) != 0) {
+	if (caller_app_scoped(&c->who)) {
+		if (app && strcmp(app, c->who.app) != 0) {
 			http_reply_error(
 				c, 403, "forbidden",
 				"this app token is for app '%s': it may read that app's usage "
 				"only, not '%.64s'",
-				c->app, app);
+				c->who.app, app);
 			return;
 		}
-		app = c->app;
+		app = c->who.app;
 	}
 	int64_t now = clock_wall_ms(), since = now - 24 * 3600 * 1000;
 	if (since_text && parse_since(since_text, now, &since) < 0) {

@@ -1,0 +1,589 @@
+#include "daemon/leases.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "common/random_hex.h"
+#include "daemon/core/auth.h"
+#include "daemon/record.h"
+#include "daemon/settings.h"
+#include "daemon/sys/proc.h"
+#include "daemon/zgpud.h"
+
+static int refuse(struct refusal *no, int status, const char *code, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+static int refuse(struct refusal *no, int status, const char *code, const char *fmt, ...)
+{
+	va_list ap;
+	no->status = status;
+	no->code = code;
+	va_start(ap, fmt);
+	vsnprintf(no->message, sizeof(no->message), fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+/* ------------------------------------------------------------------------
+ * After every engine call: fail what the ledger could not record, and arm
+ * the deadline timer at the engine's next deadline.
+ * ------------------------------------------------------------------------ */
+
+/* Fails the grants the ledger could not record: never acknowledged. The engine
+ * cannot be re-entered from its hook, so they are ended here, right after. */
+static void fail_unrecorded_grants(struct zgpud *d)
+{
+	while (d->nunrecorded) {
+		struct lease *l = engine_find(&d->engine, d->unrecorded[--d->nunrecorded]);
+		if (l)
+			engine_end(&d->engine, l, true, clock_mono_ms(), NULL);
+	}
+}
+
+static void arm_deadline_timer(struct zgpud *d)
+{
+	int64_t next = engine_next_deadline(&d->engine);
+	if (next == d->timer_at)
+		return;
+	d->timer_at = next;
+	if (next == INT64_MAX) {
+		evtimer_del(d->timer);
+		return;
+	}
+	int64_t delay = next - clock_mono_ms();
+	if (delay < 0)
+		delay = 0;
+	struct timeval tv = {.tv_sec = delay / 1000, .tv_usec = (delay % 1000) * 1000};
+	evtimer_add(d->timer, &tv);
+}
+
+static void after_engine_call(struct zgpud *d)
+{
+	fail_unrecorded_grants(d);
+	arm_deadline_timer(d);
+}
+
+static void on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+	struct zgpud *d = arg;
+	(void) fd;
+	(void) what;
+	d->timer_at = INT64_MAX;
+	engine_tick(&d->engine, clock_mono_ms());
+	after_engine_call(d);
+}
+
+/* ------------------------------------------------------------------------
+ * The engine's hooks: record, settle, remember, then tell the client.
+ * ------------------------------------------------------------------------ */
+
+/* Returns false when the grant could not be recorded: it is then never acknowledged. */
+static bool grant_recorded(struct zgpud *d, struct lease *l)
+{
+	if (record_grant(d, l) == 0) {
+		log_info("lease %s: granted %d %s GPU(s) to app %s for %g s%s", l->id, l->ngrants,
+			 lease_size_name(l->req.size), l->req.app,
+			 (double) l->req.duration_ms / 1000.0,
+			 l->granted_ms > l->created_ms ? " after queueing" : "");
+		return true;
+	}
+	log_error("lease %s: cannot record the grant, so it is not given: %s", l->id,
+		  d->ledger->error);
+	if (d->nunrecorded < (int) (sizeof(d->unrecorded) / sizeof(d->unrecorded[0])))
+		memcpy(d->unrecorded[d->nunrecorded++], l->id, LEASE_ID_LEN + 1);
+	snprintf(l->message, sizeof(l->message),
+		 "zerogpud could not record the grant in its ledger: %.140s", d->ledger->error);
+	return false;
+}
+
+/* Settles the visitor's reservation to the charge (waiting costs nothing) and records the end. */
+static void settle(struct zgpud *d, struct lease *l, int64_t now)
+{
+	struct quota_account *a = l->req.quota_key[0] ? quota_find(&d->quota, l->req.quota_key)
+						      : NULL;
+	if (a)
+		quota_settle(a, l->req.reserved_ms,
+			     l->granted_ms ? quota_charge_ms(&d->quota.cfg, l, now - l->granted_ms)
+					   : 0);
+	if (l->granted_ms && record_end(d, l, now, a) < 0)
+		log_error("lease %s: cannot record its end (%s); it is settled at the next start",
+			  l->id, d->ledger->error);
+	/* Requests that never held a device (cancelled, timed out in the queue) say so at
+	 * debug level: a flood of them must not flood the log; metrics count them. */
+	log_msg(l->granted_ms ? LOG_INFO : LOG_DEBUG, "lease %s: %s%s%s", l->id,
+		lease_state_name(l->state), l->message[0] ? ": " : "", l->message);
+}
+
+/* Each device l held remembers its app, task and worker; the lease's hold on
+ * the worker (its pidfd) passes to the devices, a copy each after the first. */
+static void remember_last_use(struct zgpud *d, struct lease *l)
+{
+	struct engine_device held[INV_MAX_DEVICES];
+	int n = engine_lease_devices(&d->engine, l, held, INV_MAX_DEVICES);
+	for (int i = 0; i < n; i++) {
+		struct device_last_use *u = &d->last_use[held[i].device];
+		proc_drop(&u->worker);
+		memcpy(u->app, l->req.app, sizeof(u->app));
+		memcpy(u->task, l->req.task, sizeof(u->task));
+		u->worker = l->proc;
+		if (i > 0 && l->proc.pidfd >= 0)
+			u->worker.pidfd = fcntl(l->proc.pidfd, F_DUPFD_CLOEXEC, 0);
+	}
+	if (n == 0)
+		proc_drop(&l->proc);
+	l->proc.pidfd = -1; /* the devices hold it now */
+}
+
+static void on_lease_event(void *ctx, struct lease *l, enum engine_event ev)
+{
+	struct zgpud *d = ctx;
+	int64_t now = clock_mono_ms();
+	switch (ev) {
+	case ENGINE_EV_QUEUED:
+		log_debug("lease %s: queued at position %d", l->id, l->position_sent);
+		break;
+	case ENGINE_EV_GRANTED:
+		if (!grant_recorded(d, l))
+			return;
+		break;
+	case ENGINE_EV_EXPIRED:
+		log_info("lease %s: deadline passed (%.0f s); grace %.1f s", l->id,
+			 (double) l->req.duration_ms / 1000.0,
+			 (double) d->engine.cfg.grace_ms / 1000.0);
+		break;
+	case ENGINE_EV_ENDED:
+		/* The engine's end time, not a fresh clock read: the next grant on these
+		 * devices is stamped with the same instant, and the ledger must never show
+		 * a device's next lease starting before its last one ended. */
+		settle(d, l, l->ended_ms);
+		if (l->granted_ms)
+			remember_last_use(d, l);
+		else
+			proc_drop(&l->proc);
+		break;
+	}
+	struct lease_client *cl = l->stream;
+	if (cl)
+		cl->on_event(cl, l, ev, now);
+}
+
+static void kill_attached(void *ctx, const struct lease *l)
+{
+	(void) ctx;
+	int r = proc_kill(&l->proc);
+	if (r >= 0)
+		log_info("lease %s: killed %s %d", l->id, r == 1 ? "process group" : "process",
+			 (int) (r == 1 ? l->proc.pgid : l->proc.pid));
+	else if (r == -ESRCH)
+		log_info("lease %s: process %d had already exited; nothing killed", l->id,
+			 (int) l->proc.pid);
+	else
+		log_warn("lease %s: cannot kill process %d: %s", l->id, (int) l->proc.pid,
+			 strerror(-r));
+}
+
+static void make_id(void *ctx, char *out)
+{
+	(void) ctx;
+	random_hex(out, LEASE_ID_LEN / 2);
+}
+
+static bool waiter_gone(void *ctx, struct lease *l)
+{
+	struct lease_client *cl = l->stream;
+	(void) ctx;
+	return cl && cl->gone && cl->gone(cl);
+}
+
+struct engine_hooks leases_engine_hooks(struct zgpud *d)
+{
+	return (struct engine_hooks){.ctx = d,
+				     .event = on_lease_event,
+				     .kill_group = kill_attached,
+				     .make_id = make_id,
+				     .waiter_gone = waiter_gone};
+}
+
+int leases_init(struct zgpud *d)
+{
+	for (size_t i = 0; i < INV_MAX_DEVICES; i++)
+		d->last_use[i].worker = LEASE_PROCESS_NONE;
+	d->timer_at = INT64_MAX;
+	d->timer = evtimer_new(d->base, on_deadline, d);
+	return d->timer ? 0 : -ENOMEM;
+}
+
+void leases_end_all(struct zgpud *d)
+{
+	evtimer_del(d->timer);
+	engine_end_all(&d->engine, clock_mono_ms());
+	fail_unrecorded_grants(d);
+}
+
+void leases_free(struct zgpud *d)
+{
+	for (size_t i = 0; i < INV_MAX_DEVICES; i++)
+		proc_drop(&d->last_use[i].worker);
+	engine_shutdown(&d->engine, clock_mono_ms());
+	if (d->timer)
+		event_free(d->timer);
+	d->timer = NULL;
+}
+
+/* ------------------------------------------------------------------------
+ * Who may do what.
+ * ------------------------------------------------------------------------ */
+
+struct lease_owner leases_owner_of(const struct caller *who)
+{
+	struct lease_owner o = {.via_token = who->via_tcp,
+				.admin = who->via_tcp && who->admin,
+				.uid_known = who->uid_known,
+				.uid = who->uid};
+	snprintf(o.app, sizeof(o.app), "%s", who->app);
+	return o;
+}
+
+bool leases_may_see(const struct caller *who, const struct lease *l)
+{
+	return !caller_app_scoped(who) || strcmp(l->req.app, who->app) == 0;
+}
+
+bool leases_may_act(const struct caller *who, const struct lease *l)
+{
+	if (who->via_tcp)
+		return who->admin || strcmp(l->req.app, who->app) == 0;
+	if (who->uid_known && who->uid == 0)
+		return true;
+	return who->uid_known && !l->owner.via_token && l->owner.uid_known &&
+	       l->owner.uid == who->uid;
+}
+
+/* Whether [apps] NAME users lists uid for app. */
+static bool app_lists_uid(const struct settings *s, const char *app, uid_t uid)
+{
+	for (int i = 0; i < s->napp_users; i++) {
+		if (strcmp(s->app_users[i].app, app) != 0)
+			continue;
+		for (int k = 0; k < s->app_users[i].nuids; k++)
+			if (s->app_users[i].uids[k] == uid)
+				return true;
+	}
+	return false;
+}
+
+/* On the Unix socket, [apps] says which local users may act as which apps (none listed:
+ * anyone as any); root and zerogpud's own user act as any. */
+static bool may_act_as(const struct zgpud *d, const struct caller *who, const char *app)
+{
+	if (who->via_tcp || who->admin)
+		return true;
+	return who->uid_known &&
+	       (d->settings->napp_users == 0 || app_lists_uid(d->settings, app, who->uid));
+}
+
+struct lease *leases_find(struct zgpud *d, const struct caller *who, const char *id, bool act,
+			  struct refusal *no)
+{
+	struct lease *l = engine_find(&d->engine, id);
+	/* Another app's lease is "no such lease" to an app token: its existence is not
+	 * theirs to know. */
+	if (!l || !leases_may_see(who, l)) {
+		refuse(no, 404, "no_such_lease",
+		       "no lease '%.64s': it never existed or has already ended", id);
+		return NULL;
+	}
+	if (act && !leases_may_act(who, l)) {
+		refuse(no, 403, "forbidden",
+		       "lease %s belongs to another client; only its owner (or root) may act on it",
+		       l->id);
+		return NULL;
+	}
+	return l;
+}
+
+/* ------------------------------------------------------------------------
+ * Intake: admit, then submit.
+ * ------------------------------------------------------------------------ */
+
+/*
+ * Who pays: a visitor token names them and their tier, and becomes
+ * rq->visitor when that is empty; without one, the visitor's address is an
+ * anonymous visitor; with neither, the call is the app's own and unmetered.
+ */
+static int identify_visitor(struct zgpud *d, const struct visitor_claim *claim,
+			    struct lease_request *rq, struct refusal *no)
+{
+	if (claim->token && claim->token[0]) {
+		struct visitor_identity id;
+		char err[256];
+		if (!d->visitor_secret[0])
+			return refuse(no, 401, "unauthorized",
+				      "this zerogpud verifies no visitor tokens: set [auth] "
+				      "visitor_secret (or --visitor-secret-file)");
+		if (auth_verify_visitor(claim->token, (const unsigned char *) d->visitor_secret,
+					strlen(d->visitor_secret), clock_wall_ms() / 1000, &id, err,
+					sizeof(err)) < 0)
+			return refuse(no, 401, "unauthorized", "%s", err);
+		snprintf(rq->quota_key, sizeof(rq->quota_key), "user:%s", id.sub);
+		if (!rq->visitor[0])
+			snprintf(rq->visitor, sizeof(rq->visitor), "%s", id.sub);
+		rq->tier = id.tier;
+	} else if (claim->ip && claim->ip[0]) {
+		snprintf(rq->quota_key, sizeof(rq->quota_key), "ip:%s", claim->ip);
+		rq->tier = LEASE_TIER_ANONYMOUS;
+	}
+	return 0;
+}
+
+int leases_admit(struct zgpud *d, const struct caller *who, struct lease_request *rq,
+		 const struct visitor_claim *claim, struct refusal *no)
+{
+	if (who->token_bad)
+		return refuse(
+			no, 401, "unauthorized",
+			"the token sent is neither an app's nor the admin token: send an app's "
+			"token (zerogpu app list names the apps), or none");
+	/* An app token says which app this is; the request may only repeat it. */
+	if (who->app[0]) {
+		if (strcmp(rq->app, "default") != 0 && strcmp(rq->app, who->app) != 0)
+			return refuse(no, 403, "forbidden",
+				      "this app token is for app '%s', not '%s'", who->app,
+				      rq->app);
+		snprintf(rq->app, sizeof(rq->app), "%s", who->app);
+	} else if (!may_act_as(d, who, rq->app)) {
+		return refuse(no, 403, "forbidden",
+			      "uid %u may not act as app '%s': [apps] in zerogpud's config says "
+			      "who may, or send the app's token",
+			      (unsigned) who->uid, rq->app);
+	}
+	return identify_visitor(d, claim, rq, no);
+}
+
+/* Reserves the request's cost from its visitor. */
+static int reserve_quota(struct zgpud *d, struct lease_request *rq, struct refusal *no)
+{
+	if (!rq->quota_key[0])
+		return 0;
+	struct quota_account *a = record_visitor(d, rq->quota_key, rq->tier);
+	if (!a)
+		return refuse(no, 500, "internal", "cannot read the visitor's quota: %s",
+			      d->ledger->error);
+	a->tier = rq->tier; /* a token may have moved them to another tier */
+	no->tier = a->tier;
+	no->cost_ms = quota_cost_ms(&d->quota.cfg, rq);
+	if (quota_reserve(&d->quota.cfg, a, no->cost_ms, clock_wall_ms(), &no->left_ms,
+			  &no->wait_ms) < 0) {
+		char msg[256];
+		quota_message(msg, sizeof(msg), no->tier, no->cost_ms, no->left_ms, no->wait_ms);
+		return refuse(no, 429, "quota", "%s", msg);
+	}
+	rq->reserved_ms = no->cost_ms;
+	rq->quota_left = quota_left_share(&d->quota.cfg, a);
+	return 0;
+}
+
+/* Gives back a reservation whose request never made it into the engine. */
+static void unreserve(struct zgpud *d, const struct lease_request *rq)
+{
+	struct quota_account *a = rq->quota_key[0] ? quota_find(&d->quota, rq->quota_key) : NULL;
+	if (a)
+		quota_settle(a, rq->reserved_ms, 0);
+}
+
+int leases_submit(struct zgpud *d, const struct caller *who, struct lease_request *rq,
+		  struct lease_client *client, struct refusal *no)
+{
+	if (reserve_quota(d, rq, no) < 0)
+		return -1;
+	struct lease_owner owner = leases_owner_of(who);
+	int r = engine_submit(&d->engine, rq, &owner, client, clock_mono_ms());
+	after_engine_call(d);
+	if (r == 0)
+		return 0;
+	unreserve(d, rq);
+	if (r == -EINVAL)
+		return refuse(no, 503, "no_gpu",
+			      "No GPU was available: no device here can ever serve a %s request",
+			      lease_size_name(rq->size));
+	return refuse(no, 500, "internal", "out of memory queueing the request");
+}
+
+int64_t leases_quota_left_ms(struct zgpud *d, const struct lease_request *rq)
+{
+	struct quota_account *a = rq->quota_key[0] ? record_visitor(d, rq->quota_key, rq->tier)
+						   : NULL;
+	return a ? quota_left_ms(&d->quota.cfg, a, clock_wall_ms()) : 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Attaching processes.
+ * ------------------------------------------------------------------------ */
+
+/*
+ * The daemon kills what is attached when the lease ends, so a caller may
+ * attach only a process it could have killed itself (docs/security.md):
+ * - a caller whose uid is known (the Unix socket; a loopback TCP client the
+ *   kernel vouched for when it connected): its own processes, root any;
+ * - the admin token: any process;
+ * - an app token: processes of the users its app may act for
+ *   (`[apps] NAME users = ...`), root's only when listed;
+ * and never zerogpud itself. A caller who is none of these (a TCP client of
+ * unknown uid without such a token) attaches nothing. A process belongs to a
+ * user when its real, effective and saved uids are all that user's.
+ */
+static int check_may_attach(struct zgpud *d, const struct caller *who,
+			    const struct lease_process *p, struct refusal *no)
+{
+	if (p->pid == getpid() || p->pid == getpgrp())
+		return refuse(
+			no, 403, "forbidden",
+			"process %d is zerogpud itself (or its group); attach the worker that "
+			"uses the GPU",
+			(int) p->pid);
+	if (who->via_tcp && who->admin)
+		return 0;
+	uid_t owner;
+	bool single_owner = proc_owner(p->pid, &owner) == 0;
+	if (who->uid_known && (who->uid == 0 || (single_owner && owner == who->uid)))
+		return 0;
+	if (who->via_tcp && who->app[0] && single_owner &&
+	    app_lists_uid(d->settings, who->app, owner))
+		return 0;
+	if (!single_owner)
+		return refuse(no, 403, "forbidden",
+			      "process %d runs with mixed user ids (a set-uid program); only root "
+			      "may attach it",
+			      (int) p->pid);
+	if (who->uid_known)
+		return refuse(no, 403, "forbidden",
+			      "process %d belongs to uid %u, not to the caller (uid %u)",
+			      (int) p->pid, (unsigned) owner, (unsigned) who->uid);
+	if (who->app[0])
+		return refuse(no, 403, "forbidden",
+			      "process %d belongs to uid %u, and app '%s' may not act for that "
+			      "user: [apps] %s users in zerogpud's config says who it may act for",
+			      (int) p->pid, (unsigned) owner, who->app, who->app);
+	return refuse(no, 403, "forbidden",
+		      "zerogpud cannot tell which local user is calling (a TCP client from another "
+		      "address, or one that closed its end), so it attaches no process for it: "
+		      "call over the Unix socket or loopback, or send an app token");
+}
+
+/* The engine's reasons not to attach, in words. */
+static int refuse_attach(struct refusal *no, int r, const struct lease *l)
+{
+	switch (r) {
+	case -EBUSY:
+		return refuse(no, 409, "not_granted",
+			      "lease %s is still queued; attach once it is granted", l->id);
+	case -EALREADY:
+		return refuse(no, 409, "already_attached", "lease %s is already attached to pid %d",
+			      l->id, (int) l->proc.pid);
+	case -ETIME:
+		return refuse(no, 409, "expired", "lease %s has passed its deadline", l->id);
+	default:
+		return refuse(no, 409, "conflict", "lease %s cannot take a process now", l->id);
+	}
+}
+
+int leases_attach(struct zgpud *d, const struct caller *who, struct lease *l, pid_t pid,
+		  bool rebind, struct refusal *no)
+{
+	struct lease_process p;
+	if (proc_hold(pid, &p) < 0)
+		return refuse(no, 400, "no_such_process", "process %d does not exist", (int) pid);
+	int r = check_may_attach(d, who, &p, no);
+	/* What was read about pid is about the held process only if it still runs. */
+	if (r == 0 && !proc_alive(&p))
+		r = refuse(no, 400, "no_such_process", "process %d exited", (int) pid);
+	if (r < 0) {
+		proc_drop(&p);
+		return -1;
+	}
+	p.attached_by = leases_owner_of(who);
+	bool already = l->state == LEASE_ATTACHED && l->proc.pid == pid && l->proc.start == p.start;
+	struct lease_process old = LEASE_PROCESS_NONE;
+	if (already)
+		r = 0;
+	else if (rebind)
+		r = engine_rebind(&d->engine, l, &p, clock_mono_ms(), &old);
+	else
+		r = engine_attach(&d->engine, l, &p, clock_mono_ms());
+	if (r < 0 || already) {
+		proc_drop(&p);
+		return r < 0 ? refuse_attach(no, r, l) : 0;
+	}
+	if (old.pid > 0) {
+		log_info("lease %s: pid %d replaces pid %d", l->id, (int) pid, (int) old.pid);
+		proc_drop(&old);
+	}
+	if (record_attach(d, l) < 0) {
+		log_error("lease %s: cannot record the attach: %s", l->id, d->ledger->error);
+		return refuse(no, 500, "ledger", "zerogpud could not record the attach: %s",
+			      d->ledger->error);
+	}
+	log_info("lease %s: attached pid %d (process group %d)", l->id, (int) pid,
+		 (int) l->proc.pgid);
+	return 0;
+}
+
+/*
+ * `idle`: the worker this app's task left on the device still lives, and the
+ * `spaces` package hands it the call without a new /allow (it keeps one worker
+ * per decorated function and device). So the lease is bound to that worker
+ * here; a later /allow from another process replaces it. Only a worker of the
+ * same app and task, attached on the word of the same principal as this
+ * caller (the same local user, or the same app token), is bound: another
+ * caller must never get somebody else's process attached (and later killed).
+ * The worker is claimed, so a second grant on the same device is not told it
+ * is idle too.
+ */
+bool leases_claim_idle_worker(struct zgpud *d, struct lease *l, const struct lease_owner *owner)
+{
+	struct engine_device held[INV_MAX_DEVICES];
+	if (engine_lease_devices(&d->engine, l, held, INV_MAX_DEVICES) < 1)
+		return false;
+	struct device_last_use *u = &d->last_use[held[0].device];
+	if (u->worker.pid <= 0 || strcmp(u->app, l->req.app) || strcmp(u->task, l->req.task) ||
+	    !lease_owner_same(&u->worker.attached_by, owner) || !proc_alive(&u->worker))
+		return false;
+	if (engine_attach(&d->engine, l, &u->worker, clock_mono_ms()) < 0)
+		return false;
+	u->worker = LEASE_PROCESS_NONE; /* the lease holds it now */
+	if (record_attach(d, l) < 0)
+		log_error("lease %s: cannot record the attach: %s", l->id, d->ledger->error);
+	log_info("lease %s: given to app %s's idle worker, pid %d", l->id, l->req.app,
+		 (int) l->proc.pid);
+	return true;
+}
+
+/* ------------------------------------------------------------------------
+ * Ending.
+ * ------------------------------------------------------------------------ */
+
+enum lease_state leases_end(struct zgpud *d, struct lease *l, bool failed, int64_t *used_ms)
+{
+	enum lease_state final = engine_end(&d->engine, l, failed, clock_mono_ms(), used_ms);
+	after_engine_call(d);
+	return final;
+}
+
+void leases_abandon(struct zgpud *d, struct lease *l)
+{
+	/* A request that never got a device is only noise in the log when many go at
+	 * once; one that held devices is worth a line. */
+	if (l->state == LEASE_QUEUED)
+		log_debug("lease %s: client went away while queued; cancelling the request", l->id);
+	else
+		log_info("lease %s: client went away; releasing its devices", l->id);
+	engine_abandon(&d->engine, l, clock_mono_ms());
+	after_engine_call(d);
+}

@@ -11,18 +11,17 @@
 #include "daemon/core/engine.h"
 #include "daemon/core/lease.h"
 
-/*
- * Parses the body of POST /v1/leases into *out, filling defaults from cfg.
- * An empty body means "all defaults". gpu_count (physical GPUs) bounds
- * `gpus`. Returns 0,
- * or -EINVAL with a message in err.
- */
 /* Who a request is for, as the app says: a signed token, or the visitor's address. */
 struct request_visitor {
 	char token[4097]; /* "" when none */
 	char ip[64];	  /* "" when none; a valid IPv4 or IPv6 address otherwise */
 };
 
+/*
+ * Parses the body of POST /v1/leases into *out and *who, filling defaults
+ * from cfg. An empty body means "all defaults". gpu_count (physical GPUs)
+ * bounds `gpus`. Returns 0, or -EINVAL with a message in err.
+ */
 int request_parse_lease(const char *body, size_t len, const struct engine_config *cfg,
 			size_t gpu_count, struct lease_request *out, struct request_visitor *who,
 			char *err, size_t errlen);

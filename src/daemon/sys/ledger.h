@@ -4,7 +4,8 @@
  *
  * Every grant, attach and end is committed before the client hears of it, so
  * a daemon killed with -9 loses nothing it acknowledged. On start-up the leases
- * it never settled are settled as expired (ledger_recover in main.c).
+ * it never settled are settled as expired (record_recover in record.c). The
+ * daemon writes only through record.c.
  */
 #ifndef ZGPU_DAEMON_SYS_LEDGER_H
 #define ZGPU_DAEMON_SYS_LEDGER_H

@@ -24,7 +24,7 @@ import threading
 import traceback
 import warnings
 
-from . import _torch
+from . import _openmp, _torch
 from ._native import DaemonUnavailable, TaskAborted, ZeroGPUError
 from ._transport import PicklingFailed, dumps, recv, send
 
@@ -136,11 +136,12 @@ def _close_daemon_connections(daemon_path):
             s.detach()
 
 
-def _child(sock, uuids, simulated, lookup, inherited, daemon_path):
+def _child(sock, uuids, simulated, lookup, inherited, daemon_path, omp_pool_released):
     # How a worker dies with its app: idle, it reads EOF on its socket, which only the
     # app holds (so other workers close their copies here); busy, it is attached to a
     # lease whose stream closes with the app, and zerogpud kills its process group.
     # (Not PR_SET_PDEATHSIG: that fires when the *thread* that forked us exits.)
+    _openmp.after_fork_in_child(omp_pool_released)
     for s in inherited:
         s.close()
     _close_daemon_connections(daemon_path)
@@ -158,11 +159,13 @@ def _child(sock, uuids, simulated, lookup, inherited, daemon_path):
 class Worker:
     def __init__(self, uuids, simulated, lookup, siblings, daemon_path):
         ours, theirs = socket.socketpair()
+        omp_pool_released = _openmp.release_thread_pool()  # or the worker's CPU ops may hang
         pid = os.fork()
         if pid == 0:
             try:
                 ours.close()
-                _child(theirs, uuids, simulated, lookup, [w.sock for w in siblings], daemon_path)
+                _child(theirs, uuids, simulated, lookup, [w.sock for w in siblings], daemon_path,
+                       omp_pool_released)
             finally:
                 os._exit(1)
         theirs.close()

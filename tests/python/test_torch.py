@@ -173,3 +173,44 @@ def test_the_workers_move_of_placed_tensors_keeps_values_and_ties(registered):
     assert out.returncode == 0, out.stderr
     nbytes = int(out.stdout.split()[1])
     assert nbytes >= (64 * 64 + 64 * 2) * 4 + 5000 * 4
+
+
+FORK_AFTER_THREADS = """
+    import os, sys, threading, torch, zerogpu
+    torch.set_num_threads(max(2, os.cpu_count() or 2))  # Debian's torch starts with one
+    model = torch.nn.Sequential(torch.nn.Linear(256, 256), torch.nn.ReLU(), torch.nn.Linear(256, 8))
+    model.to("cuda")
+    x = torch.randn(512, 512)
+    (x @ x).sum()  # this thread's OpenMP pool starts, as start-up code would start it
+
+    @zerogpu.GPU(duration=30)
+    def cpu_work():
+        # Any CPU op on the parameters, in the forked worker, with every thread.
+        total = sum(p.double().sum().item() for p in model.parameters())
+        return round(total, 3), torch.get_num_threads(), float((x @ x).sum() != 0)
+
+    want = round(sum(p.double().sum().item() for p in model.parameters()), 3)
+    print("main", repr((cpu_work(), want)), flush=True)
+
+    # The same from another thread that ran parallel ops first (a Gradio handler).
+    def handler():
+        (x @ x).sum()
+        zerogpu.shutdown()  # a fresh worker, forked from this thread
+        print("thread", repr((cpu_work(), want)), flush=True)
+    t = threading.Thread(target=handler)
+    t.start()
+    t.join()
+"""
+
+
+def test_cpu_ops_in_a_worker_forked_after_the_app_used_its_threads(zd):
+    """PyPI's torch uses GNU OpenMP, whose thread pool does not survive fork: without
+    zerogpu's care the worker's first parallel op waits forever."""
+    d = zd()
+    r = run_app(FORK_AFTER_THREADS, {"ZEROGPU_SOCKET": str(d.socket)}, timeout=60)
+    assert r.returncode == 0, r.stderr
+    lines = dict(line.split(" ", 1) for line in r.stdout.splitlines())
+    for where in ("main", "thread"):
+        (total, threads, nonzero), want = eval(lines[where])  # noqa: S307 - our own output
+        assert total == want and nonzero == 1.0
+        assert threads == max(2, os.cpu_count() or 2)  # not made single-threaded

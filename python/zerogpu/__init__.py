@@ -10,6 +10,7 @@ Enabled when ``ZEROGPU_SOCKET`` names the daemon's socket or ``ZEROGPU=1``;
 otherwise ``@zerogpu.GPU`` returns functions unchanged. See docs/python.md.
 """
 from . import _config, _torch
+from ._aoti import AotiModel, aoti_apply, aoti_capture, aoti_compile
 from ._decorator import GPU, UnpicklableError, shutdown, worker_pids
 from ._identity import Visitor, current_visitor, visitor
 from ._native import (Client, DaemonUnavailable, Lease, NoGPUAvailable, QuotaExceeded,
@@ -22,10 +23,12 @@ __all__ = [
     "GPU", "visitor", "Visitor", "current_visitor", "enabled", "Client", "Lease",
     "ZeroGPUError", "QuotaExceeded", "NoGPUAvailable", "TaskAborted", "DaemonUnavailable",
     "RequestRefused", "UnpicklableError", "WorkerDied", "RemoteTraceback", "worker_pids",
-    "shutdown", "CUDA_IN_MAIN",
+    "shutdown", "CUDA_IN_MAIN", "aoti_capture", "aoti_compile", "aoti_apply", "AotiModel",
+    "CompileRefused",
 ]
 
 CUDA_IN_MAIN = _torch.CUDA_IN_MAIN
+CompileRefused = _torch.CompileRefused
 
 
 def enabled() -> bool:

@@ -18,6 +18,7 @@ from the arena (registered as pinned memory, copies on two streams); the tensors
 stay there for the worker's life, so a warm call copies nothing. A worker on
 simulated devices (mode "sim") runs on the CPU: "cuda" keeps meaning the CPU.
 """
+import contextlib
 import importlib.abc
 import importlib.util
 import sys
@@ -28,13 +29,47 @@ import weakref
 from ._arena import Arena
 
 __all__ = ["install", "worker_started", "worker_before_call", "CUDA_IN_MAIN",
-           "transfer_stats", "placed_bytes"]
+           "transfer_stats", "placed_bytes", "torch_internals", "CompileRefused",
+           "COMPILE_REFUSED"]
 
 CUDA_IN_MAIN = (
     "CUDA must not be initialized in the main process: with zerogpu this app gets a GPU "
     "only inside @zerogpu.GPU functions, which run in worker processes while a call holds "
     "a lease. Move the code that needs CUDA into such a function; .to('cuda') at start-up "
     "is fine (zerogpu records it and the worker moves the weights to its GPU).")
+
+COMPILE_REFUSED = (
+    "torch.compile is not supported with zerogpu: it compiles just in time, in each GPU "
+    "worker, inside a lease whose time counts (and again in every new worker). Compile ahead "
+    "of time instead, once, with zerogpu.aoti_capture, torch.export.export and "
+    "zerogpu.aoti_compile, then zerogpu.aoti_apply (docs/python.md, 'Ahead-of-time "
+    "compilation').")
+
+
+class CompileRefused(RuntimeError):
+    """A function made with torch.compile was called in a zerogpu app."""
+
+
+def refuse_torch_compile(torch):
+    """Replaces torch.compile: decorating still works (libraries do it at import), but
+    what it returns raises CompileRefused when called. Applied in the app process and
+    kept in its workers."""
+    original = getattr(torch, "compile", None)  # torch 2.0 and later
+    if original is None or getattr(original, "zerogpu_refused", False):
+        return
+
+    def compile(model=None, **kwargs):  # noqa: A001 - it stands in for torch.compile
+        def refuse(target):
+            def refused(*args, **kwargs):
+                raise CompileRefused(COMPILE_REFUSED)
+            refused.__wrapped__ = target
+            return refused
+        return refuse if model is None else refuse(model)
+    compile.zerogpu_refused = True
+    compile.__wrapped__ = original
+    compile.__doc__ = COMPILE_REFUSED
+    torch.compile = compile
+
 
 CHUNK = 64 << 20  # bytes per host-to-device copy
 
@@ -74,6 +109,12 @@ def transfer_stats():
 # ---------------------------------------------------------------------------
 
 class _ImportHook(importlib.abc.MetaPathFinder):
+    """Patches torch the moment it is imported (with patch: _patch, or in a real worker
+    only torch.compile's refusal)."""
+
+    def __init__(self, patch):
+        self.patch = patch
+
     def find_spec(self, name, path, target=None):
         if name != "torch":
             return None
@@ -84,7 +125,7 @@ class _ImportHook(importlib.abc.MetaPathFinder):
 
             def exec_and_patch(module):
                 exec_module(module)
-                _patch(module)
+                self.patch(module)
             spec.loader.exec_module = exec_and_patch
         return spec
 
@@ -99,7 +140,7 @@ def install(devices):
     if "torch" in sys.modules:
         _patch(sys.modules["torch"])
     else:
-        sys.meta_path.insert(0, _ImportHook())
+        sys.meta_path.insert(0, _ImportHook(_patch))
 
 
 def _set(owner, name, value):
@@ -223,6 +264,29 @@ def _refuse_cuda(*args, **kwargs):
     raise RuntimeError(CUDA_IN_MAIN)
 
 
+_CUDA_QUERIES = ("is_available", "device_count", "current_device", "get_device_properties",
+                 "get_device_name", "get_device_capability")
+
+
+@contextlib.contextmanager
+def torch_internals():
+    """torch's own machinery (export, inductor) believes what torch.cuda says: on simulated
+    devices (and in the app process) it must hear the truth, that there is no CUDA, or it
+    reaches for a driver that is not there. App code keeps the emulation."""
+    if _S.mode not in ("main", "sim") or _S.torch is None:
+        yield
+        return
+    cuda = _S.torch.cuda
+    emulated = {name: getattr(cuda, name) for name in _CUDA_QUERIES}
+    for name in _CUDA_QUERIES:
+        setattr(cuda, name, _orig(cuda, name))
+    try:
+        yield
+    finally:
+        for name, fn in emulated.items():
+            setattr(cuda, name, fn)
+
+
 class DeviceProperties:
     """What torch.cuda.get_device_properties() says in the app process: zerogpud's view."""
 
@@ -271,6 +335,8 @@ def _patch(torch):
     for name in _FACTORIES:
         if hasattr(torch, name):
             _set(torch, name, _factory(name))
+    # Not undone in a worker: a JIT compile there would run in every worker, in a lease.
+    refuse_torch_compile(torch)
 
 
 # ---------------------------------------------------------------------------
@@ -290,7 +356,7 @@ def worker_started(simulated):
             _unpatch()
         else:  # torch not imported yet: nothing was placed, nothing to undo
             for hook in [h for h in sys.meta_path if isinstance(h, _ImportHook)]:
-                sys.meta_path.remove(hook)
+                hook.patch = refuse_torch_compile
 
 
 def worker_before_call():

@@ -42,6 +42,31 @@ async def shout(prompt: str) -> str:
     return prompt.upper()
 
 
+@zerogpu.GPU(duration=20)
+def denoise(steps: float, progress=gr.Progress()) -> str:
+    """Progress bars and toasts made in the worker reach the page, as without zerogpu."""
+    gr.Info("Starting on the GPU")
+    for _ in progress.tqdm(range(int(steps)), desc="Denoising"):
+        time.sleep(0.3)
+    gr.Warning("Almost done")
+    return f"{int(steps)} steps"
+
+
+@zerogpu.GPU(duration=5)
+def check(prompt: str) -> str:
+    """gr.Error raised in the worker is the visitor's error toast."""
+    if "forbidden" in prompt:
+        raise gr.Error(f"Cannot draw {prompt!r}", title="Bad prompt")
+    return "fine"
+
+
+@zerogpu.GPU(duration=1)
+def overrun(seconds: float) -> str:
+    """Runs past its 1 s: a warning toast at the deadline, an error toast when aborted."""
+    time.sleep(float(seconds))
+    return "finished"
+
+
 with gr.Blocks(title="zerogpu example") as demo:
     gr.Markdown("# zerogpu: `@zerogpu.GPU` in a Gradio app")
     prompt = gr.Textbox(label="Prompt", value="hello zerogpu")
@@ -54,6 +79,15 @@ with gr.Blocks(title="zerogpu example") as demo:
     gr.Button("Stream").click(stream, [prompt], streamed, api_name="stream",
                               concurrency_limit=None)
     gr.Button("Shout").click(shout, [prompt], shouted, api_name="shout", concurrency_limit=None)
+    with gr.Row():
+        steps = gr.Number(label="Steps", value=5)
+        denoised = gr.Textbox(label="Denoised")
+    gr.Button("Denoise (progress and toasts)").click(denoise, [steps], denoised,
+                                                     api_name="denoise", concurrency_limit=None)
+    gr.Button("Check (gr.Error)").click(check, [prompt], denoised, api_name="check",
+                                        concurrency_limit=None)
+    gr.Button("Overrun (aborted)").click(overrun, [seconds], denoised, api_name="overrun",
+                                         concurrency_limit=None)
 
 if __name__ == "__main__":
     demo.launch(server_name=os.environ.get("HOST", "127.0.0.1"),

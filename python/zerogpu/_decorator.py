@@ -20,7 +20,7 @@ import pickle
 import threading
 import weakref
 
-from . import _config, _identity, _torch
+from . import _config, _gradio, _identity, _torch
 from ._native import Client, NoGPUAvailable, QuotaExceeded, TaskAborted, ZeroGPUError
 from ._transport import PicklingFailed, dumps
 from ._worker import Pool, RemoteTraceback
@@ -154,9 +154,9 @@ def _kind_of(fn):
     return "call"
 
 
-def _payload(kind, fn_id, fn, args, kwargs):
+def _payload(kind, fn_id, fn, args, kwargs, event):
     try:
-        return dumps((kind, fn_id, args, kwargs))
+        return dumps((kind, fn_id, args, kwargs, event and event.for_worker()))
     except PicklingFailed:
         pass
     # Name the argument at fault, then let pickle name the type inside it.
@@ -177,7 +177,8 @@ class _Call:
     def __init__(self, wrapper_state, args, kwargs):
         st = wrapper_state
         self.st = st
-        self.payload = _payload(st.kind, st.fn_id, st.fn, args, kwargs)
+        self.event = _gradio.current_event(args, kwargs)  # the Gradio event served, if any
+        self.payload = _payload(st.kind, st.fn_id, st.fn, args, kwargs, self.event)
         self.duration = st.spec.duration_for(args, kwargs)
         self.proc = _process()
         self.lease = None
@@ -215,15 +216,22 @@ class _Call:
 
     def _next(self):
         try:
-            return self.worker.receive(self.lease, self.lease.close)
+            return self.worker.receive(self.lease, self.lease.close, self._expired)
         except BaseException:
             self.proc.pool.retire(self.worker)
             self.worker = None
             raise
 
+    def _expired(self, message):
+        _gradio.duration_warning(self.event, message)
+
     def receive(self):
-        """The worker's next reply: ("ok", result), ("item", value) or ("end", None)."""
+        """The worker's next reply: ("ok", result), ("item", value) or ("end", None);
+        Gradio feedback it sends meanwhile goes to the page."""
         reply = self._next()
+        while reply[0] == "gradio":
+            _gradio.deliver(self.event, reply)
+            reply = self._next()
         if reply[0] == "err":
             raise _remote_error(reply)
         if reply[0] == "unknown":  # the pool only gives workers forked after fn existed

@@ -66,10 +66,22 @@ def _gradio_request():
 _shown_classes = {}
 
 
+def _title(err):
+    """The title of the hosted client's toast for what went wrong."""
+    from ._native import QuotaExceeded, TaskAborted
+
+    if isinstance(err, QuotaExceeded):
+        return "ZeroGPU quota exceeded"
+    if isinstance(err, TaskAborted):
+        return "ZeroGPU worker error"
+    return "ZeroGPU"
+
+
 def shown_by_gradio(err):
     """err, or inside a Gradio event an equal error that is also a ``gr.Error``, so that
-    Gradio shows the visitor its message (quota, queue, abort) as the hosted client does.
-    It stays an instance of err's class for the app's own ``except`` clauses."""
+    Gradio shows the visitor its message (quota, queue, abort) as the hosted client does,
+    in an error toast with the hosted title. It stays an instance of err's class for the
+    app's own ``except`` clauses."""
     if _gradio_request() is None:
         return err
     import gradio as gr
@@ -79,7 +91,7 @@ def shown_by_gradio(err):
         cls = type(type(err).__name__, (type(err), gr.Error),
                    {"__module__": "zerogpu", "__str__": lambda self: self.message})
         _shown_classes[type(err)] = cls
-    shown = cls(str(err), title="ZeroGPU")
+    shown = cls(str(err), title=_title(err))
     shown.code, shown.name = err.code, err.name
     return shown
 

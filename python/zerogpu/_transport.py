@@ -1,8 +1,10 @@
 """Messages between the app process and its workers: length-prefixed pickles on a socketpair."""
+import io
 import pickle
 import struct
+import sys
 
-__all__ = ["send", "recv", "dumps", "PicklingFailed"]
+__all__ = ["send", "recv", "dumps", "dumps_result", "PicklingFailed"]
 
 _HEADER = struct.Struct("!Q")
 _SMALL = 1 << 16  # below this, header and payload go in one write
@@ -17,6 +19,36 @@ def dumps(obj) -> bytes:
         return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     except (pickle.PicklingError, TypeError, AttributeError, RecursionError) as err:
         raise PicklingFailed(f"{err} (in an object of type {_type_name(obj)})") from err
+
+
+class _ResultPickler(pickle.Pickler):
+    """Pickles a result with its tensors on the CPU: a CUDA tensor pickled as it is would
+    make the app initialise CUDA to load it, which the app must never do."""
+
+    def __init__(self, file, tensor_type):
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self.tensor_type = tensor_type
+
+    def reducer_override(self, obj):
+        if isinstance(obj, self.tensor_type) and obj.device.type != "cpu":
+            cpu = obj.detach().to("cpu")
+            if cpu.device.type != "cpu":  # a subclass that still claims another device
+                cpu = cpu.as_subclass(self.tensor_type)
+            return cpu.__reduce_ex__(pickle.HIGHEST_PROTOCOL)
+        return NotImplemented
+
+
+def dumps_result(obj) -> bytes:
+    """dumps(), moving tensors on a GPU to the CPU on the way (see _ResultPickler)."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return dumps(obj)
+    buf = io.BytesIO()
+    try:
+        _ResultPickler(buf, torch.Tensor).dump(obj)
+    except (pickle.PicklingError, TypeError, AttributeError, RecursionError) as err:
+        raise PicklingFailed(f"{err} (in an object of type {_type_name(obj)})") from err
+    return buf.getvalue()
 
 
 def _type_name(obj) -> str:

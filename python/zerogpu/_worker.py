@@ -7,12 +7,16 @@ worker sets ``CUDA_VISIBLE_DEVICES`` to the granted UUIDs before anything can
 initialise CUDA, leads its own process group (so zerogpud's kill at the
 deadline takes whatever it started too), and dies with the app process.
 
-Messages (``_transport``): the app sends ``(kind, function id, args, kwargs)``
-and the worker answers ``("ok", result)``; ``("item", value)``... then
-``("end", None)`` for generators; ``("err", pickled exception or None,
-traceback text, summary, "unpicklable" or None)``; or ``("unknown", None)`` for
-a function decorated after the worker was forked (the pool never sends one
-there: it forks a fresh worker instead).
+Messages (``_transport``): the app sends ``(kind, function id, args, kwargs,
+gradio event or None)`` and the worker answers ``("ok", result)``;
+``("item", value)``... then ``("end", None)`` for generators; ``("err", pickled
+exception or None, traceback text, summary, "unpicklable" or None)``; or
+``("unknown", None)`` for a function decorated after the worker was forked (the
+pool never sends one there: it forks a fresh worker instead). Before its answer
+a call may send ``("gradio", method, data)`` messages: feedback for the page of
+the Gradio event it serves (``_gradio``). Results travel with their tensors on
+the CPU (``_transport.dumps_result``): a CUDA tensor returned by a call arrives
+in the app as a CPU tensor.
 """
 import asyncio
 import os
@@ -22,11 +26,10 @@ import socket
 import stat
 import threading
 import traceback
-import warnings
 
-from . import _openmp, _torch
+from . import _gradio, _openmp, _torch
 from ._native import DaemonUnavailable, TaskAborted, ZeroGPUError
-from ._transport import PicklingFailed, dumps, recv, send
+from ._transport import PicklingFailed, dumps, dumps_result, recv, send
 
 __all__ = ["Pool", "WorkerDied", "RemoteTraceback"]
 
@@ -66,7 +69,7 @@ def _error_reply(err, fn_name):
 
 def _result_reply(tag, value, fn_name, what):
     try:
-        return dumps((tag, value))
+        return dumps_result((tag, value))
     except PicklingFailed as err:
         msg = f"{what} of {fn_name} cannot be sent back from the GPU worker: {err}"
         return dumps(("err", None, msg + "\n", msg, "unpicklable"))
@@ -77,39 +80,61 @@ async def _drain_async_gen(agen, emit):
         emit(item)
 
 
-def _run(sock, kind, fn, args, kwargs):
+_send_lock = threading.Lock()  # the call's own threads may report progress too
+
+
+def _sender(sock):
+    def send_message(message):
+        payload = dumps(message)
+        with _send_lock:
+            send(sock, payload)
+    return send_message
+
+
+def _run(sock, kind, fn, args, kwargs, event):
     name = f"{getattr(fn, '__qualname__', fn)}()"
     try:
         _torch.worker_before_call()  # the first call moves the placed weights to the GPU
-        if kind == "call":
-            reply = _result_reply("ok", fn(*args, **kwargs), name, "the result")
-        elif kind == "async":
-            reply = _result_reply("ok", asyncio.run(fn(*args, **kwargs)), name, "the result")
-        else:
-            def emit(item):
-                send(sock, _result_reply("item", item, name, "an item"))
-            if kind == "gen":
-                for item in fn(*args, **kwargs):
-                    emit(item)
-            else:
-                asyncio.run(_drain_async_gen(fn(*args, **kwargs), emit))
-            reply = dumps(("end", None))
+        with _gradio.in_worker(event, args, kwargs, _sender(sock)):
+            reply = _call(sock, kind, fn, args, kwargs, name)
     except BaseException as err:  # noqa: BLE001 - everything goes back to the caller
         reply = dumps(_error_reply(err, name))
-    send(sock, reply)
+    with _send_lock:
+        send(sock, reply)
+
+
+def _call(sock, kind, fn, args, kwargs, name):
+    """Runs fn as its kind asks; returns the last reply (a generator's items leave as
+    they come)."""
+    if kind == "call":
+        reply = _result_reply("ok", fn(*args, **kwargs), name, "the result")
+    elif kind == "async":
+        reply = _result_reply("ok", asyncio.run(fn(*args, **kwargs)), name, "the result")
+    else:
+        def emit(item):
+            payload = _result_reply("item", item, name, "an item")
+            with _send_lock:
+                send(sock, payload)
+        if kind == "gen":
+            for item in fn(*args, **kwargs):
+                emit(item)
+        else:
+            asyncio.run(_drain_async_gen(fn(*args, **kwargs), emit))
+        reply = dumps(("end", None))
+    return reply
 
 
 def _serve(sock, lookup):
     while True:
         try:
-            kind, fn_id, args, kwargs = recv(sock)
+            kind, fn_id, args, kwargs, event = recv(sock)
         except (EOFError, OSError):
             os._exit(0)  # the app closed us: nothing to flush, no atexit of the app's
         fn = lookup(fn_id)
         if fn is None:
             send(sock, dumps(("unknown", None)))
             continue
-        _run(sock, kind, fn, args, kwargs)
+        _run(sock, kind, fn, args, kwargs, event)
 
 
 def _close_daemon_connections(daemon_path):
@@ -203,12 +228,13 @@ class Worker:
     def send(self, payload):
         send(self.sock, payload)
 
-    def receive(self, lease, client_closed):
+    def receive(self, lease, client_closed, on_expired):
         """The worker's next message, watching the lease meanwhile.
 
-        Warns when the lease passes its deadline; raises TaskAborted when zerogpud
-        killed the worker at its deadline, WorkerDied when it died otherwise, and
-        DaemonUnavailable (after stopping the worker) when zerogpud went away.
+        Calls on_expired(message) when the lease passes its deadline; raises
+        TaskAborted when zerogpud killed the worker at its deadline, WorkerDied when it
+        died otherwise, and DaemonUnavailable (after stopping the worker) when zerogpud
+        went away.
         """
         sock_fd, lease_fd = self.sock.fileno(), lease.fileno()
         poller = select.poll()  # not select(): an app may well have fds above 1023
@@ -234,8 +260,7 @@ class Worker:
                 if ev is None:
                     continue
                 if ev["kind"] == "expired":
-                    warnings.warn("GPU task is exceeding its requested duration and might be "
-                                  f"aborted ({ev['message'] or 'deadline passed'})", RuntimeWarning, stacklevel=4)
+                    on_expired(ev["message"])
                 elif ev["kind"] == "released":
                     ended = ev
                     # The daemon killed the worker or is about to: the socket tells when.

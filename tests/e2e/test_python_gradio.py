@@ -4,6 +4,7 @@ The visitor comes from the X-IP-Token header Gradio received, with no code in th
 """
 import os
 import signal
+import time
 
 import pytest
 from gradio_client import Client
@@ -56,3 +57,50 @@ def test_quota_exhaustion_reaches_the_caller(served):
     # Shown to the visitor as a gr.Error, in the daemon's words.
     assert "You have exceeded your free GPU quota (20s requested vs. 12s left)" in str(err.value)
     assert not [r for r in ledger(d) if r["visitor"] == "yan"]
+
+
+def follow(job):
+    """Every status update the client received while the job ran (progress bars, toasts)."""
+    while not job.done():
+        time.sleep(0.02)
+    updates = job.communicator.updates  # gradio_client queues each one as it comes
+    seen = []
+    while not updates.empty():
+        update = updates.get_nowait()
+        if hasattr(update, "log"):  # a StatusUpdate, not an output
+            seen.append(update)
+    return seen
+
+
+def test_progress_and_toasts_from_the_worker_reach_the_page(served):
+    d, url = served
+    job = client(url, "pia", "pro").submit(5, api_name="/denoise")
+    statuses = follow(job)
+    assert job.result() == "5 steps"
+    logs = [st.log for st in statuses if st.log]
+    assert ("Starting on the GPU", "info") in logs and ("Almost done", "warning") in logs
+    bars = [(u.index, u.length, u.desc) for st in statuses for u in (st.progress_data or [])]
+    assert {u[2] for u in bars} == {"Denoising"} and {u[1] for u in bars} == {5}
+    assert len({u[0] for u in bars}) >= 3  # the bar moved while the worker ran
+
+
+def test_gr_error_raised_in_the_worker_is_the_visitors_error(served):
+    d, url = served
+    c = client(url, "pia", "pro")
+    assert c.predict("a cat", api_name="/check") == "fine"
+    with pytest.raises(AppError) as err:
+        c.predict("a forbidden cat", api_name="/check")
+    assert "Cannot draw 'a forbidden cat'" in str(err.value)
+    assert err.value.title == "Bad prompt"
+
+
+def test_an_overrun_shows_the_hosted_toasts(served):
+    d, url = served
+    job = client(url, "pia", "pro").submit(30, api_name="/overrun")
+    statuses = follow(job)
+    assert ("GPU task is exceeding its requested duration and might be aborted",
+            "warning") in [st.log for st in statuses if st.log]
+    with pytest.raises(AppError) as err:
+        job.result()
+    assert "GPU task aborted: exceeded its 1 s duration" in str(err.value)
+    assert err.value.title == "ZeroGPU worker error"

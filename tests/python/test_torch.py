@@ -14,6 +14,33 @@ from conftest import run_app  # noqa: E402
 from zerogpu import _torch  # noqa: E402
 
 
+class LooksCuda(torch.Tensor):
+    """A CPU tensor that says it is on a GPU: the stand-in for a CUDA tensor where there is
+    none (bench/gpu/check.py returns real ones on a GPU)."""
+
+    @property
+    def device(self):
+        return torch.device("cuda", 0)
+
+
+def test_a_tensor_returned_from_the_gpu_arrives_on_the_cpu(zd):
+    zd()
+
+    @zerogpu.GPU
+    def make():
+        t = torch.arange(6.0).reshape(2, 3).as_subclass(LooksCuda)
+        assert t.device.type == "cuda"
+        return {"t": t, "more": [t * 2, "text"], "cpu": torch.ones(2)}
+
+    got = make()
+    for t, want in ((got["t"], torch.arange(6.0).reshape(2, 3)), (got["more"][0], None),
+                    (got["cpu"], torch.ones(2))):
+        assert type(t) is torch.Tensor and t.device.type == "cpu"  # a plain CPU tensor
+        if want is not None:
+            assert torch.equal(t, want)
+    assert torch.equal(got["more"][0], 2 * got["t"]) and got["more"][1] == "text"
+
+
 def test_the_app_process_refuses_to_initialise_cuda(zd):
     zd()
     for initialise in (torch.cuda.init, torch.cuda.synchronize, torch.cuda._lazy_init):

@@ -139,8 +139,37 @@ warm = []
 for _ in range({n}):
     t0 = time.monotonic(); step(); warm.append(time.monotonic() - t0)
 warm.sort()
+
+@zerogpu.GPU(duration=60)
+def returns_cuda():
+    return {{"t": torch.arange(4.0, device="cuda") * 2}}
+
+back = returns_cuda()["t"]  # a CUDA tensor in the worker: on the CPU here
+
+small = torch.nn.Sequential(torch.nn.Linear(256, 256), torch.nn.ReLU(), torch.nn.Linear(256, 16))
+small.to("cuda")
+x = torch.randn(8, 256)
+
+@zerogpu.GPU(duration=60)
+def run_small():
+    with torch.no_grad():
+        return small(x.to("cuda")), repr(small.forward)
+
+@zerogpu.GPU(duration=300)
+def compile_small():
+    with zerogpu.aoti_capture(small) as call:
+        small(x.to("cuda"))
+    return zerogpu.aoti_compile(torch.export.export(small, args=call.args))
+
+eager, _ = run_small()
+t0 = time.monotonic(); compiled = compile_small(); compile_s = time.monotonic() - t0
+zerogpu.aoti_apply(compiled, small)
+aot, runs = run_small()
 print(json.dumps({{"cold_s": cold, "first": first, "warm_p50_ms": warm[len(warm)//2] * 1e3,
-                  "warm_p99_ms": warm[int(len(warm) * 0.99)] * 1e3}}))
+                  "warm_p99_ms": warm[int(len(warm) * 0.99)] * 1e3,
+                  "returned_tensor": [back.device.type, back.tolist()],
+                  "aot": {{"device": compiled.device, "compile_s": compile_s, "runs": runs,
+                          "max_abs_diff": float((aot - eager).abs().max())}}}}))
 """
     env = dict(os.environ, ZEROGPU_SOCKET=socket_path)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)

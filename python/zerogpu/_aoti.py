@@ -252,12 +252,16 @@ class _Runner:
 
 def aoti_apply(compiled, module, method="forward"):
     """Makes module's method (forward) run the compiled package. Call it in the app, after
-    the compiling call returned: every worker then runs the compiled model, each loading
-    the package once, with the module's weights as they are there (on its GPU)."""
+    the compiling call returned: the next calls run in workers forked after it, each
+    loading the package once, with the module's weights as they are there (on its GPU)."""
     if not isinstance(compiled, AotiModel):
         raise TypeError(f"zerogpu.aoti_apply takes what zerogpu.aoti_compile returned, not "
                         f"{type(compiled).__name__}")
     if not os.path.exists(compiled.path):
         raise FileNotFoundError(f"zerogpu.aoti_apply: {compiled.path} is gone: compile again")
     setattr(module, method, _Runner(compiled, module))
+    # Workers inherit the module by fork: those forked before this (the compiling one
+    # among them) still run the old method, so the next calls get fresh ones.
+    from ._decorator import fork_fresh_workers
+    fork_fresh_workers()
     return module

@@ -85,6 +85,12 @@ def worker_pids():
     return _process().pool.pids() if _proc is not None else []
 
 
+def fork_fresh_workers():
+    """From now on calls run in workers forked after this moment (see Pool.invalidate)."""
+    if _proc is not None and _proc.pid == os.getpid():
+        _proc.pool.invalidate()
+
+
 def shutdown():
     """Stops this process's workers and closes its client (workers also die with the
     process). The next call starts afresh, reading ZEROGPU_SOCKET again."""

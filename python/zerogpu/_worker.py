@@ -199,6 +199,7 @@ class Worker:
         self.uuids = tuple(uuids)
         self.busy = False
         self.knows = 0  # function ids up to this one exist in the worker
+        self.generation = 0  # the pool's generation it was forked in
 
     def alive(self):
         try:
@@ -306,6 +307,7 @@ class Pool:
         self._workers = []
         self._pid = os.getpid()
         self._lock = threading.Lock()
+        self._generation = 0  # workers forked before the last invalidate() are not reused
 
     def _own(self):
         if self._pid != os.getpid():
@@ -323,19 +325,27 @@ class Pool:
         for w in list(self._workers):
             if w.busy or w.uuids != uuids:
                 continue
-            if w.alive() and fn_id <= w.knows:
+            if w.alive() and fn_id <= w.knows and w.generation == self._generation:
                 w.busy = True
                 return w, False
-            # Dead, or forked before fn was decorated: a fresh fork replaces it.
+            # Dead, forked before fn was decorated or before the app changed what its
+            # workers must inherit: a fresh fork replaces it.
             self._retire(w)
         w = Worker(uuids, simulated, self._lookup, self._workers, self._daemon_path)
         w.knows = self._known()
+        w.generation = self._generation
         w.busy = True
         self._workers.append(w)
         return w, True
 
     def checkin(self, w):
         w.busy = False
+
+    def invalidate(self):
+        """The app changed state its workers inherit by fork (a model's forward, after
+        aoti_apply): no worker forked before is used again."""
+        with self._lock:
+            self._generation += 1
 
     def retire(self, w):
         with self._lock:

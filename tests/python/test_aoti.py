@@ -41,6 +41,13 @@ def test_a_model_compiled_ahead_of_time_runs_in_the_workers(zd, cache):
     with torch.no_grad():
         want = model(example)  # eager
 
+    @zerogpu.GPU(duration=60)
+    def infer(x):
+        with torch.no_grad():
+            return model(x.to("cuda")), repr(model.forward)
+
+    assert infer(example)[1].startswith("<bound method")  # eager; a worker now knows infer
+
     @zerogpu.GPU(duration=300)
     def compile_model():
         with zerogpu.aoti_capture(model) as call:
@@ -57,13 +64,7 @@ def test_a_model_compiled_ahead_of_time_runs_in_the_workers(zd, cache):
     assert not again.compiled_now and again.path == compiled.path and again.key == compiled.key
 
     zerogpu.aoti_apply(compiled, model)
-
-    @zerogpu.GPU(duration=60)
-    def infer(x):
-        with torch.no_grad():
-            return model(x.to("cuda")), repr(model.forward)
-
-    got, runs = infer(example)
+    got, runs = infer(example)  # not in the idle eager worker: in one forked after the apply
     assert runs.startswith("<zerogpu compiled AotiModel(")
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
     # The package holds code, not weights: it runs the weights the module has.

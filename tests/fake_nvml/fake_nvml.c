@@ -37,6 +37,9 @@ nvmlReturn_t nvmlDeviceGetMigMode(nvmlDevice_t h, unsigned *cur, unsigned *pendi
 nvmlReturn_t nvmlDeviceGetMaxMigDeviceCount(nvmlDevice_t h, unsigned *n);
 nvmlReturn_t nvmlDeviceGetMigDeviceHandleByIndex(nvmlDevice_t h, unsigned i, nvmlDevice_t *out);
 nvmlReturn_t nvmlDeviceGetCudaComputeCapability(nvmlDevice_t h, int *major, int *minor);
+nvmlReturn_t nvmlDeviceGetMinorNumber(nvmlDevice_t h, unsigned *minor);
+nvmlReturn_t nvmlDeviceGetGpuInstanceId(nvmlDevice_t h, unsigned *id);
+nvmlReturn_t nvmlDeviceGetComputeInstanceId(nvmlDevice_t h, unsigned *id);
 
 nvmlReturn_t nvmlInit_v2(void)
 {
@@ -144,5 +147,31 @@ nvmlReturn_t nvmlDeviceGetCudaComputeCapability(nvmlDevice_t h, int *major, int 
 		return 3; /* NVML_ERROR_NOT_SUPPORTED */
 	*major = 9;
 	*minor = 0;
+	return 0;
+}
+
+/* The GPU's node is /dev/nvidia<its index>; a MIG handle is refused, as on real drivers. */
+nvmlReturn_t nvmlDeviceGetMinorNumber(nvmlDevice_t h, unsigned *minor)
+{
+	if (h->mig >= 0)
+		return 3;
+	*minor = (unsigned) h->gpu;
+	return 0;
+}
+
+/* MIG instance i is GPU instance i + 1 with compute instance 0 (real ids start anywhere). */
+nvmlReturn_t nvmlDeviceGetGpuInstanceId(nvmlDevice_t h, unsigned *id)
+{
+	if (h->mig < 0)
+		return 3;
+	*id = (unsigned) h->mig + 1;
+	return 0;
+}
+
+nvmlReturn_t nvmlDeviceGetComputeInstanceId(nvmlDevice_t h, unsigned *id)
+{
+	if (h->mig < 0)
+		return 3;
+	*id = 0;
 	return 0;
 }

@@ -7,12 +7,15 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <limits.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
+#include "daemon/sys/cgroup.h"
 #include "daemon/sys/peer.h"
 
 /* A connected pair over loopback: *client and the server's accepted end *served. */
@@ -47,6 +50,18 @@ static bool connect_pair(int family, int *client, int *served)
 	return true;
 }
 
+/* Our own cgroup2 directory's inode: the id the kernel gives our sockets. */
+static uint64_t our_cgroup_id(void)
+{
+	struct cgroup_mounts m;
+	char rel[PATH_MAX], path[2 * PATH_MAX];
+	if (cgroup_find_mounts(&m) < 0 || !m.v2[0] ||
+	    cgroup_of_pid(getpid(), "", rel, sizeof(rel)) < 0)
+		return 0;
+	snprintf(path, sizeof(path), "%s%s", m.v2, strcmp(rel, "/") ? rel : "");
+	return cgroup_id(path);
+}
+
 static void finds_our_own_uid(void **state)
 {
 	(void) state;
@@ -58,8 +73,10 @@ static void finds_our_own_uid(void **state)
 			continue;
 		}
 		uid_t uid = (uid_t) 12345;
-		assert_int_equal(peer_tcp_uid(served, &uid), 0);
+		uint64_t cgroup = 0;
+		assert_int_equal(peer_tcp_uid(served, &uid, &cgroup), 0);
 		assert_int_equal(uid, geteuid());
+		assert_int_equal(cgroup, our_cgroup_id());
 		close(client);
 		close(served);
 	}
@@ -79,7 +96,7 @@ static void a_closed_client_is_nobody_known(void **state)
 	close(client);
 	usleep(50000); /* the FIN has crossed */
 	uid_t uid = (uid_t) 12345;
-	int r = peer_tcp_uid(served, &uid);
+	int r = peer_tcp_uid(served, &uid, NULL);
 	assert_true(r == -ENOTCONN || r == -ENOENT);
 	assert_int_equal(uid, (uid_t) 12345); /* untouched */
 	close(served);
@@ -91,7 +108,7 @@ static void not_a_socket(void **state)
 	uid_t uid;
 	int fds[2];
 	assert_int_equal(pipe(fds), 0);
-	assert_int_equal(peer_tcp_uid(fds[0], &uid), -ENOTSOCK);
+	assert_int_equal(peer_tcp_uid(fds[0], &uid, NULL), -ENOTSOCK);
 	close(fds[0]);
 	close(fds[1]);
 }

@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -196,6 +198,49 @@ static void the_owner_is_one_user_or_nobody(void **state)
 	close(ready[1]);
 }
 
+/* Which devices a process has open, read from its descriptors. */
+static void the_devices_a_process_holds(void **state)
+{
+	(void) state;
+	struct stat null_st, zero_st, full_st;
+	assert_int_equal(stat("/dev/null", &null_st), 0);
+	assert_int_equal(stat("/dev/zero", &zero_st), 0);
+	assert_int_equal(stat("/dev/full", &full_st), 0);
+	dev_t devs[3] = {null_st.st_rdev, zero_st.st_rdev, full_st.st_rdev};
+	int fd = open("/dev/zero", O_RDONLY | O_CLOEXEC);
+	assert_true(fd >= 0);
+	bool held[3];
+	int n = proc_devices_held(getpid(), devs, 3, held);
+	/* The test runner may give us /dev/null as stdin; /dev/zero is ours for sure. */
+	assert_true(n >= 1);
+	assert_true(held[1]);
+	assert_false(held[2]);
+	close(fd);
+	assert_int_equal(proc_devices_held(getpid(), devs + 1, 2, held), 0);
+	assert_int_equal(proc_devices_held(999999999, devs, 3, held), -ESRCH);
+}
+
+/* A process with a SIGKILL on its way, or a zombie, is dying: it is never parked. */
+static void a_killed_process_is_dying(void **state)
+{
+	(void) state;
+	assert_false(proc_dying(getpid()));
+	pid_t child = fork();
+	if (child == 0) {
+		pause();
+		_exit(0);
+	}
+	assert_false(proc_dying(child));
+	kill(child, SIGSTOP); /* a stopped process keeps its SIGKILL pending... */
+	usleep(20000);
+	kill(child, SIGKILL);
+	assert_true(proc_dying(child)); /* ...or is a zombie by now */
+	usleep(50000);
+	assert_true(proc_dying(child)); /* a zombie */
+	waitpid(child, NULL, 0);
+	assert_true(proc_dying(child)); /* gone */
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -204,6 +249,8 @@ int main(void)
 		cmocka_unit_test(a_held_process_is_killed_through_its_pidfd),
 		cmocka_unit_test(a_reused_pid_is_never_signalled),
 		cmocka_unit_test(the_owner_is_one_user_or_nobody),
+		cmocka_unit_test(the_devices_a_process_holds),
+		cmocka_unit_test(a_killed_process_is_dying),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -23,6 +23,11 @@ struct device {
 	uint64_t memory_bytes;
 	char compute_capability[8]; /* CUDA's "9.0"; empty when NVML does not say */
 	bool simulated;
+	/* Which device nodes give access to it (gating): /dev/nvidia<node_minor> for a whole
+	 * GPU; for a MIG instance, the capability nodes of its GPU instance and compute
+	 * instance on GPU node_minor. -1 when unknown. */
+	int node_minor;
+	int gi_id, ci_id;
 };
 
 struct inventory {

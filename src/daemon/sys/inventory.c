@@ -91,8 +91,8 @@ int inventory_simulate(struct inventory *inv, const char *spec, const char *seed
 		}
 		for (long i = 0; i < count; i++) {
 			struct device *d = &inv->devices[inv->count];
-			d->index = d->gpu_index = (int) inv->count;
-			d->mig_index = -1;
+			d->index = d->gpu_index = d->node_minor = (int) inv->count;
+			d->mig_index = d->gi_id = d->ci_id = -1;
 			d->memory_bytes = memory;
 			d->simulated = true;
 			snprintf(d->name, sizeof(d->name), "Simulated GPU %.0fG",

@@ -34,6 +34,10 @@ struct nvml_api {
 	nvmlReturn_t (*mig_by_index)(nvmlDevice_t, unsigned int, nvmlDevice_t *);
 	/* Optional too: the Python package reports it as torch's device capability. */
 	nvmlReturn_t (*cuda_capability)(nvmlDevice_t, int *, int *);
+	/* Optional: the device nodes, for gating (/dev/nvidiaN; MIG capability nodes). */
+	nvmlReturn_t (*minor_number)(nvmlDevice_t, unsigned int *);
+	nvmlReturn_t (*gpu_instance_id)(nvmlDevice_t, unsigned int *);
+	nvmlReturn_t (*compute_instance_id)(nvmlDevice_t, unsigned int *);
 };
 
 static int nvml_load(struct nvml_api *api, const char *libpath, char *err, size_t errlen)
@@ -65,6 +69,9 @@ static int nvml_load(struct nvml_api *api, const char *libpath, char *err, size_
 	NVML_SYM(mig_max_count, "nvmlDeviceGetMaxMigDeviceCount", 0);
 	NVML_SYM(mig_by_index, "nvmlDeviceGetMigDeviceHandleByIndex", 0);
 	NVML_SYM(cuda_capability, "nvmlDeviceGetCudaComputeCapability", 0);
+	NVML_SYM(minor_number, "nvmlDeviceGetMinorNumber", 0);
+	NVML_SYM(gpu_instance_id, "nvmlDeviceGetGpuInstanceId", 0);
+	NVML_SYM(compute_instance_id, "nvmlDeviceGetComputeInstanceId", 0);
 #undef NVML_SYM
 	return 0;
 }
@@ -94,6 +101,17 @@ static int nvml_add(struct inventory *inv, struct nvml_api *api, nvmlDevice_t h,
 	d->mig_index = mig_index;
 	d->memory_bytes = mem.total;
 	d->simulated = false;
+	unsigned node = 0, gi = 0, ci = 0;
+	d->node_minor = api->minor_number && api->minor_number(gpu, &node) == NVML_SUCCESS
+				? (int) node
+				: -1;
+	d->gi_id = d->ci_id = -1;
+	if (mig_index >= 0 && api->gpu_instance_id && api->compute_instance_id &&
+	    api->gpu_instance_id(h, &gi) == NVML_SUCCESS &&
+	    api->compute_instance_id(h, &ci) == NVML_SUCCESS) {
+		d->gi_id = (int) gi;
+		d->ci_id = (int) ci;
+	}
 	int major, minor;
 	if (api->cuda_capability && api->cuda_capability(gpu, &major, &minor) == NVML_SUCCESS &&
 	    major > 0 && major < 100 && minor >= 0 && minor < 100)

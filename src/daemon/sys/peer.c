@@ -4,11 +4,13 @@
 #include <errno.h>
 #include <linux/inet_diag.h>
 #include <linux/netlink.h>
+#include <linux/rtnetlink.h>
 #include <linux/sock_diag.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -57,6 +59,23 @@ static void id_part(const struct sockaddr_storage *a, __be16 *port, __be32 addr[
  * socket must be established, have an inode (an open file of some process),
  * and be the very socket asked about.
  */
+/* The socket's cgroup2 id (the cgroup its creator ran in), from the reply's attributes;
+ * 0 when the kernel does not say (before Linux 5.7). */
+static uint64_t socket_cgroup(const struct nlmsghdr *nh)
+{
+	const struct inet_diag_msg *m = NLMSG_DATA(nh);
+	int len = (int) nh->nlmsg_len - (int) NLMSG_LENGTH(sizeof(*m));
+	for (const struct rtattr *a = (const struct rtattr *) (m + 1); RTA_OK(a, len);
+	     a = RTA_NEXT(a, len)) {
+		if (a->rta_type == INET_DIAG_CGROUP_ID && RTA_PAYLOAD(a) >= sizeof(uint64_t)) {
+			uint64_t id;
+			memcpy(&id, RTA_DATA(a), sizeof(id));
+			return id;
+		}
+	}
+	return 0;
+}
+
 static int vouched_uid(const struct inet_diag_msg *m, const struct inet_diag_sockid *asked,
 		       uid_t *uid)
 {
@@ -70,7 +89,7 @@ static int vouched_uid(const struct inet_diag_msg *m, const struct inet_diag_soc
 	return 0;
 }
 
-int peer_tcp_uid(int fd, uid_t *uid)
+int peer_tcp_uid(int fd, uid_t *uid, uint64_t *cgroup_id)
 {
 	struct sockaddr_storage client, server;
 	socklen_t clen = sizeof(client), slen = sizeof(server);
@@ -113,6 +132,8 @@ int peer_tcp_uid(int fd, uid_t *uid)
 		if (n >= (ssize_t) NLMSG_LENGTH(sizeof(struct inet_diag_msg)) &&
 		    NLMSG_OK(&reply.nh, (size_t) n) && reply.nh.nlmsg_type == SOCK_DIAG_BY_FAMILY)
 			r = vouched_uid(NLMSG_DATA(&reply.nh), &msg.req.id, uid);
+		if (r == 0 && cgroup_id)
+			*cgroup_id = socket_cgroup(&reply.nh);
 	}
 	close(nl);
 	return r;

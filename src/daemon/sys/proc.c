@@ -1,5 +1,6 @@
 #include "daemon/sys/proc.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -7,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/pidfd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* Reads /proc/PID/NAME into buf (NUL-terminated). Returns its length or -ESRCH. */
@@ -112,6 +114,63 @@ int proc_kill(const struct lease_process *p)
 	if (p->pidfd >= 0)
 		return pidfd_send_signal(p->pidfd, SIGKILL, NULL, 0) == 0 ? 0 : -errno;
 	return kill(p->pid, SIGKILL) == 0 ? 0 : -errno;
+}
+
+int proc_devices_held(pid_t pid, const dev_t *devs, int n, bool *held)
+{
+	char dir[64];
+	snprintf(dir, sizeof(dir), "/proc/%d/fd", (int) pid);
+	DIR *d = opendir(dir);
+	if (!d)
+		return errno == ENOENT ? -ESRCH : -errno;
+	for (int i = 0; i < n; i++)
+		held[i] = false;
+	int dfd = dirfd(d), found = 0;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		struct stat st;
+		/* stat follows the descriptor's link to what it opened: no open() needed. */
+		if (e->d_name[0] == '.' || fstatat(dfd, e->d_name, &st, 0) < 0 ||
+		    !S_ISCHR(st.st_mode))
+			continue;
+		for (int i = 0; i < n; i++) {
+			if (st.st_rdev == devs[i] && !held[i]) {
+				held[i] = true;
+				found++;
+			}
+		}
+	}
+	closedir(d);
+	return found;
+}
+
+bool proc_dying(pid_t pid)
+{
+	char buf[4096];
+	if (read_proc_file(pid, "status", buf, sizeof(buf)) < 0)
+		return true;
+	const char *state = strstr(buf, "\nState:");
+	char code;
+	if (state && sscanf(state + 7, " %c", &code) == 1 && (code == 'Z' || code == 'X'))
+		return true;
+	/* SIGKILL pending, for the thread or for the whole process. */
+	const unsigned long long kill_bit = 1ULL << (SIGKILL - 1);
+	const char *names[] = {"\nSigPnd:", "\nShdPnd:"};
+	for (int i = 0; i < 2; i++) {
+		const char *line = strstr(buf, names[i]);
+		if (line && (strtoull(line + strlen(names[i]), NULL, 16) & kill_bit))
+			return true;
+	}
+	return false;
+}
+
+int proc_signal(const struct lease_process *p, int sig)
+{
+	if (p->pid <= 1 || !proc_alive(p))
+		return -ESRCH;
+	if (p->pidfd >= 0)
+		return pidfd_send_signal(p->pidfd, sig, NULL, 0) == 0 ? 0 : -errno;
+	return kill(p->pid, sig) == 0 ? 0 : -errno;
 }
 
 void proc_drop(struct lease_process *p)

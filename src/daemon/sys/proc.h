@@ -51,6 +51,19 @@ bool proc_alive(const struct lease_process *p);
  */
 int proc_kill(const struct lease_process *p);
 
+/*
+ * Which of the character devices devs[0..n) pid has open (a descriptor in
+ * /proc/PID/fd): held[i] says for devs[i]. Returns how many, or -errno
+ * (-ESRCH: gone).
+ */
+int proc_devices_held(pid_t pid, const dev_t *devs, int n, bool *held);
+
+/* Whether pid is exiting or already a zombie, or has a SIGKILL on its way (or is gone). */
+bool proc_dying(pid_t pid);
+
+/* Sends sig to the held process alone (through its pidfd). 0, -ESRCH when gone, or -errno. */
+int proc_signal(const struct lease_process *p, int sig);
+
 /* Closes the pidfd, if any; p becomes LEASE_PROCESS_NONE. Accepts an empty ref. */
 void proc_drop(struct lease_process *p);
 

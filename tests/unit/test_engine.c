@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <errno.h>
 
 #include "daemon/core/engine.h"
 #include "daemon/sys/inventory.h"
@@ -425,9 +426,29 @@ static void mig_instances_are_the_halves_of_their_gpu(void **state)
 	nevents = nkills = next_id = ngone = 0;
 	assert_int_equal(eng.ngpus, 2);
 	assert_int_equal(eng.slots_total, 3);
-	int x = submit_sized(LEASE_SIZE_XLARGE, 2, 10000, 0);
-	/* Two whole GPUs: GPU 0, and GPU 1 as both of its MIG instances. */
-	assert_int_equal(last_event_of(x)->ndevices, 3);
+	/* CUDA lets a process use one MIG instance only: two whole GPUs cannot be had here
+	 * (GPU 1 is two instances), and the refusal says why. */
+	struct lease_request two = {.app = "app",
+				    .gpus = 2,
+				    .size = LEASE_SIZE_XLARGE,
+				    .duration_ms = 10000,
+				    .max_wait_ms = 600000};
+	struct lease_owner owner = {.uid = 1000};
+	char why[LEASE_MESSAGE_MAX];
+	assert_int_equal(engine_submit(&eng, &two, &owner, NULL, 0), -EINVAL);
+	assert_int_equal(engine_infeasible(&eng, &two, why, sizeof(why)), -EINVAL);
+	assert_string_equal(why, "a request for several devices needs GPUs that are not in MIG "
+				 "mode (CUDA lets one process use one MIG instance only), and "
+				 "this machine has 1");
+	two.size = LEASE_SIZE_LARGE; /* two halves on two GPUs: one would be a MIG instance */
+	assert_int_equal(engine_submit(&eng, &two, &owner, NULL, 0), -EINVAL);
+	/* One xlarge GPU is GPU 0, whole, never GPU 1's instances. */
+	int x = submit_sized(LEASE_SIZE_XLARGE, 1, 10000, 0);
+	assert_int_equal(last_event_of(x)->ndevices, 1);
+	assert_int_equal(last_event_of(x)->devices[0], 0);
+	int y = submit_sized(LEASE_SIZE_XLARGE, 1, 10000, 0); /* waits for GPU 0 */
+	assert_int_equal(lease_of(y)->state, LEASE_QUEUED);
+	engine_end(&eng, lease_of(y), false, 1, NULL);
 	engine_end(&eng, lease_of(x), false, 1, NULL);
 	int a = submit_sized(LEASE_SIZE_LARGE, 1, 10000, 2);
 	int b = submit_sized(LEASE_SIZE_LARGE, 1, 10000, 2);

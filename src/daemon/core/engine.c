@@ -84,6 +84,19 @@ static unsigned all_slots(const struct engine_gpu *g)
 	return (1u << g->nslots) - 1;
 }
 
+static bool gpu_is_mig(const struct engine *e, const struct engine_gpu *g)
+{
+	return e->inv->devices[g->slot_device[0]].mig_index >= 0;
+}
+
+/* CUDA lets one process use one MIG instance only: a lease that would hold several
+ * devices (xlarge takes all of a GPU's slots; gpus > 1 takes several GPUs) is placed on
+ * GPUs that are not in MIG mode. */
+static bool needs_whole_gpus(const struct lease_request *req)
+{
+	return req->size == LEASE_SIZE_XLARGE || req->gpus > 1;
+}
+
 /* Whether g could take one more lease of this size now. */
 static bool gpu_can_take(const struct engine_gpu *g, enum lease_size size)
 {
@@ -110,11 +123,40 @@ static int placement_rank(const struct engine_gpu *g, enum lease_size size)
 static bool pool_choose(const struct engine *e, const struct lease *l, int *chosen)
 {
 	int n = 0;
+	bool whole = needs_whole_gpus(&l->req);
 	for (int rank = 0; rank <= 2 && n < l->req.gpus; rank++)
 		for (size_t k = 0; k < e->ngpus && n < l->req.gpus; k++)
-			if (placement_rank(&e->gpus[k], l->req.size) == rank)
+			if (!(whole && gpu_is_mig(e, &e->gpus[k])) &&
+			    placement_rank(&e->gpus[k], l->req.size) == rank)
 				chosen[n++] = (int) k;
 	return n == l->req.gpus;
+}
+
+int engine_infeasible(const struct engine *e, const struct lease_request *req, char *why,
+		      size_t size)
+{
+	size_t usable = 0, mig = 0;
+	for (size_t k = 0; k < e->ngpus; k++) {
+		if (gpu_is_mig(e, &e->gpus[k]))
+			mig++;
+		if (!(needs_whole_gpus(req) && gpu_is_mig(e, &e->gpus[k])))
+			usable++;
+	}
+	if (req->gpus >= 1 && (size_t) req->gpus <= usable)
+		return 0;
+	if (needs_whole_gpus(req) && mig)
+		snprintf(
+			why, size,
+			"%s needs GPUs that are not in MIG mode (CUDA lets one process use one MIG "
+			"instance only), and this machine has %zu",
+			req->size == LEASE_SIZE_XLARGE && req->gpus == 1
+				? "an xlarge request"
+				: "a request for several devices",
+			usable);
+	else
+		snprintf(why, size, "a request for %d GPUs cannot be met by this machine's %zu",
+			 req->gpus, e->ngpus);
+	return -EINVAL;
 }
 
 static void pool_take(struct engine *e, struct lease *l, const int *chosen)
@@ -443,7 +485,8 @@ void engine_shutdown(struct engine *e, int64_t now)
 int engine_submit(struct engine *e, const struct lease_request *req,
 		  const struct lease_owner *owner, void *stream, int64_t now)
 {
-	if (req->gpus < 1 || (size_t) req->gpus > e->ngpus)
+	char why[LEASE_MESSAGE_MAX];
+	if (engine_infeasible(e, req, why, sizeof(why)) < 0)
 		return -EINVAL;
 	/* Room for every lease's timer and the positions timer, so pushes cannot fail. */
 	if (strmap_reserve(&e->leases) < 0 || heap_reserve(&e->timers, e->leases.len + 2) < 0)

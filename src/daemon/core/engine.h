@@ -109,10 +109,18 @@ void engine_shutdown(struct engine *e, int64_t now);
  * event, which comes before this returns: GRANTED when the devices are free
  * and nobody waits ahead, QUEUED otherwise, or ENDED (failed) when max_wait is
  * 0 and nothing is free. Returns 0, -EINVAL when the request can never fit
- * this machine, or -ENOMEM.
+ * this machine (engine_infeasible() says why), or -ENOMEM.
  */
 int engine_submit(struct engine *e, const struct lease_request *req,
 		  const struct lease_owner *owner, void *stream, int64_t now);
+
+/*
+ * Whether this machine could ever serve req: 0, or -EINVAL with a sentence in
+ * why (more GPUs than there are; several devices or an xlarge one where only
+ * MIG instances could serve, which CUDA would not let one process use).
+ */
+int engine_infeasible(const struct engine *e, const struct lease_request *req, char *why,
+		      size_t size);
 
 /* The lease with this id, or NULL. */
 struct lease *engine_find(const struct engine *e, const char *id);

@@ -54,7 +54,8 @@ extern "C" {
 	XX(14, EUNAVAIL, "zerogpud cannot serve this request")                                     \
 	XX(15, ESERVER, "internal error in zerogpud")                                              \
 	XX(16, EEXPIRED, "the lease expired")                                                      \
-	XX(17, ECLOSED, "zerogpud closed the lease")
+	XX(17, ECLOSED, "zerogpud closed the lease")                                               \
+	XX(18, ENOGATE, "zerogpud does not gate devices")
 
 typedef enum {
 	ZGPU_OK = 0,
@@ -207,6 +208,17 @@ int zgpu_lease_next_event(zgpu_lease *l, int timeout_ms, zgpu_event *ev);
  * one, so start work with setpgid(0, 0) to have all of it stopped.
  */
 int zgpu_attach(zgpu_client *c, const zgpu_lease *l, pid_t pid);
+
+/*
+ * Moves process pid into app's gated cgroup, where it and everything it forks
+ * can open only the GPUs the app's leases hold (`zerogpu launch`). app NULL
+ * means "default": the app of the caller's own app cgroup, if it runs in one.
+ * Only a process the caller could kill itself may be moved. Returns
+ * ZGPU_ENOGATE when zerogpud does not gate devices (zgpu_last_error() says
+ * why), ZGPU_EDENIED when the caller may not act as app or move pid,
+ * ZGPU_ECONFLICT when pid is parked (docs/security.md).
+ */
+int zgpu_join_app(zgpu_client *c, const char *app, pid_t pid);
 
 /*
  * Ends the lease and frees l, whatever the result. failed=true reports that

@@ -1,19 +1,26 @@
 #!/usr/bin/env bash
 # Runs zerogpud under valgrind through a few hundred leases (grants, queueing,
 # gangs, an expiry, a client killed with -9, shutdown with leases held) and
-# fails on any memory error or leak.
+# fails on any memory error or leak. As root it gates the (fake) devices too:
+# apps launched under the gate, a process parked and let go.
 # Usage: tests/valgrind_daemon.sh BUILD_DIR
 set -euo pipefail
-build=${1:?usage: valgrind_daemon.sh BUILD_DIR}
+build=$(cd "${1:?usage: valgrind_daemon.sh BUILD_DIR}" && pwd)
 dir=$(mktemp -d)
-trap 'kill $vg 2>/dev/null || true; rm -rf "$dir"' EXIT
+trap 'kill -9 ${holder:-} 2>/dev/null || true; kill $vg 2>/dev/null || true; rm -rf "$dir"' EXIT
 sock=$dir/zerogpud.sock
 cli() { "$build/src/cli/zerogpu" --socket "$sock" "$@"; }
 
+gate=(--gate off)
+if [ "$(id -u)" = 0 ]; then
+	# GPU 0's node has /dev/full's numbers, so that a process can hold it open.
+	mknod "$dir/nvidia0" c 1 7 && mknod "$dir/nvidia1" c 195 1
+	gate=(--gate cgroup --device-dir "$dir" --cgroup-root "zgpu-valgrind-$$")
+fi
 valgrind --quiet --leak-check=full --show-leak-kinds=definite,indirect \
 	--errors-for-leak-kinds=definite,indirect --error-exitcode=99 \
 	"$build/src/daemon/zerogpud" --simulate 2x80G --socket "$sock" --state-dir "$dir/state" \
-	--grace 0.5 --log-level warn --spaces-app demo --spaces-ping-interval 0.2 \
+	--grace 0.5 --log-level warn --spaces-app demo --spaces-ping-interval 0.2 "${gate[@]}" \
 	2>"$dir/valgrind.log" &
 vg=$!
 for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.1; done
@@ -25,6 +32,24 @@ wait "${jobs[@]}"
 cli run -q -d 0.3 -- sleep 10 || [ $? -eq 124 ]
 "$build/src/cli/zerogpu" --socket "$sock" run -q -d 60 -- sleep 100 & holder=$!
 sleep 0.5; kill -9 $holder; wait $holder 2>/dev/null || true
+if [ "$(id -u)" = 0 ]; then
+	# A process of app "parker" opens GPU 0 while the app holds both GPUs, keeps it open
+	# after the lease ends (parked), and runs again with the app's next lease.
+	cli run -q --app parker -n 2 -s xlarge -d 30 -- sleep 2 & lease=$!
+	sleep 0.8
+	(cd "$dir" && exec "$build/src/cli/zerogpu" --socket "$sock" launch --app parker -- \
+		sh -c 'exec 3< nvidia0; echo opened; exec sleep 30') </dev/null >"$dir/holder.txt" &
+	holder=$!
+	wait $lease
+	grep -q opened "$dir/holder.txt"
+	curl -s --unix-socket "$sock" http://x/v1/status | grep -q '"parked": *1'
+	# Within the app's next lease it runs; after it, it is parked again.
+	cli run -q --app parker -n 2 -s xlarge -- sh -c \
+		"curl -s --unix-socket '$sock' http://x/v1/status | grep -q '\"parked\": *0'"
+	curl -s --unix-socket "$sock" http://x/v1/status | grep -q '"parked": *1'
+	kill -9 $holder; wait $holder 2>/dev/null || true
+fi
+
 "$build/src/cli/zerogpu" --socket "$sock" run -q -d 60 -- sleep 100 & held=$!
 sleep 0.5
 curl -s --unix-socket "$sock" http://x/metrics >/dev/null

@@ -21,6 +21,7 @@ struct cli_command {
 
 extern const struct cli_command cmd_status;
 extern const struct cli_command cmd_run;
+extern const struct cli_command cmd_launch;
 extern const struct cli_command cmd_version;
 extern const struct cli_command cmd_quota;
 extern const struct cli_command cmd_account;

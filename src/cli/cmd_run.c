@@ -73,16 +73,38 @@ static int export_devices(const zgpu_lease *l)
 	return 0;
 }
 
-/*
- * Forks CMD in a process group of its own. Returns its pid, or -1 with
- * *exit_status set when it could not be started (the child reports a failed
- * exec through a close-on-exec pipe).
- */
-static pid_t spawn(char **cmd, int *exit_status)
+/* The child's gate: zerogpud moves it into its app's gated cgroup before it execs. */
+struct join {
+	zgpu_client *client;
+	const char *app;
+};
+
+/* Reaps a child that must not run after all. */
+static void reap(pid_t pid)
 {
-	int report[2];
+	kill(pid, SIGKILL);
+	while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+		;
+}
+
+/*
+ * Forks CMD in a process group of its own, in its app's gated cgroup when
+ * zerogpud gates devices (the child waits on a pipe until it is there).
+ * Returns its pid, or -1 with *exit_status set when it could not be started
+ * (the child reports a failed exec through a close-on-exec pipe).
+ */
+static pid_t spawn(char **cmd, const struct join *join, int *exit_status)
+{
+	int report[2], go[2];
 	if (pipe2(report, O_CLOEXEC) < 0) {
 		fprintf(stderr, "zerogpu: pipe: %s\n", strerror(errno));
+		*exit_status = EXIT_ZEROGPU;
+		return -1;
+	}
+	if (pipe2(go, O_CLOEXEC) < 0) {
+		fprintf(stderr, "zerogpu: pipe: %s\n", strerror(errno));
+		close(report[0]);
+		close(report[1]);
 		*exit_status = EXIT_ZEROGPU;
 		return -1;
 	}
@@ -91,11 +113,18 @@ static pid_t spawn(char **cmd, int *exit_status)
 		fprintf(stderr, "zerogpu: fork: %s\n", strerror(errno));
 		close(report[0]);
 		close(report[1]);
+		close(go[0]);
+		close(go[1]);
 		*exit_status = EXIT_ZEROGPU;
 		return -1;
 	}
 	if (pid == 0) {
 		setpgid(0, 0);
+		close(go[1]);
+		char b;
+		while (read(go[0], &b, 1) < 0 && errno == EINTR)
+			;
+		/* EOF: the parent is done with the gate (or gone). */
 		sigset_t none;
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL);
@@ -111,6 +140,19 @@ static pid_t spawn(char **cmd, int *exit_status)
 	}
 	setpgid(pid, pid); /* also here, so the group exists before we attach it */
 	close(report[1]);
+	close(go[0]);
+	int joined = zgpu_join_app(join->client, join->app, pid);
+	if (joined < 0 && joined != ZGPU_ENOGATE) {
+		/* Outside its app's cgroup the command would not be gated as the app's. */
+		fprintf(stderr, "zerogpu: cannot put the command into its app's gated cgroup: %s\n",
+			zgpu_last_error());
+		close(go[1]);
+		close(report[0]);
+		reap(pid);
+		*exit_status = EXIT_ZEROGPU;
+		return -1;
+	}
+	close(go[1]);
 	int err = 0;
 	ssize_t n;
 	while ((n = read(report[0], &err, sizeof(err))) < 0 && errno == EINTR)
@@ -118,8 +160,7 @@ static pid_t spawn(char **cmd, int *exit_status)
 	close(report[0]);
 	if (n == (ssize_t) sizeof(err)) {
 		fprintf(stderr, "zerogpu: cannot run '%s': %s\n", cmd[0], strerror(err));
-		while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-			;
+		reap(pid);
 		*exit_status = err == ENOENT ? EXIT_NOT_FOUND : EXIT_CANNOT_EXEC;
 		return -1;
 	}
@@ -354,7 +395,8 @@ static int run_exec(const struct cli_globals *g, int argc, char **argv)
 	}
 
 	int status = EXIT_ZEROGPU;
-	st.child = spawn(cmd, &status);
+	struct join join = {st.client, req.app};
+	st.child = spawn(cmd, &join, &status);
 	if (st.child < 0) {
 		zgpu_release(st.client, st.lease, true, NULL);
 		zgpu_client_free(st.client);
@@ -380,8 +422,10 @@ const struct cli_command cmd_run = {
 		 "Borrow GPUs from zerogpud, run COMMAND on them, and give them back.\n"
 		 "\n"
 		 "COMMAND runs in a process group of its own with CUDA_VISIBLE_DEVICES set to\n"
-		 "the granted devices' UUIDs and ZEROGPU_LEASE to the lease id. When the lease's\n"
-		 "duration runs out, the daemon kills COMMAND after a grace period.\n"
+		 "the granted devices' UUIDs and ZEROGPU_LEASE to the lease id, inside its app's\n"
+		 "gated cgroup when zerogpud gates devices (it can open the granted GPUs only).\n"
+		 "When the lease's duration runs out, the daemon kills COMMAND after a grace\n"
+		 "period.\n"
 		 "\n"
 		 "  -d, --duration SECONDS  how long the lease may last (default: the daemon's, "
 		 "60)\n"

@@ -111,6 +111,19 @@ static void print_queue(json_t *queue)
 	table_print_free(&t);
 }
 
+/* Whether the devices are gated, and when not, why: the operator's next step. */
+static void print_gate(json_t *st)
+{
+	const char *gate = str(st, "gate");
+	long long parked = json_integer_value(json_object_get(st, "parked"));
+	if (strcmp(gate, "off") == 0)
+		printf("devices not gated: %s\n\n", str(st, "gate_reason"));
+	else if (parked)
+		printf("devices gated (%s); %lld process(es) parked\n\n", gate, parked);
+	else
+		printf("devices gated (%s)\n\n", gate);
+}
+
 static int status_exec(const struct cli_globals *g, int argc, char **argv)
 {
 	if (cli_wants_help(&cmd_status, argc, argv))
@@ -140,6 +153,7 @@ static int status_exec(const struct cli_globals *g, int argc, char **argv)
 	       str(st, "version"), json_array_size(devices), str(st, "device_source"),
 	       json_array_size(leases), json_array_size(queue),
 	       json_number_value(json_object_get(st, "uptime_s")));
+	print_gate(st);
 	print_devices(devices);
 	if (json_array_size(leases)) {
 		putchar('\n');

@@ -7,7 +7,8 @@
 #include "common/log.h"
 
 static const struct cli_command *const commands[] = {
-	&cmd_status, &cmd_run, &cmd_quota, &cmd_usage, &cmd_app, &cmd_account, &cmd_version,
+	&cmd_status, &cmd_run, &cmd_launch,  &cmd_quota,
+	&cmd_usage,  &cmd_app, &cmd_account, &cmd_version,
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 

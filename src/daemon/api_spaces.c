@@ -226,14 +226,17 @@ static int query_params(struct call *c, struct query_param *out, size_t *n)
 }
 
 /*
- * The app this call is for: the app token's, else the configured default, if
- * the caller may act as it. Replies 401/403 and returns NULL when there is
- * none the caller may use.
+ * The app this call is for: the app token's, else that of the app cgroup the
+ * caller runs in, else the configured default, if the caller may act as it.
+ * Replies 401/403 and returns NULL when there is none the caller may use.
  */
 static const char *caller_app(struct call *c)
 {
 	struct zgpud *d = c->d;
-	if (!c->who.app[0] && !c->who.token_bad && !d->spaces_app[0]) {
+	const char *app = c->who.app[0]		 ? c->who.app
+			  : c->who.cgroup_app[0] ? c->who.cgroup_app
+						 : d->spaces_app;
+	if (!app[0] && !c->who.token_bad) {
 		http_reply_error(c, 401, "unauthorized",
 				 "which app is this? Send an app token (Authorization: Bearer, or "
 				 "http://app:TOKEN@host:port as SPACES_ZERO_DEVICE_API_URL), or "
@@ -243,12 +246,12 @@ static const char *caller_app(struct call *c)
 	struct lease_request rq = {0};
 	struct visitor_claim none = {NULL, NULL};
 	struct refusal no;
-	snprintf(rq.app, sizeof(rq.app), "%s", c->who.app[0] ? c->who.app : d->spaces_app);
+	snprintf(rq.app, sizeof(rq.app), "%s", app);
 	if (leases_admit(d, &c->who, &rq, &none, &no) < 0) {
 		http_reply_refusal(c, &no);
 		return NULL;
 	}
-	return c->who.app[0] ? c->who.app : d->spaces_app;
+	return app;
 }
 
 /* The `spaces` package's words for a visitor's tier; none for anonymous visitors. */

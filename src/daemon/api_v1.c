@@ -325,17 +325,21 @@ static void get_status(struct call *c)
 	int64_t now = clock_mono_ms();
 	struct view v = {d, &c->who, now};
 	const struct engine_config *cfg = &d->engine.cfg;
-	http_reply_json(
-		c, 200,
-		json_pack("{s:s, s:i, s:f, s:s, s:s, s:{s:f, s:f, s:f, s:f}, s:o, s:o, s:o}",
-			  "version", ZGPU_VERSION, "protocol", 1, "uptime_s",
-			  (double) (now - d->started_mono_ms) / 1000.0, "device_source",
-			  d->inv.source, "policy", d->engine.sched.p.name, "limits",
-			  "max_duration_s", (double) cfg->max_duration_ms / 1000.0,
-			  "default_duration_s", (double) cfg->default_duration_ms / 1000.0,
-			  "default_max_wait_s", (double) cfg->default_max_wait_ms / 1000.0,
-			  "grace_s", (double) cfg->grace_ms / 1000.0, "devices", devices_json(&v),
-			  "leases", leases_json(&v), "queue", queue_json(&v)));
+	json_t *o = json_pack(
+		"{s:s, s:i, s:f, s:s, s:s, s:{s:f, s:f, s:f, s:f}, s:s, s:i, s:o, s:o, s:o}",
+		"version", ZGPU_VERSION, "protocol", 1, "uptime_s",
+		(double) (now - d->started_mono_ms) / 1000.0, "device_source", d->inv.source,
+		"policy", d->engine.sched.p.name, "limits", "max_duration_s",
+		(double) cfg->max_duration_ms / 1000.0, "default_duration_s",
+		(double) cfg->default_duration_ms / 1000.0, "default_max_wait_s",
+		(double) cfg->default_max_wait_ms / 1000.0, "grace_s",
+		(double) cfg->grace_ms / 1000.0, "gate", gate_mode_name(&d->gate), "parked",
+		gate_parked(&d->gate), "devices", devices_json(&v), "leases", leases_json(&v),
+		"queue", queue_json(&v));
+	/* Why there is no gate, when there is none: the operator's next step. */
+	if (o && d->gate.mode == GATE_OFF)
+		json_object_set_new(o, "gate_reason", json_string(d->gate.why_off));
+	http_reply_json(c, 200, o);
 }
 
 static void get_metrics(struct call *c)
@@ -439,6 +443,33 @@ static void post_attach(struct call *c)
 		reply_attached(c, l);
 }
 
+/* POST /v1/apps/NAME/join {"pid": N}: pid into the app's gated cgroup. */
+static void post_join(struct call *c)
+{
+	char *body, err[256];
+	size_t len;
+	pid_t pid;
+	struct refusal no;
+	if (http_take_body(c, &body, &len) < 0)
+		return;
+	int r = request_parse_attach(body, len, &pid, err, sizeof(err));
+	free(body);
+	if (r < 0) {
+		http_reply_error(c, 400, "bad_request", "%s", err);
+		return;
+	}
+	if (leases_join(c->d, &c->who, c->arg, pid, &no) < 0) {
+		http_reply_refusal(c, &no);
+		return;
+	}
+	const char *app = c->who.cgroup_app[0]				? c->who.cgroup_app
+			  : c->who.app[0] && !strcmp(c->arg, "default") ? c->who.app
+									: c->arg;
+	http_reply_json(c, 200,
+			json_pack("{s:s, s:i, s:s}", "app", app, "pid", (int) pid, "gate",
+				  gate_mode_name(&c->d->gate)));
+}
+
 static void delete_lease(struct call *c)
 {
 	struct refusal no;
@@ -518,5 +549,6 @@ const struct route api_v1_routes[] = {
 	{.method = EVHTTP_REQ_GET, .pattern = "/v1/leases/*", .handler = get_lease},
 	{.method = EVHTTP_REQ_DELETE, .pattern = "/v1/leases/*", .handler = delete_lease},
 	{.method = EVHTTP_REQ_POST, .pattern = "/v1/leases/*/attach", .handler = post_attach},
+	{.method = EVHTTP_REQ_POST, .pattern = "/v1/apps/*/join", .handler = post_join},
 	{.pattern = NULL},
 };

@@ -305,21 +305,23 @@ static void remember_fd(struct conns *cs, struct conn *c)
 	cs->by_fd[c->fd] = c;
 }
 
-static void learn_peer(struct conn *c)
+static void learn_unix_peer(struct conn *c, struct conn_peer *p)
 {
-	struct conn_peer *p = &c->peer;
-	p->tcp = c->tcp;
+	p->tcp = false;
 	p->uid = (uid_t) -1; /* unknown: never 0, which would read as root */
-	if (!c->tcp) {
-		struct ucred cred;
-		socklen_t len = sizeof(cred);
-		if (getsockopt(c->fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
-			p->uid_known = true;
-			p->uid = cred.uid;
-			p->pid = cred.pid;
-		}
-		return;
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+	if (getsockopt(c->fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
+		p->uid_known = true;
+		p->uid = cred.uid;
+		p->pid = cred.pid;
 	}
+}
+
+static void learn_tcp_peer(struct conn *c, struct conn_peer *p)
+{
+	p->tcp = true;
+	p->uid = (uid_t) -1; /* unknown: never 0, which would read as root */
 	struct sockaddr_storage a;
 	socklen_t len = sizeof(a);
 	if (getpeername(c->fd, (struct sockaddr *) &a, &len) == 0) {
@@ -329,10 +331,25 @@ static void learn_peer(struct conn *c)
 		(void) inet_ntop(a.ss_family, ip, p->addr, sizeof(p->addr));
 	}
 	uid_t uid;
-	if (peer_tcp_uid(c->fd, &uid) == 0) {
+	uint64_t cgroup_id = 0;
+	if (peer_tcp_uid(c->fd, &uid, &cgroup_id) == 0) {
 		p->uid_known = true;
 		p->uid = uid;
+		p->cgroup_id = cgroup_id;
 	}
+}
+
+static void learn_peer(struct conn *c)
+{
+	struct conn_peer *p = &c->peer;
+	if (c->tcp)
+		learn_tcp_peer(c, p);
+	else
+		learn_unix_peer(c, p);
+	/* Once, like the uid: a process moved to another cgroup later keeps what its
+	 * connection was opened as. */
+	if (c->cs->identify)
+		c->cs->identify(c->cs->identify_ctx, p);
 }
 
 /*
@@ -435,6 +452,12 @@ static struct bufferevent *make_bufferevent(struct event_base *base, void *arg)
 /* ------------------------------------------------------------------------
  * The module.
  * ------------------------------------------------------------------------ */
+
+void conns_set_identify(struct conns *cs, conn_identify_fn fn, void *ctx)
+{
+	cs->identify = fn;
+	cs->identify_ctx = ctx;
+}
 
 int conns_init(struct conns *cs, struct event_base *base, const struct conn_limits *lim,
 	       struct metrics *metrics)

@@ -35,6 +35,7 @@
 #include <event2/listener.h>
 
 #include "common/strmap.h"
+#include "daemon/core/lease.h"
 #include "daemon/metrics.h"
 
 #define CONN_MAX_LISTENERS 2
@@ -50,12 +51,17 @@ struct conn_peer {
 	bool tcp;
 	bool uid_known; /* Unix: SO_PEERCRED; TCP: a live loopback socket sock_diag vouched for */
 	uid_t uid;
-	pid_t pid;		     /* Unix socket only (SO_PEERCRED), else 0 */
-	char addr[INET6_ADDRSTRLEN]; /* TCP: the client's address */
+	pid_t pid;			    /* Unix socket only (SO_PEERCRED), else 0 */
+	uint64_t cgroup_id;		    /* TCP: the client socket's cgroup2 id, or 0 */
+	char cgroup_app[LEASE_APP_MAX + 1]; /* the app whose cgroup the peer is in (identify) */
+	char addr[INET6_ADDRSTRLEN];	    /* TCP: the client's address */
 };
 
 struct conn;
 struct conns;
+
+/* Learns more of a peer, once, right after its uid (its app, from its cgroup). */
+typedef void (*conn_identify_fn)(void *ctx, struct conn_peer *peer);
 
 /* A listener whose connections are tracked. */
 struct conn_listener {
@@ -84,12 +90,17 @@ struct conns {
 	size_t nby_fd;
 	struct strmap clients; /* client key -> struct conn_client */
 	int open;
-	int peak; /* the most open since memory was last given back */
+	int peak;		   /* the most open since memory was last given back */
+	conn_identify_fn identify; /* or NULL */
+	void *identify_ctx;
 };
 
 /* Sets up the module on base; metrics (borrowed) gets its counters. 0 or -ENOMEM. */
 int conns_init(struct conns *cs, struct event_base *base, const struct conn_limits *lim,
 	       struct metrics *metrics);
+
+/* Has fn(ctx, peer) complete each new peer once its uid is known. */
+void conns_set_identify(struct conns *cs, conn_identify_fn fn, void *ctx);
 
 /* Tracks the connections of http, accepted by listener (paused and resumed
  * by this module). tcp says which kind of peers it has. 0 or -errno. */

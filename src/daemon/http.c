@@ -206,6 +206,7 @@ static void untracked_peer(struct call *c, struct conn_peer *p)
 		p->uid = cred.uid;
 		p->pid = cred.pid;
 	}
+	gate_identify_peer(&c->d->gate, p);
 }
 
 static void refuse_shutting_down(struct call *c)
@@ -252,6 +253,7 @@ static void dispatch_request(struct evhttp_request *req, void *arg)
 	}
 	if (!c.who.via_tcp)
 		c.who.admin = c.who.uid_known && (c.who.uid == 0 || c.who.uid == c.d->own_uid);
+	memcpy(c.who.cgroup_app, peer->cgroup_app, sizeof(c.who.cgroup_app));
 	bool token_bad = c.who.token_bad = bearer(&c) < 0;
 
 	bool path_known = false;

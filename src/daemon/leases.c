@@ -13,6 +13,7 @@
 #include "common/log.h"
 #include "common/random_hex.h"
 #include "daemon/core/auth.h"
+#include "daemon/core/request.h"
 #include "daemon/record.h"
 #include "daemon/settings.h"
 #include "daemon/sys/proc.h"
@@ -36,12 +37,13 @@ static int refuse(struct refusal *no, int status, const char *code, const char *
  * the deadline timer at the engine's next deadline.
  * ------------------------------------------------------------------------ */
 
-/* Fails the grants the ledger could not record: never acknowledged. The engine
- * cannot be re-entered from its hook, so they are ended here, right after. */
-static void fail_unrecorded_grants(struct zgpud *d)
+/* Fails the grants that could not be given (the ledger could not record them, or the
+ * gate could not open the devices): never acknowledged. The engine cannot be
+ * re-entered from its hook, so they are ended here, right after. */
+static void fail_ungiven_grants(struct zgpud *d)
 {
-	while (d->nunrecorded) {
-		struct lease *l = engine_find(&d->engine, d->unrecorded[--d->nunrecorded]);
+	while (d->nungiven) {
+		struct lease *l = engine_find(&d->engine, d->ungiven[--d->nungiven]);
 		if (l)
 			engine_end(&d->engine, l, true, clock_mono_ms(), NULL);
 	}
@@ -66,7 +68,7 @@ static void arm_deadline_timer(struct zgpud *d)
 
 static void after_engine_call(struct zgpud *d)
 {
-	fail_unrecorded_grants(d);
+	fail_ungiven_grants(d);
 	arm_deadline_timer(d);
 }
 
@@ -84,6 +86,13 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
  * The engine's hooks: record, settle, remember, then tell the client.
  * ------------------------------------------------------------------------ */
 
+/* The grant is failed right after the engine call that made it. */
+static void not_given(struct zgpud *d, const struct lease *l)
+{
+	if (d->nungiven < (int) (sizeof(d->ungiven) / sizeof(d->ungiven[0])))
+		memcpy(d->ungiven[d->nungiven++], l->id, LEASE_ID_LEN + 1);
+}
+
 /* Returns false when the grant could not be recorded: it is then never acknowledged. */
 static bool grant_recorded(struct zgpud *d, struct lease *l)
 {
@@ -96,10 +105,29 @@ static bool grant_recorded(struct zgpud *d, struct lease *l)
 	}
 	log_error("lease %s: cannot record the grant, so it is not given: %s", l->id,
 		  d->ledger->error);
-	if (d->nunrecorded < (int) (sizeof(d->unrecorded) / sizeof(d->unrecorded[0])))
-		memcpy(d->unrecorded[d->nunrecorded++], l->id, LEASE_ID_LEN + 1);
 	snprintf(l->message, sizeof(l->message),
 		 "zerogpud could not record the grant in its ledger: %.140s", d->ledger->error);
+	not_given(d, l);
+	return false;
+}
+
+/* Opens the lease's devices to its app's processes (gate.h). Returns false when the
+ * gate could not: the grant is then never acknowledged. */
+static bool grant_gated(struct zgpud *d, struct lease *l)
+{
+	struct engine_device held[INV_MAX_DEVICES];
+	int devices[INV_MAX_DEVICES];
+	int n = engine_lease_devices(&d->engine, l, held, INV_MAX_DEVICES);
+	for (int i = 0; i < n; i++)
+		devices[i] = held[i].device;
+	char err[400];
+	if (gate_grant(&d->gate, l->id, l->req.app, devices, n, err, sizeof(err)) == 0)
+		return true;
+	log_error("lease %s: cannot open its devices to app %s, so it is not given: %s", l->id,
+		  l->req.app, err);
+	snprintf(l->message, sizeof(l->message), "zerogpud could not open the GPU to app %s: %.90s",
+		 l->req.app, err);
+	not_given(d, l);
 	return false;
 }
 
@@ -150,7 +178,7 @@ static void on_lease_event(void *ctx, struct lease *l, enum engine_event ev)
 		log_debug("lease %s: queued at position %d", l->id, l->position_sent);
 		break;
 	case ENGINE_EV_GRANTED:
-		if (!grant_recorded(d, l))
+		if (!grant_recorded(d, l) || !grant_gated(d, l))
 			return;
 		break;
 	case ENGINE_EV_EXPIRED:
@@ -159,6 +187,9 @@ static void on_lease_event(void *ctx, struct lease *l, enum engine_event ev)
 			 (double) d->engine.cfg.grace_ms / 1000.0);
 		break;
 	case ENGINE_EV_ENDED:
+		/* Closed before the engine lends these devices again (it does so only after
+		 * this event); what still holds them open is parked. */
+		gate_revoke(&d->gate, l->id, &l->proc);
 		/* The engine's end time, not a fresh clock read: the next grant on these
 		 * devices is stamped with the same instant, and the ledger must never show
 		 * a device's next lease starting before its last one ended. */
@@ -224,7 +255,7 @@ void leases_end_all(struct zgpud *d)
 {
 	evtimer_del(d->timer);
 	engine_end_all(&d->engine, clock_mono_ms());
-	fail_unrecorded_grants(d);
+	fail_ungiven_grants(d);
 }
 
 void leases_free(struct zgpud *d)
@@ -351,6 +382,19 @@ int leases_admit(struct zgpud *d, const struct caller *who, struct lease_request
 			no, 401, "unauthorized",
 			"the token sent is neither an app's nor the admin token: send an app's "
 			"token (zerogpu app list names the apps), or none");
+	/* A process in an app's gated cgroup is that app: the operator put it there,
+	 * and no token or name it sends changes that. */
+	if (who->cgroup_app[0]) {
+		const char *claimed = who->app[0] ? who->app : rq->app;
+		if (strcmp(claimed, "default") != 0 && strcmp(claimed, who->cgroup_app) != 0)
+			return refuse(
+				no, 403, "forbidden",
+				"the calling process runs in app '%s''s cgroup, so it may act "
+				"as '%s' only, not as '%s'",
+				who->cgroup_app, who->cgroup_app, claimed);
+		snprintf(rq->app, sizeof(rq->app), "%s", who->cgroup_app);
+		return identify_visitor(d, claim, rq, no);
+	}
 	/* An app token says which app this is; the request may only repeat it. */
 	if (who->app[0]) {
 		if (strcmp(rq->app, "default") != 0 && strcmp(rq->app, who->app) != 0)
@@ -409,10 +453,9 @@ int leases_submit(struct zgpud *d, const struct caller *who, struct lease_reques
 	if (r == 0)
 		return 0;
 	unreserve(d, rq);
-	if (r == -EINVAL)
-		return refuse(no, 503, "no_gpu",
-			      "No GPU was available: no device here can ever serve a %s request",
-			      lease_size_name(rq->size));
+	char why[LEASE_MESSAGE_MAX];
+	if (r == -EINVAL && engine_infeasible(&d->engine, rq, why, sizeof(why)) < 0)
+		return refuse(no, 503, "no_gpu", "No GPU was available: %s", why);
 	return refuse(no, 500, "internal", "out of memory queueing the request");
 }
 
@@ -494,29 +537,35 @@ static int refuse_attach(struct refusal *no, int r, const struct lease *l)
 	}
 }
 
+/* Holds pid (so that a reused pid is never mistaken for it) if the caller may act on
+ * it; otherwise refuses, holding nothing. */
+static int hold_callers_process(struct zgpud *d, const struct caller *who, pid_t pid,
+				struct lease_process *p, struct refusal *no)
+{
+	if (proc_hold(pid, p) < 0)
+		return refuse(no, 400, "no_such_process", "process %d does not exist", (int) pid);
+	int r = check_may_attach(d, who, p, no);
+	/* What was read about pid is about the held process only if it still runs. */
+	if (r == 0 && !proc_alive(p))
+		r = refuse(no, 400, "no_such_process", "process %d exited", (int) pid);
+	if (r < 0)
+		proc_drop(p);
+	return r;
+}
+
 int leases_attach(struct zgpud *d, const struct caller *who, struct lease *l, pid_t pid,
 		  bool rebind, struct refusal *no)
 {
 	struct lease_process p;
-	if (proc_hold(pid, &p) < 0)
-		return refuse(no, 400, "no_such_process", "process %d does not exist", (int) pid);
-	int r = check_may_attach(d, who, &p, no);
-	/* What was read about pid is about the held process only if it still runs. */
-	if (r == 0 && !proc_alive(&p))
-		r = refuse(no, 400, "no_such_process", "process %d exited", (int) pid);
-	if (r < 0) {
-		proc_drop(&p);
+	if (hold_callers_process(d, who, pid, &p, no) < 0)
 		return -1;
-	}
 	p.attached_by = leases_owner_of(who);
 	bool already = l->state == LEASE_ATTACHED && l->proc.pid == pid && l->proc.start == p.start;
 	struct lease_process old = LEASE_PROCESS_NONE;
-	if (already)
-		r = 0;
-	else if (rebind)
-		r = engine_rebind(&d->engine, l, &p, clock_mono_ms(), &old);
-	else
-		r = engine_attach(&d->engine, l, &p, clock_mono_ms());
+	int r = 0;
+	if (!already)
+		r = rebind ? engine_rebind(&d->engine, l, &p, clock_mono_ms(), &old)
+			   : engine_attach(&d->engine, l, &p, clock_mono_ms());
 	if (r < 0 || already) {
 		proc_drop(&p);
 		return r < 0 ? refuse_attach(no, r, l) : 0;
@@ -563,6 +612,61 @@ bool leases_claim_idle_worker(struct zgpud *d, struct lease *l, const struct lea
 	log_info("lease %s: given to app %s's idle worker, pid %d", l->id, l->req.app,
 		 (int) l->proc.pid);
 	return true;
+}
+
+/* ------------------------------------------------------------------------
+ * Joining an app's gated cgroup.
+ * ------------------------------------------------------------------------ */
+
+static int refuse_join(struct refusal *no, int r, const char *app, pid_t pid, const char *err)
+{
+	switch (r) {
+	case -EOPNOTSUPP:
+		return refuse(no, 409, "gate_off", "%s", err);
+	case -EPERM:
+		return refuse(no, 403, "forbidden", "%s", err);
+	case -EBUSY:
+		return refuse(no, 409, "parked", "%s", err);
+	case -ESRCH:
+		return refuse(no, 400, "no_such_process", "process %d exited", (int) pid);
+	default:
+		return refuse(no, 500, "internal",
+			      "cannot move process %d into app %s's cgroup: %s", (int) pid, app,
+			      err);
+	}
+}
+
+int leases_join(struct zgpud *d, const struct caller *who, const char *app, pid_t pid,
+		struct refusal *no)
+{
+	if (!request_app_name_valid(app))
+		return refuse(no, 400, "bad_request",
+			      "app name '%.80s' is not valid: use 1 to %d letters, digits, '.', "
+			      "'_' or '-'",
+			      app, LEASE_APP_MAX);
+	/* Who may act as the app: the same rules as for a lease of it. */
+	struct lease_request rq = {0};
+	struct visitor_claim none = {NULL, NULL};
+	snprintf(rq.app, sizeof(rq.app), "%s", app);
+	if (leases_admit(d, who, &rq, &none, no) < 0)
+		return -1;
+	if (strcmp(rq.app, app) != 0) /* "default" as the token's or the cgroup's app */
+		app = rq.app;
+	if (pid == 1)
+		return refuse(no, 403, "forbidden",
+			      "process 1 is the machine's init: it never joins an app");
+	/* The process will be gated as the app's: only one the caller could kill itself. */
+	struct lease_process p;
+	if (hold_callers_process(d, who, pid, &p, no) < 0)
+		return -1;
+	char err[600];
+	int r = gate_join(&d->gate, app, pid, err, sizeof(err));
+	if (r < 0)
+		r = refuse_join(no, r, app, pid, err);
+	else
+		log_info("app %s: process %d joined its gated cgroup", app, (int) pid);
+	proc_drop(&p);
+	return r;
 }
 
 /* ------------------------------------------------------------------------

@@ -39,6 +39,9 @@ struct caller {
 	bool admin;	/* root or zerogpud's uid on the Unix socket; the admin token on TCP */
 	char app[LEASE_APP_MAX + 1]; /* the app whose token came with the call, or "" */
 	bool token_bad;		     /* a token came that is neither an app's nor the admin's */
+	/* The app whose gated cgroup the calling process runs in (gate.h), or "": it may
+	 * act as that app only. */
+	char cgroup_app[LEASE_APP_MAX + 1];
 };
 
 /* An app token over TCP, whose view is its own app only. */
@@ -88,9 +91,10 @@ void leases_end_all(struct zgpud *d);
 void leases_free(struct zgpud *d);
 
 /*
- * Admits a request for rq->app (an app token names it instead; "default"
- * stands for "the token's"): the caller must be allowed to act as that app,
- * and the visitor claim must hold. Fills rq's visitor fields (quota_key,
+ * Admits a request for rq->app (an app token, or the app cgroup the caller
+ * runs in, names it instead; "default" stands for "the token's" or "the
+ * cgroup's"): the caller must be allowed to act as that app, and the visitor
+ * claim must hold. Fills rq's visitor fields (quota_key,
  * tier; visitor when empty) even when refusing for quota later. Returns 0, or
  * -1 with *no (401 bad token, 403 app, 401 visitor token).
  */
@@ -141,6 +145,15 @@ int leases_attach(struct zgpud *d, const struct caller *who, struct lease *l, pi
  * principal as owner. Returns whether it did (the worker is then claimed).
  */
 bool leases_claim_idle_worker(struct zgpud *d, struct lease *l, const struct lease_owner *owner);
+
+/*
+ * Moves pid into app's gated cgroup (`zerogpu launch`, `zerogpu run`): the
+ * caller must be allowed to act as app and to attach pid (as leases_attach),
+ * and pid must be neither another app's process nor parked. Returns 0, or -1
+ * with *no (400 bad app or no such process, 403, 409 gate off or parked, 500).
+ */
+int leases_join(struct zgpud *d, const struct caller *who, const char *app, pid_t pid,
+		struct refusal *no);
 
 /* The client ends l (queued: cancelled; held: released, or failed). *used_ms
  * (may be NULL) gets how long it held its devices. l is freed. Returns its final state. */

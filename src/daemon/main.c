@@ -24,6 +24,7 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/mkdir_p.h"
 #include "daemon/api.h"
 #include "daemon/conn.h"
 #include "daemon/leases.h"
@@ -97,6 +98,16 @@ static const char usage_text[] =
 	"  --spaces-ping-interval S  keep-alive interval of queued /schedule replies\n"
 	"                         (default 5)\n"
 	"\n"
+	"Device gating (docs/security.md):\n"
+	"  --gate MODE            auto (default: gate when running as root with a usable\n"
+	"                         devices cgroup, else run ungated and say why), cgroup\n"
+	"                         (gate or refuse to start), cgroup-v1, cgroup-v2, or off\n"
+	"  --device-dir DIR       where the GPU device nodes are (default /dev)\n"
+	"  --cgroup-root NAME     zerogpud's cgroup under each hierarchy, holding one\n"
+	"                         app-NAME cgroup per app (default zerogpu)\n"
+	"  --mig-minors FILE      the driver's MIG capability minors (default\n"
+	"                         /proc/driver/nvidia-caps/mig-minors)\n"
+	"\n"
 	"  --config FILE          read settings from FILE (default: /etc/zerogpu/zerogpud.conf\n"
 	"                         when it exists); options given here override it\n"
 	"  --log-level LEVEL      debug, info, warn or error (default info)\n"
@@ -123,27 +134,6 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 /* ------------------------------------------------------------------------
  * Start-up.
  * ------------------------------------------------------------------------ */
-
-/* Makes path and its missing parents: parents 0755, path itself mode. Modes are set
- * explicitly, as the daemon's umask (077) would otherwise make every one private. */
-static int mkdir_p(const char *path, mode_t mode)
-{
-	char buf[PATH_MAX];
-	snprintf(buf, sizeof(buf), "%s", path);
-	for (char *p = buf + 1;; p++) {
-		bool last = *p == '\0';
-		if (*p != '/' && !last)
-			continue;
-		*p = '\0';
-		if (mkdir(buf, 0700) == 0)
-			(void) chmod(buf, last ? mode : 0755);
-		else if (errno != EEXIST)
-			return -errno;
-		if (last)
-			return 0;
-		*p = '/';
-	}
-}
 
 /* Takes the state directory's lock so two daemons never share one state. Returns the fd. */
 static int lock_state_dir(const char *dir)
@@ -342,6 +332,31 @@ static void connection_limits(const struct settings *o, struct conn_limits *lim)
 		 (double) lim->request_timeout_ms / 1000.0);
 }
 
+/* Gates the devices as the settings say; the log says how, or why not. */
+static int open_gate(struct zgpud *d, const struct settings *o)
+{
+	struct gate_config cfg = {.want = o->gate,
+				  .device_dir = o->device_dir,
+				  .cgroup_root = o->cgroup_root,
+				  .mig_minors = o->mig_minors,
+				  .cgroups = o->app_cgroups,
+				  .ncgroups = o->napp_cgroups};
+	char err[1024];
+	if (gate_open(&d->gate, &cfg, &d->inv, d->base, err, sizeof(err)) < 0) {
+		log_error("%s (gate = cgroup: zerogpud does not start ungated; see "
+			  "docs/security.md)",
+			  err);
+		return -1;
+	}
+	if (d->gate.mode == GATE_OFF)
+		log_warn("devices are not gated: %s; any process may open any GPU",
+			 d->gate.why_off);
+	else
+		log_info("gating %d device node(s) with %s under %s", d->gate.nodes.count,
+			 gate_mode_name(&d->gate), d->gate.root);
+	return 0;
+}
+
 /* ------------------------------------------------------------------------
  * Shutting down: in an order that holds under load.
  * ------------------------------------------------------------------------ */
@@ -373,6 +388,7 @@ static void shut_down(struct zgpud *d)
 		log_warn("%d connection(s) not yet finalised at exit", d->conns.open);
 
 	leases_free(d);
+	gate_close(&d->gate);
 	ledger_close(d->ledger);
 	d->ledger = NULL;
 	quota_release(&d->quota);
@@ -416,6 +432,24 @@ int main(int argc, char **argv)
 		return 1;
 	log_devices(&d->inv);
 
+	/* One thread: no locks. The changelist folds the many read/write interest
+	 * flips of a request into one epoll_ctl each per loop turn. */
+	struct event_config *ecfg = event_config_new();
+	if (ecfg) {
+		event_config_set_flag(ecfg, EVENT_BASE_FLAG_NOLOCK);
+		event_config_set_flag(ecfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+		d->base = event_base_new_with_config(ecfg);
+		event_config_free(ecfg);
+	}
+	if (!d->base) {
+		log_error("out of memory at start-up");
+		return 1;
+	}
+	/* The gates close before anything a previous run left is settled: nothing is
+	 * allowed that no live lease holds, and no lease outlives a restart. */
+	if (open_gate(d, &o) < 0)
+		return 1;
+
 	char ledger_path[PATH_MAX + 32], err[512];
 	snprintf(ledger_path, sizeof(ledger_path), "%s/ledger.db", o.state_dir);
 	if (ledger_open_sqlite(&d->ledger, ledger_path, err, sizeof(err)) < 0) {
@@ -433,17 +467,7 @@ int main(int argc, char **argv)
 		log_info("settled %d lease(s) left open by the previous run", settled);
 
 	struct engine_hooks hooks = leases_engine_hooks(d);
-	/* One thread: no locks. The changelist folds the many read/write interest
-	 * flips of a request into one epoll_ctl each per loop turn. */
-	struct event_config *ecfg = event_config_new();
-	if (ecfg) {
-		event_config_set_flag(ecfg, EVENT_BASE_FLAG_NOLOCK);
-		event_config_set_flag(ecfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
-		d->base = event_base_new_with_config(ecfg);
-		event_config_free(ecfg);
-	}
-	if (!d->base || engine_init(&d->engine, &d->inv, &o.cfg, &hooks) < 0 ||
-	    leases_init(d) < 0) {
+	if (engine_init(&d->engine, &d->inv, &o.cfg, &hooks) < 0 || leases_init(d) < 0) {
 		log_error("out of memory at start-up");
 		return 1;
 	}
@@ -458,6 +482,8 @@ int main(int argc, char **argv)
 		log_error("out of memory at start-up");
 		return 1;
 	}
+	/* Which app a caller is, by its cgroup: learnt once per connection. */
+	conns_set_identify(&d->conns, gate_identify_peer, &d->gate);
 	int ufd = listen_unix(o.socket_path);
 	static const struct route *const routes[] = {api_v1_routes, api_registry_routes,
 						     api_spaces_routes, NULL};

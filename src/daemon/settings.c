@@ -234,19 +234,89 @@ HOSTING_SETTER(set_hosting_org, 2)
 
 SECONDS_SETTER(set_spaces_ping, spaces_ping_ms, false)
 
+static bool valid_app_name(const char *v, size_t n)
+{
+	bool ok = n > 0 && n <= LEASE_APP_MAX;
+	for (size_t i = 0; ok && i < n; i++)
+		ok = isalnum((unsigned char) v[i]) || strchr("._-", v[i]);
+	return ok;
+}
+
 static int set_spaces_app(struct settings *s, const char *v, char *err, size_t errlen)
 {
-	size_t n = strlen(v);
-	bool ok = n > 0 && n <= LEASE_APP_MAX;
-	for (const char *p = v; ok && *p; p++)
-		ok = isalnum((unsigned char) *p) || strchr("._-", *p);
-	if (!ok)
+	if (!valid_app_name(v, strlen(v)))
 		return bad(err, errlen,
 			   "takes an app name of 1 to %d letters, digits, '.', '_' or '-', not "
 			   "'%s'",
 			   LEASE_APP_MAX, v);
 	strcpy(s->spaces_app, v);
 	return 0;
+}
+
+static int set_gate(struct settings *s, const char *v, char *err, size_t errlen)
+{
+	static const struct {
+		const char *name;
+		enum gate_want want;
+	} modes[] = {{"auto", GATE_WANT_AUTO},
+		     {"cgroup", GATE_WANT_CGROUP},
+		     {"cgroup-v1", GATE_WANT_V1},
+		     {"cgroup-v2", GATE_WANT_V2},
+		     {"off", GATE_WANT_OFF}};
+	for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
+		if (strcmp(v, modes[i].name) == 0) {
+			s->gate = modes[i].want;
+			return 0;
+		}
+	}
+	return bad(err, errlen, "takes auto, cgroup, cgroup-v1, cgroup-v2 or off, not '%s'", v);
+}
+
+/* An absolute path without "." or ".." components or empty ones ("//"): what it names is
+ * plain to see. */
+static bool plain_absolute_path(const char *v)
+{
+	if (v[0] != '/' || strstr(v, "//"))
+		return false;
+	for (const char *p = v + 1; *p;) {
+		size_t n = strcspn(p, "/");
+		if ((n == 1 && p[0] == '.') || (n == 2 && p[0] == '.' && p[1] == '.'))
+			return false;
+		p += n + (p[n] == '/');
+	}
+	return true;
+}
+
+/* A file or directory, made absolute (the daemon may change directory; its log should
+ * name what it used). One that does not exist yet must be given absolute. */
+static int absolute_path(char out[PATH_MAX], const char *v, char *err, size_t errlen)
+{
+	char resolved[PATH_MAX];
+	if (realpath(v, resolved))
+		return copy(out, PATH_MAX, resolved, err, errlen);
+	if (v[0] != '/')
+		return bad(err, errlen, "names '%s', which does not exist", v);
+	return copy(out, PATH_MAX, v, err, errlen);
+}
+
+static int set_device_dir(struct settings *s, const char *v, char *err, size_t errlen)
+{
+	return absolute_path(s->device_dir, v, err, errlen);
+}
+
+static int set_mig_minors(struct settings *s, const char *v, char *err, size_t errlen)
+{
+	return absolute_path(s->mig_minors, v, err, errlen);
+}
+
+static int set_cgroup_root(struct settings *s, const char *v, char *err, size_t errlen)
+{
+	if (!valid_app_name(v, strlen(v)) || v[0] == '.')
+		return bad(err, errlen,
+			   "takes one cgroup name of letters, digits, '.', '_' or '-' (not "
+			   "starting with '.'), not '%s'",
+			   v);
+	return copy(s->cgroup_root, sizeof(s->cgroup_root), v, err, errlen);
 }
 
 static const struct setting table[] = {
@@ -282,6 +352,10 @@ static const struct setting table[] = {
 	{"auth", "visitor_secret_file", "visitor-secret-file", set_visitor_secret_file},
 	{"spaces", "app", "spaces-app", set_spaces_app},
 	{"spaces", "ping_interval", "spaces-ping-interval", set_spaces_ping},
+	{"isolation", "gate", "gate", set_gate},
+	{"isolation", "device_dir", "device-dir", set_device_dir},
+	{"isolation", "cgroup_root", "cgroup-root", set_cgroup_root},
+	{"isolation", "mig_minors", "mig-minors", set_mig_minors},
 };
 #define NSETTINGS (sizeof(table) / sizeof(table[0]))
 
@@ -299,6 +373,10 @@ static void defaults(struct settings *s)
 	s->hosting_limit[2] = 50;
 	s->log_level = LOG_INFO;
 	s->spaces_ping_ms = 5000;
+	s->gate = GATE_WANT_AUTO;
+	strcpy(s->device_dir, "/dev");
+	strcpy(s->cgroup_root, "zerogpu");
+	strcpy(s->mig_minors, "/proc/driver/nvidia-caps/mig-minors");
 	s->request_timeout_ms = 10000;
 	strcpy(s->policy, "priority");
 	s->aging_bound_ms = s->cfg.sched.aging_bound_ms;
@@ -319,30 +397,19 @@ struct file_state {
 	char error[512]; /* the first problem, without its line */
 };
 
-/*
- * [apps] NAME users = USER[, USER...] (or the older NAME = USER...): users by
- * name or uid, checked now so that typos fail at start.
- */
-static int add_app_users(struct settings *s, const char *key, const char *value, char *err,
+/* [apps] NAME users = USER[, USER...]: users by name or uid, checked now so that typos
+ * fail at start. */
+static int add_app_users(struct settings *s, const char *app, const char *value, char *err,
 			 size_t errlen)
 {
 	if (s->napp_users == (int) (sizeof(s->app_users) / sizeof(s->app_users[0])))
 		return bad(err, errlen, "lists more than %zu apps",
 			   sizeof(s->app_users) / sizeof(s->app_users[0]));
-	struct app_users *a = &s->app_users[s->napp_users];
-	size_t n = strcspn(key, " \t");
-	const char *attr = key + n + strspn(key + n, " \t");
-	if (*attr && strcmp(attr, "users") != 0)
-		return bad(err, errlen, "is not a setting of an app: use '%.*s users = USER, ...'",
-			   (int) n, key);
-	if (n > LEASE_APP_MAX)
-		return bad(err, errlen, "names an app longer than %d characters", LEASE_APP_MAX);
-	memcpy(a->app, key, n);
-	a->app[n] = '\0';
 	for (int i = 0; i < s->napp_users; i++)
-		if (strcmp(s->app_users[i].app, a->app) == 0)
-			return bad(err, errlen, "lists the users of app '%s' a second time",
-				   a->app);
+		if (strcmp(s->app_users[i].app, app) == 0)
+			return bad(err, errlen, "lists the users of app '%s' a second time", app);
+	struct app_users *a = &s->app_users[s->napp_users];
+	snprintf(a->app, sizeof(a->app), "%s", app);
 	a->nuids = 0;
 	char list[1024];
 	snprintf(list, sizeof(list), "%s", value);
@@ -366,6 +433,61 @@ static int add_app_users(struct settings *s, const char *key, const char *value,
 	return 0;
 }
 
+/* [apps] NAME cgroup = PATH: the app's own cgroup (a container's), as /proc/PID/cgroup
+ * shows it, which zerogpud gates instead of making one. */
+static int add_app_cgroup(struct settings *s, const char *app, const char *value, char *err,
+			  size_t errlen)
+{
+	if (s->napp_cgroups == (int) (sizeof(s->app_cgroups) / sizeof(s->app_cgroups[0])))
+		return bad(err, errlen, "names more than %zu app cgroups",
+			   sizeof(s->app_cgroups) / sizeof(s->app_cgroups[0]));
+	if (!plain_absolute_path(value) || strcmp(value, "/") == 0)
+		return bad(err, errlen,
+			   "takes the app's cgroup as /proc/PID/cgroup shows it (an absolute path "
+			   "below the root, without '.' or '..'), not '%s'",
+			   value);
+	for (int i = 0; i < s->napp_cgroups; i++) {
+		const char *other = s->app_cgroups[i].path;
+		size_t a = strlen(other), b = strlen(value), n = a < b ? a : b;
+		if (strcmp(s->app_cgroups[i].app, app) == 0)
+			return bad(err, errlen, "names app '%s''s cgroup a second time", app);
+		/* One inside another would put one app's processes under two gates. */
+		if (strncmp(other, value, n) == 0 && (other[n] == '/' || other[n] == '\0') &&
+		    (value[n] == '/' || value[n] == '\0'))
+			return bad(err, errlen, "overlaps app '%s''s cgroup %s",
+				   s->app_cgroups[i].app, other);
+	}
+	struct gate_cgroup_setting *c = &s->app_cgroups[s->napp_cgroups];
+	snprintf(c->app, sizeof(c->app), "%s", app);
+	if (copy(c->path, sizeof(c->path), value, err, errlen) < 0)
+		return -1;
+	s->napp_cgroups++;
+	return 0;
+}
+
+/* [apps] NAME users = ..., NAME cgroup = ..., or the older NAME = USER, ... */
+static int add_app_entry(struct settings *s, const char *key, const char *value, char *err,
+			 size_t errlen)
+{
+	size_t n = strcspn(key, " \t");
+	const char *attr = key + n + strspn(key + n, " \t");
+	if (!valid_app_name(key, n))
+		return bad(err, errlen,
+			   "does not name an app: app names are 1 to %d letters, digits, '.', "
+			   "'_' or '-'",
+			   LEASE_APP_MAX);
+	char app[LEASE_APP_MAX + 1];
+	memcpy(app, key, n);
+	app[n] = '\0';
+	if (!*attr || strcmp(attr, "users") == 0)
+		return add_app_users(s, app, value, err, errlen);
+	if (strcmp(attr, "cgroup") == 0)
+		return add_app_cgroup(s, app, value, err, errlen);
+	return bad(err, errlen,
+		   "is not a setting of an app: use '%s users = USER, ...' or '%s cgroup = PATH'",
+		   app, app);
+}
+
 static int on_ini_entry(void *user, const char *section, const char *key, const char *value)
 {
 	struct file_state *f = user;
@@ -373,7 +495,7 @@ static int on_ini_entry(void *user, const char *section, const char *key, const 
 		return 0;
 	if (strcmp(section, "apps") == 0) {
 		char err[256];
-		if (add_app_users(f->s, key, value, err, sizeof(err)) < 0) {
+		if (add_app_entry(f->s, key, value, err, sizeof(err)) < 0) {
 			snprintf(f->error, sizeof(f->error), "[apps] %.64s %s", key, err);
 			return 0;
 		}

@@ -15,6 +15,7 @@
 
 #include "daemon/core/engine.h"
 #include "daemon/core/quota.h"
+#include "daemon/gate.h"
 
 #define SETTINGS_DEFAULT_CONFIG "/etc/zerogpu/zerogpud.conf"
 
@@ -49,6 +50,14 @@ struct settings {
 		int nuids;
 	} app_users[256];
 	int napp_users;
+	/* [isolation]: device gating (gate.h). */
+	enum gate_want gate;
+	char device_dir[PATH_MAX];	/* /dev */
+	char cgroup_root[NAME_MAX + 1]; /* zerogpu */
+	char mig_minors[PATH_MAX];	/* /proc/driver/nvidia-caps/mig-minors */
+	/* [apps] NAME cgroup: apps whose cgroup the operator names. */
+	struct gate_cgroup_setting app_cgroups[64];
+	int napp_cgroups;
 };
 
 /*

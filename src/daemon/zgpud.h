@@ -18,6 +18,7 @@
 #include "daemon/core/devices.h"
 #include "daemon/core/engine.h"
 #include "daemon/core/quota.h"
+#include "daemon/gate.h"
 #include "daemon/metrics.h"
 #include "daemon/sys/ledger.h"
 
@@ -49,6 +50,7 @@ struct zgpud {
 	struct metrics metrics;		     /* metrics.c's counters, bumped by all */
 	struct ledger *ledger;		     /* record.c writes it */
 	struct quota_book quota;	 /* quota.c's functions, called by leases.c and record.c */
+	struct gate gate;		 /* gate.c: opened by main.c, driven by leases.c */
 	const struct settings *settings; /* read only */
 	char visitor_secret[256];	 /* verifies visitor tokens; "" accepts none */
 	int hosting_limit[3];		 /* apps a free, pro and org account may host */
@@ -56,10 +58,12 @@ struct zgpud {
 	/* The lease service (leases.c). */
 	struct event *timer; /* fires at the engine's next deadline */
 	int64_t timer_at;    /* when it is armed for; INT64_MAX when idle */
-	/* Grants the ledger could not record: never acknowledged, failed right after
-	 * the engine call that made them (the engine cannot be re-entered from a hook). */
-	char unrecorded[16][LEASE_ID_LEN + 1];
-	int nunrecorded;
+	/* Grants that could not be given (the ledger could not record them, the gate
+	 * could not open their devices): never acknowledged, failed right after the
+	 * engine call that made them (the engine cannot be re-entered from a hook). */
+	char ungiven[2 * INV_MAX_DEVICES]
+		    [LEASE_ID_LEN + 1]; /* one per slot: all one dispatch grants */
+	int nungiven;
 	struct device_last_use last_use[INV_MAX_DEVICES];
 	/* The `spaces` device API (api_spaces.c). */
 	struct strmap spaces_tokens;	    /* allowToken -> its lease's context */

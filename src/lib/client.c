@@ -68,9 +68,12 @@ static int code_for_status(int status)
 static int fail_from_reply(int status, const char *body)
 {
 	json_t *root = json_loads(body, 0, NULL);
-	const char *msg = NULL;
+	const char *msg = NULL, *word = NULL;
 	json_unpack(root, "{s:{s:s}}", "error", "message", &msg);
+	json_unpack(root, "{s:{s:s}}", "error", "code", &word);
 	int code = code_for_status(status);
+	if (status == 409 && word && strcmp(word, "gate_off") == 0)
+		code = ZGPU_ENOGATE;
 	if (msg)
 		fail(code, "%s", msg);
 	else
@@ -527,6 +530,21 @@ int zgpu_attach(zgpu_client *c, const zgpu_lease *l, pid_t pid)
 		return fail(ZGPU_EINVAL, "zgpu_attach needs a client, a lease and a pid > 0");
 	char path[128], body[64];
 	snprintf(path, sizeof(path), "/v1/leases/%s/attach", l->id);
+	snprintf(body, sizeof(body), "{\"pid\":%d}", (int) pid);
+	return ctl_call(c, "POST", path, body, NULL);
+}
+
+int zgpu_join_app(zgpu_client *c, const char *app, pid_t pid)
+{
+	if (!c || pid <= 0)
+		return fail(ZGPU_EINVAL, "zgpu_join_app needs a client and a pid > 0");
+	if (!app)
+		app = "default";
+	/* The daemon checks the name; only what would break the path is refused here. */
+	if (!*app || strlen(app) > 64 || strchr(app, '/') || strchr(app, '?') || strchr(app, '%'))
+		return fail(ZGPU_EINVAL, "'%.80s' is not an app name", app);
+	char path[128], body[64];
+	snprintf(path, sizeof(path), "/v1/apps/%s/join", app);
 	snprintf(body, sizeof(body), "{\"pid\":%d}", (int) pid);
 	return ctl_call(c, "POST", path, body, NULL);
 }

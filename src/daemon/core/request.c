@@ -91,7 +91,7 @@ static int get_seconds(json_t *obj, const char *name, int64_t *ms, char *err, si
 	return 0;
 }
 
-static bool valid_app_name(const char *s)
+bool request_app_name_valid(const char *s)
 {
 	size_t n = strlen(s);
 	if (n == 0 || n > LEASE_APP_MAX)
@@ -157,7 +157,7 @@ static int validate_lease(json_t *o, const struct engine_config *cfg, size_t gpu
 	    (r = get_text(o, "task", out->task, sizeof(out->task), err, errlen)) < 0 ||
 	    (r = get_text(o, "visitor", out->visitor, sizeof(out->visitor), err, errlen)) < 0)
 		return r;
-	if (!valid_app_name(out->app)) {
+	if (!request_app_name_valid(out->app)) {
 		snprintf(err, errlen,
 			 "app name '%s' is not valid: use 1 to %d letters, digits, '.', '_' or "
 			 "'-'",

@@ -5,6 +5,7 @@
 #ifndef ZGPU_DAEMON_CORE_REQUEST_H
 #define ZGPU_DAEMON_CORE_REQUEST_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
 
@@ -25,6 +26,9 @@ struct request_visitor {
 int request_parse_lease(const char *body, size_t len, const struct engine_config *cfg,
 			size_t gpu_count, struct lease_request *out, struct request_visitor *who,
 			char *err, size_t errlen);
+
+/* Whether s is an app name: 1 to LEASE_APP_MAX letters, digits, '.', '_' or '-'. */
+bool request_app_name_valid(const char *s);
 
 /* Parses {"pid": N} (N > 0). Returns 0, or -EINVAL with a message in err. */
 int request_parse_attach(const char *body, size_t len, pid_t *pid, char *err, size_t errlen);

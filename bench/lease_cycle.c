@@ -5,7 +5,10 @@
  *
  * It starts its own zerogpud on simulated devices, so it needs no setup:
  *	build/bench/lease_cycle [--daemon PATH] [--cycles N] [--clients N] [--seconds S]
- * Not a test: it prints what it measured.
+ *	build/bench/lease_cycle --gate[=cgroup-v1|cgroup-v2]   (as root)
+ * With --gate it runs a gated zerogpud (fake device nodes, the benchmark itself
+ * in the app's gated cgroup) beside an ungated one, taking turns, and prints
+ * what gating adds. Not a test: it prints what it measured.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -17,6 +20,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -99,34 +103,121 @@ static void raw_round_trips(int count, struct samples *out)
 
 /* ---- zerogpud under test ----------------------------------------------- */
 
-static pid_t daemon_pid;
-static char socket_path[108];
+struct daemon {
+	pid_t pid;
+	char dir[64];
+	char socket_path[108];
+};
 
-static void start_daemon(const char *path)
+/* Starts zerogpud on NDEVICES simulated devices in a directory of its own, with the
+ * extra arguments (NULL-terminated, may be NULL). */
+static void start_daemon(struct daemon *d, const char *path, char *const *extra)
 {
-	char dir[] = "/tmp/zerogpu-bench-XXXXXX";
-	if (!mkdtemp(dir)) {
+	snprintf(d->dir, sizeof(d->dir), "/tmp/zerogpu-bench-XXXXXX");
+	if (!mkdtemp(d->dir)) {
 		perror("mkdtemp");
 		exit(1);
 	}
-	snprintf(socket_path, sizeof(socket_path), "%s/zerogpud.sock", dir);
-	char state[128];
-	snprintf(state, sizeof(state), "%s/state", dir);
-	daemon_pid = fork();
-	if (daemon_pid == 0) {
-		execl(path, path, "--simulate", "4x80G", "--socket", socket_path, "--state-dir",
-		      state, "--log-level", "warn", "--max-duration", "300", (char *) NULL);
+	snprintf(d->socket_path, sizeof(d->socket_path), "%s/zerogpud.sock", d->dir);
+	char state[128], simulate[16];
+	snprintf(state, sizeof(state), "%s/state", d->dir);
+	snprintf(simulate, sizeof(simulate), "%dx80G", NDEVICES);
+	char *argv[32] = {(char *) path,  "--simulate",	    simulate, "--socket",
+			  d->socket_path, "--state-dir",    state,    "--log-level",
+			  "warn",	  "--max-duration", "300"};
+	int n = 11;
+	/* Without extra arguments, ungated even where real GPUs are (as the numbers
+	 * in BENCHMARKS.md were taken). */
+	char *const ungated[] = {"--gate", "off", NULL};
+	for (char *const *a = extra ? extra : ungated; *a && n < 31; a++)
+		argv[n++] = *a;
+	argv[n] = NULL;
+	d->pid = fork();
+	if (d->pid == 0) {
+		execv(path, argv);
 		fprintf(stderr, "lease_cycle: cannot run %s: %s\n", path, strerror(errno));
 		_exit(127);
 	}
 	for (int i = 0; i < 200; i++) {
 		struct stat st;
-		if (stat(socket_path, &st) == 0)
+		if (stat(d->socket_path, &st) == 0)
 			return;
 		usleep(10000);
 	}
 	fprintf(stderr, "lease_cycle: zerogpud did not start\n");
 	exit(1);
+}
+
+static int stop_daemon(struct daemon *d)
+{
+	int status;
+	kill(d->pid, SIGTERM);
+	waitpid(d->pid, &status, 0);
+	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* ---- the gate: fake nodes, and the benchmark inside the app's cgroup ----- */
+
+/* Fake GPU nodes (195:k) in dir, as the gate tests make them. */
+static void make_nodes(const char *dir)
+{
+	char path[128];
+	for (int k = 0; k < NDEVICES; k++) {
+		snprintf(path, sizeof(path), "%s/nvidia%d", dir, k);
+		if (mknod(path, S_IFCHR | 0666, makedev(195, (unsigned) k)) < 0) {
+			fprintf(stderr, "lease_cycle: mknod %s: %s (--gate needs root)\n", path,
+				strerror(errno));
+			exit(1);
+		}
+	}
+}
+
+/* Where this process is in cgroup2 and in v1's devices hierarchy, to come back to. */
+static char home_v2[512], home_devices[512];
+
+static void remember_home(void)
+{
+	FILE *f = fopen("/proc/self/cgroup", "r");
+	char line[512];
+	while (f && fgets(line, sizeof(line), f)) {
+		line[strcspn(line, "\n")] = '\0';
+		if (strncmp(line, "0::", 3) == 0)
+			snprintf(home_v2, sizeof(home_v2), "%s", line + 3);
+		else if (strstr(line, ":devices:"))
+			snprintf(home_devices, sizeof(home_devices), "%s",
+				 strstr(line, ":devices:") + 9);
+	}
+	if (f)
+		fclose(f);
+}
+
+static void go_home(void)
+{
+	const char *mounts[2][2] = {{"/sys/fs/cgroup/unified", home_v2},
+				    {"/sys/fs/cgroup/devices", home_devices}};
+	for (int i = 0; i < 2; i++) {
+		char path[1100];
+		if (!mounts[i][1][0])
+			continue;
+		snprintf(path, sizeof(path), "%s%s/cgroup.procs", mounts[i][0], mounts[i][1]);
+		FILE *f = fopen(path, "w");
+		if (f) {
+			fprintf(f, "%d\n", (int) getpid());
+			fclose(f);
+		}
+	}
+}
+
+/* Joins the app "bench" of the daemon at socket: its requests are then known by their
+ * cgroup, and each revoke looks at this process's descriptors, as for a real app. */
+static void join_app(const char *socket)
+{
+	zgpu_client *c;
+	if (zgpu_client_open(&c, socket) < 0 || zgpu_join_app(c, "bench", getpid()) < 0) {
+		fprintf(stderr, "lease_cycle: cannot join the gated app: %s\n", zgpu_last_error());
+		exit(1);
+	}
+	zgpu_client_free(c);
 }
 
 /* ---- cycles ------------------------------------------------------------ */
@@ -136,6 +227,7 @@ static atomic_int holder[NDEVICES];
 static atomic_long double_grants;
 
 struct worker {
+	const char *socket;
 	int id;
 	int64_t until_us;
 	int max_cycles;
@@ -148,7 +240,7 @@ static void *worker_run(void *arg)
 {
 	struct worker *w = arg;
 	zgpu_client *c;
-	if (zgpu_client_open(&c, socket_path) < 0) {
+	if (zgpu_client_open(&c, w->socket) < 0) {
 		w->error = 1;
 		return NULL;
 	}
@@ -193,12 +285,14 @@ struct result {
 	int errors;
 };
 
-static void run_clients(int nclients, int cycles_each, double seconds, struct result *r)
+static void run_clients(const char *socket, int nclients, int cycles_each, double seconds,
+			struct result *r)
 {
 	struct worker *ws = calloc((size_t) nclients, sizeof(*ws));
 	pthread_t *th = calloc((size_t) nclients, sizeof(*th));
 	int64_t start = clock_mono_us();
 	for (int i = 0; i < nclients; i++) {
+		ws[i].socket = socket;
 		ws[i].id = i;
 		ws[i].max_cycles = cycles_each;
 		ws[i].until_us = seconds > 0 ? start + (int64_t) (seconds * 1e6) : 0;
@@ -241,9 +335,118 @@ static void cpu_model(char *out, size_t size)
 		fclose(f);
 }
 
+/* Adds b's samples to a. */
+static void merge(struct result *a, const struct result *b)
+{
+	for (size_t k = 0; k < b->cycle.n; k++) {
+		sample_add(&a->cycle, b->cycle.us[k]);
+		sample_add(&a->grant, b->grant.us[k]);
+	}
+	a->cycles += b->cycles;
+	a->seconds += b->seconds;
+	a->errors += b->errors;
+	a->cycles_per_s = (double) a->cycles / a->seconds;
+}
+
+static void result_free(struct result *r)
+{
+	free(r->cycle.us);
+	free(r->grant.us);
+}
+
+/*
+ * --gate: an ungated and a gated zerogpud side by side, single-client cycles in
+ * rounds taking turns (the machine is noisy), and what gating adds.
+ */
+static int gate_comparison(const char *daemon, const char *mode, int cycles)
+{
+	if (geteuid() != 0) {
+		fprintf(stderr, "lease_cycle: --gate needs root (cgroups, BPF, mknod)\n");
+		return 2;
+	}
+	struct daemon plain, gated;
+	start_daemon(&plain, daemon, NULL);
+	char nodes[64];
+	snprintf(nodes, sizeof(nodes), "/tmp/zerogpu-bench-nodes-XXXXXX");
+	if (!mkdtemp(nodes)) {
+		perror("mkdtemp");
+		return 1;
+	}
+	make_nodes(nodes);
+	char root[64], gate_mode[32];
+	snprintf(root, sizeof(root), "zerogpu-bench-%d", (int) getpid());
+	snprintf(gate_mode, sizeof(gate_mode), "%s", mode);
+	char *extra[] = {"--gate", gate_mode, "--device-dir", nodes, "--cgroup-root", root, NULL};
+	start_daemon(&gated, daemon, extra);
+	remember_home();
+	join_app(gated.socket_path);
+
+	enum { ROUNDS = 20 };
+	struct result sum[2] = {0}, r;
+	struct samples grant_delta = {0}, cycle_delta = {0}; /* per round: gated - ungated */
+	run_clients(plain.socket_path, 1, 500, 0, &r);	     /* warm caches and allocators */
+	result_free(&r);
+	run_clients(gated.socket_path, 1, 500, 0, &r);
+	result_free(&r);
+	for (int round = 0; round < ROUNDS; round++) {
+		double grant50[2], cycle50[2];
+		for (int which = 0; which < 2; which++) {
+			const char *socket = which ? gated.socket_path : plain.socket_path;
+			run_clients(socket, 1, cycles / ROUNDS, 0, &r);
+			grant50[which] = quantile(&r.grant, 0.5);
+			cycle50[which] = quantile(&r.cycle, 0.5);
+			merge(&sum[which], &r);
+			result_free(&r);
+		}
+		sample_add(&grant_delta, (int64_t) (grant50[1] - grant50[0]));
+		sample_add(&cycle_delta, (int64_t) (cycle50[1] - cycle50[0]));
+	}
+	go_home();
+	int plain_exit = stop_daemon(&plain), gated_exit = stop_daemon(&gated);
+	for (int k = 0; k < NDEVICES; k++) {
+		char path[128];
+		snprintf(path, sizeof(path), "%s/nvidia%d", nodes, k);
+		unlink(path);
+	}
+	rmdir(nodes);
+
+	printf("gate: %s; %d single-client cycles each, in %d rounds taking turns\n\n", mode,
+	       cycles, ROUNDS);
+	printf("%-36s %10s %9s %9s %9s\n", "", "per second", "p50 us", "p99 us", "max us");
+	const char *names[2] = {"ungated", "gated"};
+	double grant50[2], cycle50[2];
+	for (int i = 0; i < 2; i++) {
+		char label[64];
+		grant50[i] = quantile(&sum[i].grant, 0.5);
+		cycle50[i] = quantile(&sum[i].cycle, 0.5);
+		snprintf(label, sizeof(label), "%s: full cycle (acquire..release)", names[i]);
+		printf("%-36s %10.0f %9.1f %9.1f %9.1f\n", label, sum[i].cycles_per_s, cycle50[i],
+		       quantile(&sum[i].cycle, 0.99), quantile(&sum[i].cycle, 1.0));
+		snprintf(label, sizeof(label), "%s: grant latency (acquire)", names[i]);
+		printf("%-36s %10s %9.1f %9.1f %9.1f\n", label, "", grant50[i],
+		       quantile(&sum[i].grant, 0.99), quantile(&sum[i].grant, 1.0));
+	}
+	/* The machine drifts between rounds: the median of the rounds' own differences is
+	 * the steadier answer; the difference of the pooled medians is shown beside it. */
+	printf("\ngating adds to the p50 grant latency: %.1f us (median of %d rounds' "
+	       "differences; pooled: %.1f us)\n",
+	       quantile(&grant_delta, 0.5), ROUNDS, grant50[1] - grant50[0]);
+	printf("gating adds to the p50 full cycle:    %.1f us (median of %d rounds' differences; "
+	       "pooled: %.1f us)\n",
+	       quantile(&cycle_delta, 0.5), ROUNDS, cycle50[1] - cycle50[0]);
+	free(grant_delta.us);
+	free(cycle_delta.us);
+	printf("client errors: %d; zerogpud exit status %d (ungated), %d (gated)\n",
+	       sum[0].errors + sum[1].errors, plain_exit, gated_exit);
+	int failed = sum[0].errors || sum[1].errors || plain_exit || gated_exit;
+	result_free(&sum[0]);
+	result_free(&sum[1]);
+	return failed ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
-	const char *daemon = NULL;
+	const char *daemon = NULL, *gate = NULL;
 	int cycles = 20000, clients = 64;
 	double seconds = 5;
 	static const struct option opts[] = {
@@ -251,6 +454,7 @@ int main(int argc, char **argv)
 		{"cycles", required_argument, NULL, 'c'},
 		{"clients", required_argument, NULL, 'n'},
 		{"seconds", required_argument, NULL, 's'},
+		{"gate", optional_argument, NULL, 'g'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -269,17 +473,28 @@ int main(int argc, char **argv)
 		case 's':
 			seconds = atof(optarg);
 			break;
+		case 'g':
+			gate = optarg ? optarg : "cgroup-v2";
+			break;
 		default:
 			printf("Usage: lease_cycle [--daemon PATH] [--cycles N] [--clients N] "
 			       "[--seconds S]\n"
+			       "       lease_cycle --gate[=cgroup-v1|cgroup-v2] [--cycles N]\n"
 			       "Times acquire/grant/release cycles against a zerogpud it starts "
 			       "on 4 simulated devices,\nand the raw Unix-socket round trip as "
-			       "the floor. Defaults: 20000 cycles, 64 clients for 5 s.\n");
+			       "the floor. Defaults: 20000 cycles, 64 clients for 5 s.\n"
+			       "--gate (as root): an ungated and a gated zerogpud side by side, "
+			       "and what gating adds.\n");
 			return o == 'h' ? 0 : 2;
 		}
 	}
 	if (cycles < 1 || clients < 1 || seconds <= 0) {
 		fprintf(stderr, "lease_cycle: --cycles, --clients and --seconds must be > 0\n");
+		return 2;
+	}
+	if (gate && strcmp(gate, "cgroup-v1") && strcmp(gate, "cgroup-v2")) {
+		fprintf(stderr, "lease_cycle: --gate takes cgroup-v1 or cgroup-v2, not '%s'\n",
+			gate);
 		return 2;
 	}
 	char default_daemon[4096];
@@ -297,20 +512,21 @@ int main(int argc, char **argv)
 	cpu_model(cpu, sizeof(cpu));
 	printf("lease_cycle: %s, %ld cores; zerogpud on %d simulated devices\n\n", cpu, ncpu,
 	       NDEVICES);
+	if (gate)
+		return gate_comparison(daemon, gate, cycles);
 
 	struct samples raw = {0};
 	raw_round_trips(cycles, &raw);
 	double raw50 = quantile(&raw, 0.5), raw99 = quantile(&raw, 0.99),
 	       rawmax = quantile(&raw, 1.0);
 
-	start_daemon(daemon);
+	struct daemon d;
+	start_daemon(&d, daemon, NULL);
 	struct result warm, one, many;
-	run_clients(1, 500, 0, &warm); /* warm caches and allocators */
-	run_clients(1, cycles, 0, &one);
-	run_clients(clients, 0, seconds, &many);
-	kill(daemon_pid, SIGTERM);
-	int status;
-	waitpid(daemon_pid, &status, 0);
+	run_clients(d.socket_path, 1, 500, 0, &warm); /* warm caches and allocators */
+	run_clients(d.socket_path, 1, cycles, 0, &one);
+	run_clients(d.socket_path, clients, 0, seconds, &many);
+	int exit_status = stop_daemon(&d);
 
 	printf("%-44s %10s %9s %9s %9s\n", "", "per second", "p50 us", "p99 us", "max us");
 	printf("%-44s %10.0f %9.1f %9.1f %9.1f\n", "raw Unix-socket round trip (64 B)", 1e6 / raw50,
@@ -335,6 +551,6 @@ int main(int argc, char **argv)
 	printf("\ncycles: %ld single-client, %ld contended in %.1f s; double grants seen: %ld; "
 	       "client errors: %d; zerogpud exit status %d\n",
 	       one.cycles, many.cycles, many.seconds, atomic_load(&double_grants),
-	       one.errors + many.errors, WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+	       one.errors + many.errors, exit_status);
 	return one.errors || many.errors || atomic_load(&double_grants) ? 1 : 0;
 }

@@ -47,6 +47,8 @@ void engine_config_default(struct engine_config *cfg)
 		.grace_ms = 2000,
 		.split = 1,
 		.positions = true,
+		.residency = ENGINE_RESIDENCY_LRU,
+		.affinity = true,
 	};
 	sched_params_priority(&cfg->sched, cfg->max_duration_ms);
 }
@@ -118,18 +120,142 @@ static int placement_rank(const struct engine_gpu *g, enum lease_size size)
 	return g->used > 0 ? 0 : g->nslots > 1 ? 1 : 2;
 }
 
-/* Chooses GPUs for l, best rank first, lowest index within a rank. Fills
- * chosen[] and returns true when all l->req.gpus fit now. */
+#define BIT(d) (UINT64_C(1) << (d))
+
+/* The slot a lease of this size would take on g: the first free one (all for xlarge). */
+static int first_free_slot(const struct engine_gpu *g)
+{
+	for (int s = 0; s < g->nslots; s++)
+		if (!g->holder[s])
+			return s;
+	return 0;
+}
+
+/* The most memory a call of this size can get on g: its largest slot, or all of it. */
+static uint64_t gpu_room(const struct engine_gpu *g, enum lease_size size)
+{
+	uint64_t room = 0;
+	for (int s = 0; s < g->nslots; s++)
+		if (size == LEASE_SIZE_XLARGE)
+			room += g->slot_memory[s];
+		else if (g->slot_memory[s] > room)
+			room = g->slot_memory[s];
+	return room;
+}
+
+/* The device memory a request needs on one GPU: what it asks for, or all that its
+ * slot (large) or the whole GPU (xlarge) has. */
+static uint64_t memory_need(const struct engine_gpu *g, const struct lease_request *req, int slot)
+{
+	if (req->memory_bytes)
+		return req->memory_bytes;
+	return req->size == LEASE_SIZE_LARGE ? g->slot_memory[slot] : gpu_room(g, req->size);
+}
+
+/* The memory the leases holding inventory device d count there. */
+static uint64_t memory_committed(const struct engine *e, int device)
+{
+	uint64_t sum = 0;
+	for (size_t k = 0; k < e->ngpus; k++) {
+		const struct engine_gpu *g = &e->gpus[k];
+		for (int s = 0; s < g->nslots; s++) {
+			const struct lease *h = g->holder[s];
+			if (!h || g->slot_device[s] != device)
+				continue;
+			/* A lease holding both halves is counted once, by its grant. */
+			bool seen = false;
+			for (int t = 0; t < s && !seen; t++)
+				seen = g->holder[t] == h && g->slot_device[t] == device;
+			for (int i = 0; i < h->ngrants && !seen; i++)
+				if (h->grants[i].gpu == (int) k)
+					sum += h->grants[i].memory;
+		}
+	}
+	return sum;
+}
+
+uint64_t engine_memory_free(const struct engine *e, int device)
+{
+	uint64_t total = e->inv->devices[device].memory_bytes;
+	uint64_t used = memory_committed(e, device) + residency_bytes_on(&e->residency, device);
+	return used < total ? total - used : 0;
+}
+
+/* One GPU as a home for a lease: what taking it would mean. */
+struct candidate {
+	int gpu, device, rank;
+	bool warm;	      /* a resident of the lease's app and task is there */
+	bool fits;	      /* without evicting anybody */
+	uint64_t evict_bytes; /* what must be evicted otherwise */
+};
+
+/* Whether GPU k can take l now, and at what cost (c). */
+static bool evaluate(const struct engine *e, const struct lease *l, int k, struct candidate *c)
+{
+	const struct engine_gpu *g = &e->gpus[k];
+	int rank = placement_rank(g, l->req.size);
+	if (rank < 0 || (needs_whole_gpus(&l->req) && gpu_is_mig(e, g)))
+		return false;
+	int slot = first_free_slot(g);
+	*c = (struct candidate){.gpu = k, .device = g->slot_device[slot], .rank = rank};
+	const struct resident *spare = residency_warm(&e->residency, BIT(c->device), &l->req,
+						      &l->owner);
+	c->warm = spare != NULL;
+	c->fits = true;
+	if (e->cfg.residency == ENGINE_RESIDENCY_OFF)
+		return true; /* whatever is there goes */
+	/* The resident taken over holds part of what the call needs already. */
+	uint64_t need = memory_need(g, &l->req, slot);
+	uint64_t have = engine_memory_free(e, c->device) + (spare ? spare->bytes : 0);
+	if (have >= need)
+		return true;
+	const struct resident *victims[RESIDENTS_MAX];
+	uint64_t freed;
+	residency_victims(&e->residency, c->device, l->req.app, need - have, spare, victims,
+			  RESIDENTS_MAX, &freed);
+	c->fits = false;
+	c->evict_bytes = freed;
+	return freed >= need - have; /* else live leases leave too little room for now */
+}
+
+/* Whether a is a better home than b: warm (with affinity), then room without evicting,
+ * then packing halves (placement_rank), then the least evicted, then the lowest index. */
+static bool better(const struct engine *e, const struct candidate *a, const struct candidate *b)
+{
+	if (e->cfg.affinity && a->warm != b->warm)
+		return a->warm;
+	if (a->fits != b->fits)
+		return a->fits;
+	if (a->rank != b->rank)
+		return a->rank < b->rank;
+	if (a->evict_bytes != b->evict_bytes)
+		return a->evict_bytes < b->evict_bytes;
+	return a->gpu < b->gpu;
+}
+
+/* Chooses GPUs for l, the best home first (better()). Fills chosen[] and returns true
+ * when all l->req.gpus fit now. Only GPUs that can take l now are looked at, so the
+ * choice never makes a lease wait, nor changes who is served first. */
 static bool pool_choose(const struct engine *e, const struct lease *l, int *chosen)
 {
-	int n = 0;
-	bool whole = needs_whole_gpus(&l->req);
-	for (int rank = 0; rank <= 2 && n < l->req.gpus; rank++)
-		for (size_t k = 0; k < e->ngpus && n < l->req.gpus; k++)
-			if (!(whole && gpu_is_mig(e, &e->gpus[k])) &&
-			    placement_rank(&e->gpus[k], l->req.size) == rank)
-				chosen[n++] = (int) k;
-	return n == l->req.gpus;
+	for (int n = 0; n < l->req.gpus; n++) {
+		struct candidate best = {0}, c;
+		bool found = false;
+		for (size_t k = 0; k < e->ngpus; k++) {
+			bool taken = false;
+			for (int i = 0; i < n && !taken; i++)
+				taken = chosen[i] == (int) k;
+			if (!taken && evaluate(e, l, (int) k, &c) &&
+			    (!found || better(e, &c, &best))) {
+				best = c;
+				found = true;
+			}
+		}
+		if (!found)
+			return false;
+		chosen[n] = best.gpu;
+	}
+	return true;
 }
 
 int engine_infeasible(const struct engine *e, const struct lease_request *req, char *why,
@@ -141,6 +267,21 @@ int engine_infeasible(const struct engine *e, const struct lease_request *req, c
 			mig++;
 		if (!(needs_whole_gpus(req) && gpu_is_mig(e, &e->gpus[k])))
 			usable++;
+	}
+	uint64_t room = 0; /* the most one GPU can give a call of this size */
+	for (size_t k = 0; k < e->ngpus; k++)
+		if (!(needs_whole_gpus(req) && gpu_is_mig(e, &e->gpus[k])) &&
+		    gpu_room(&e->gpus[k], req->size) > room)
+			room = gpu_room(&e->gpus[k], req->size);
+	if (req->gpus >= 1 && (size_t) req->gpus <= usable && req->memory_bytes > room) {
+		snprintf(why, size,
+			 "the call needs %.1f GiB of GPU memory, but a%s %s call gets at most "
+			 "%.1f GiB here%s",
+			 (double) req->memory_bytes / (1 << 30),
+			 req->size == LEASE_SIZE_XLARGE ? "n" : "", lease_size_name(req->size),
+			 (double) room / (1 << 30),
+			 req->size == LEASE_SIZE_LARGE ? " (ask for xlarge: a whole GPU)" : "");
+		return -E2BIG;
 	}
 	if (req->gpus >= 1 && (size_t) req->gpus <= usable)
 		return 0;
@@ -182,7 +323,8 @@ static void pool_take(struct engine *e, struct lease *l, const int *chosen)
 			e->slots_busy++;
 		}
 		assert(l->req.size == LEASE_SIZE_LARGE || want == all_slots(g));
-		l->grants[l->ngrants++] = (struct lease_grant){chosen[i], want};
+		l->grants[l->ngrants++] = (struct lease_grant){
+			chosen[i], want, memory_need(g, &l->req, __builtin_ctz(want))};
 	}
 }
 
@@ -330,6 +472,75 @@ static bool waiter_gone(struct engine *e, struct lease *l, int64_t now)
 	return l->created_ms < now && e->hooks.waiter_gone && e->hooks.waiter_gone(e->hooks.ctx, l);
 }
 
+static void evict(struct engine *e, const struct resident *r, const char *why)
+{
+	e->stats.evictions++;
+	if (e->hooks.evict)
+		e->hooks.evict(e->hooks.ctx, r, why);
+	residency_remove(&e->residency, r);
+}
+
+/* Inventory devices l holds, as bits. */
+static uint64_t lease_device_bits(const struct engine *e, const struct lease *l)
+{
+	uint64_t bits = 0;
+	for (int i = 0; i < l->ngrants; i++) {
+		const struct engine_gpu *g = &e->gpus[l->grants[i].gpu];
+		for (int s = 0; s < g->nslots; s++)
+			if (l->grants[i].slots & (1u << s))
+				bits |= BIT(g->slot_device[s]);
+	}
+	return bits;
+}
+
+/*
+ * Makes room for l, just placed: takes over a resident of its app and task on its
+ * devices (warm), then evicts from each device what no longer fits there — other
+ * apps' residents, least recently used first (residency_victims). With residency off
+ * every other app's resident there goes first, as on the hosted service. A call never
+ * starts where it cannot fit.
+ */
+static void make_room(struct engine *e, struct lease *l)
+{
+	uint64_t devices = lease_device_bits(e, l);
+	const struct resident *spare = residency_warm(&e->residency, devices, &l->req, &l->owner);
+	l->warm = spare != NULL;
+	if (spare) {
+		l->warm_proc = spare->proc;
+		residency_remove(&e->residency, spare);
+		e->stats.warm_grants++;
+	} else {
+		e->stats.cold_grants++;
+	}
+	char why[LEASE_MESSAGE_MAX];
+	snprintf(why, sizeof(why), "to make room for lease %s of app %s", l->id, l->req.app);
+	for (int d = 0; d < INV_MAX_DEVICES; d++) {
+		if (!(devices & BIT(d)))
+			continue;
+		if (e->cfg.residency == ENGINE_RESIDENCY_OFF) {
+			for (int i = 0; i < e->residency.n;) {
+				const struct resident *r = &e->residency.r[i];
+				if ((r->devices & BIT(d)) && strcmp(r->app, l->req.app))
+					evict(e, r, why); /* the last entry moves into i */
+				else
+					i++;
+			}
+		}
+		uint64_t total = e->inv->devices[d].memory_bytes;
+		uint64_t used = memory_committed(e, d) + residency_bytes_on(&e->residency, d);
+		if (used <= total)
+			continue;
+		const struct resident *victims[RESIDENTS_MAX];
+		uint64_t ids[RESIDENTS_MAX], freed;
+		int n = residency_victims(&e->residency, d, l->req.app, used - total, NULL, victims,
+					  RESIDENTS_MAX, &freed);
+		for (int i = 0; i < n; i++)
+			ids[i] = victims[i]->id; /* evicting moves entries: find each anew */
+		for (int i = 0; i < n; i++)
+			evict(e, residency_find(&e->residency, ids[i]), why);
+	}
+}
+
 static void grant(struct engine *e, struct lease *l, const int *chosen, int64_t now)
 {
 	int r = lease_transition(l, LEASE_GRANTED);
@@ -337,6 +548,7 @@ static void grant(struct engine *e, struct lease *l, const int *chosen, int64_t 
 	(void) r;
 	sched_take(&e->sched, l);
 	pool_take(e, l, chosen);
+	make_room(e, l);
 	l->granted_ms = now;
 	l->deadline_ms = now + l->req.duration_ms;
 	e->stats.granted++;
@@ -439,6 +651,7 @@ int engine_init(struct engine *e, const struct inventory *inv, const struct engi
 	e->inv = inv;
 	pool_build(e);
 	heap_init(&e->timers);
+	residency_init(&e->residency);
 	if (sched_init(&e->sched, &cfg->sched) < 0)
 		return -ENOMEM;
 	return strmap_init(&e->leases);
@@ -486,8 +699,9 @@ int engine_submit(struct engine *e, const struct lease_request *req,
 		  const struct lease_owner *owner, void *stream, int64_t now)
 {
 	char why[LEASE_MESSAGE_MAX];
-	if (engine_infeasible(e, req, why, sizeof(why)) < 0)
-		return -EINVAL;
+	int infeasible = engine_infeasible(e, req, why, sizeof(why));
+	if (infeasible < 0)
+		return infeasible;
 	/* Room for every lease's timer and the positions timer, so pushes cannot fail. */
 	if (strmap_reserve(&e->leases) < 0 || heap_reserve(&e->timers, e->leases.len + 2) < 0)
 		return -ENOMEM;
@@ -499,7 +713,7 @@ int engine_submit(struct engine *e, const struct lease_request *req,
 	l->req = *req;
 	l->owner = *owner;
 	l->state = LEASE_QUEUED;
-	l->proc = LEASE_PROCESS_NONE;
+	l->proc = l->warm_proc = LEASE_PROCESS_NONE;
 	l->created_ms = now;
 	l->stream = stream;
 	if (sched_push(&e->sched, l, now) < 0) {
@@ -576,6 +790,36 @@ enum lease_state engine_end(struct engine *e, struct lease *l, bool failed, int6
 		snprintf(l->message, sizeof(l->message), "the request was cancelled by its client");
 	finish(e, l, to, now);
 	return to;
+}
+
+enum lease_state engine_release_keep(struct engine *e, struct lease *l, uint64_t bytes, int64_t now,
+				     int64_t *used_ms)
+{
+	if (l->state == LEASE_QUEUED)
+		return engine_end(e, l, false, now, used_ms);
+	struct resident r = {.devices = lease_device_bits(e, l),
+			     .bytes = bytes,
+			     .since_ms = now,
+			     .last_used_ms = now,
+			     .proc = l->proc};
+	for (int i = 0; i < l->ngrants && !bytes; i++)
+		if (l->grants[i].memory > r.bytes)
+			r.bytes = l->grants[i].memory;
+	memcpy(r.app, l->req.app, sizeof(r.app));
+	memcpy(r.task, l->req.task, sizeof(r.task));
+	if (e->residency.n == RESIDENTS_MAX)
+		evict(e, residency_oldest(&e->residency), "the table of residents is full");
+	residency_add(&e->residency, &r); /* room was made above */
+	l->kept = true;
+	return engine_end(e, l, false, now, used_ms);
+}
+
+bool engine_resident_gone(struct engine *e, uint64_t id)
+{
+	struct resident *r = residency_find(&e->residency, id);
+	if (r)
+		residency_remove(&e->residency, r);
+	return r != NULL;
 }
 
 void engine_abandon(struct engine *e, struct lease *l, int64_t now)

@@ -20,7 +20,14 @@
 #include "common/strmap.h"
 #include "daemon/core/devices.h"
 #include "daemon/core/lease.h"
+#include "daemon/core/residency.h"
 #include "daemon/core/sched.h"
+
+/* What happens to other apps' residents when a device is lent (docs/scheduling.md). */
+enum engine_residency {
+	ENGINE_RESIDENCY_LRU, /* kept while memory allows; the least recently used evicted */
+	ENGINE_RESIDENCY_OFF, /* the hosted way: lent to another app, a device loses them */
+};
 
 struct engine_config {
 	int64_t max_duration_ms;     /* longest lease a request may ask for */
@@ -31,9 +38,12 @@ struct engine_config {
 	int split;		     /* halves per whole (non-MIG) GPU: 1 or 2 */
 	bool positions;		     /* tell waiters their queue position (the simulator: not) */
 	struct sched_params sched;   /* the queue policy */
+	enum engine_residency residency;
+	bool affinity; /* place a lease where its app has a resident, when one can take it */
 };
 
-/* The defaults: 300 s max, 60 s default, 60 s wait, 2 s grace, no split, priority policy. */
+/* The defaults: 300 s max, 60 s default, 60 s wait, 2 s grace, no split, priority policy,
+ * LRU residency with affinity. */
 void engine_config_default(struct engine_config *cfg);
 
 enum engine_event {
@@ -53,11 +63,15 @@ struct engine_hooks {
 	/* Optional: whether the client of a lease that has queued is gone already. Asked
 	 * right before the lease would be granted; a gone one is cancelled instead. */
 	bool (*waiter_gone)(void *ctx, struct lease *l);
+	/* Optional: kill resident r (r->proc), evicted to make room (why says for whom);
+	 * it leaves the table when this returns. */
+	void (*evict)(void *ctx, const struct resident *r, const char *why);
 };
 
 struct engine_stats {
 	uint64_t submitted, granted, released, expired, failed, cancelled, killed;
 	uint64_t grant_wait_ms_total;
+	uint64_t warm_grants, cold_grants, evictions;
 };
 
 /*
@@ -92,6 +106,7 @@ struct engine {
 	struct heap timers;
 	struct heap_node positions_timer; /* in timers while positions need re-announcing */
 	struct strmap leases;		  /* id -> lease; .len is how many are open */
+	struct residency residency;	  /* processes that keep memory between leases */
 	struct engine_stats stats;
 };
 
@@ -108,8 +123,8 @@ void engine_shutdown(struct engine *e, int64_t now);
  * Takes a validated request. stream is stored in l->stream before the first
  * event, which comes before this returns: GRANTED when the devices are free
  * and nobody waits ahead, QUEUED otherwise, or ENDED (failed) when max_wait is
- * 0 and nothing is free. Returns 0, -EINVAL when the request can never fit
- * this machine (engine_infeasible() says why), or -ENOMEM.
+ * 0 and nothing is free. Returns 0, -EINVAL or -E2BIG when the request can never
+ * fit this machine (engine_infeasible() says why), or -ENOMEM.
  */
 int engine_submit(struct engine *e, const struct lease_request *req,
 		  const struct lease_owner *owner, void *stream, int64_t now);
@@ -117,7 +132,8 @@ int engine_submit(struct engine *e, const struct lease_request *req,
 /*
  * Whether this machine could ever serve req: 0, or -EINVAL with a sentence in
  * why (more GPUs than there are; several devices or an xlarge one where only
- * MIG instances could serve, which CUDA would not let one process use).
+ * MIG instances could serve, which CUDA would not let one process use), or
+ * -E2BIG when it asks for more memory than a GPU of its size has.
  */
 int engine_infeasible(const struct engine *e, const struct lease_request *req, char *why,
 		      size_t size);
@@ -155,6 +171,23 @@ enum lease_state engine_end(struct engine *e, struct lease *l, bool failed, int6
  * using a device that may go to someone else. l is freed before this returns.
  */
 void engine_abandon(struct engine *e, struct lease *l, int64_t now);
+
+/*
+ * Releases l like engine_end(e, l, false, ...) and keeps its process resident on the
+ * devices it held (last used now), with `bytes` on each (0: the memory counted for the
+ * lease). The resident owns l->proc from then on (l->kept says so to the ENDED hook). A
+ * lease that holds no devices is only cancelled. When the table is full, the least recently used
+ * resident is evicted first.
+ */
+enum lease_state engine_release_keep(struct engine *e, struct lease *l, uint64_t bytes, int64_t now,
+				     int64_t *used_ms);
+
+/* Resident id is gone (its process exited): forgets it. Returns whether it was there. */
+bool engine_resident_gone(struct engine *e, uint64_t id);
+
+/* Device memory of inventory device d no lease or resident counts (a simulated device's
+ * own figure; on a real GPU the driver's may differ). */
+uint64_t engine_memory_free(const struct engine *e, int device);
 
 /* Acts on every deadline at or before now: queue timeouts, expiries, kills. */
 void engine_tick(struct engine *e, int64_t now);

@@ -58,6 +58,11 @@ struct lease_request {
 	double quota_left;		    /* share of the visitor's daily quota left, 0..1 */
 	char quota_key[LEASE_TEXT_MAX + 9]; /* the visitor charged; "" when not metered */
 	int64_t reserved_ms;		    /* quota held for this request until it settles */
+	uint64_t memory_bytes; /* device memory the call needs on each GPU; 0: all it gets */
+	/* Only a resident of the same task serves it warm (the `spaces` client keeps one
+	 * worker per function); else any of its app's (the Python package keeps one per
+	 * device, whatever the function). */
+	bool task_bound;
 };
 
 /*
@@ -100,11 +105,17 @@ struct lease {
 
 	struct lease_process proc; /* the attached process; pid 0 when none */
 	struct lease_grant {
-		int gpu;	/* index into the engine's GPUs */
-		unsigned slots; /* bit i: slot i of that GPU */
+		int gpu;	 /* index into the engine's GPUs */
+		unsigned slots;	 /* bit i: slot i of that GPU */
+		uint64_t memory; /* the device memory counted for it there */
 	} grants[INV_MAX_DEVICES];
-	int ngrants;			 /* = req.gpus once granted */
-	int position_sent;		 /* the queue position the client last heard, 0 = none */
+	int ngrants;	   /* = req.gpus once granted */
+	int position_sent; /* the queue position the client last heard, 0 = none */
+	/* Granted where a resident of its app and task was (residency.h): warm, and the
+	 * resident's process handed over for the lease service to attach or let go. */
+	bool warm;
+	struct lease_process warm_proc;
+	bool kept; /* released with its process kept resident, which now owns l->proc */
 	char message[LEASE_MESSAGE_MAX]; /* why it failed or expired, for the client */
 
 	struct heap_node timer;	  /* the one pending deadline of this lease */

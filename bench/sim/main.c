@@ -24,6 +24,12 @@ static const char usage[] =
 	"  --split N         1: `large` takes a whole GPU; 2 (default): half of one\n"
 	"  --max-wait S      a call waits at most this long, then fails (default 60)\n"
 	"  --no-quota        do not apply the daily visitor quotas\n"
+	"  --residency M     lru (default): a finished call's worker stays on its device\n"
+	"                    until memory is needed; off: lent to another app, a device\n"
+	"                    loses it (the hosted way)\n"
+	"  --affinity on|off place a call where its app's worker is (default on)\n"
+	"  --load-gbps G     a cold start moves the weights (model_gib) at G GB/s (55)\n"
+	"  --context-s S     plus S seconds to start the process and its context (1)\n"
 	"  --capacity S      also find how many of the trace's apps (taken in name order)\n"
 	"                    the machine serves with an overall p95 wait <= S seconds\n"
 	"  --calls-out FILE  write each call's fate as CSV (with --policy all: FILE.POLICY)\n"
@@ -131,7 +137,19 @@ static json_t *capacity(const struct sim_config *cfg, struct trace *t, double ta
 
 int main(int argc, char **argv)
 {
-	enum { O_POLICY = 1, O_GPUS, O_SPLIT, O_WAIT, O_NOQUOTA, O_CAPACITY, O_CALLS };
+	enum {
+		O_POLICY = 1,
+		O_GPUS,
+		O_SPLIT,
+		O_WAIT,
+		O_NOQUOTA,
+		O_CAPACITY,
+		O_CALLS,
+		O_RESIDENCY,
+		O_AFFINITY,
+		O_LOAD,
+		O_CONTEXT
+	};
 	static const struct option opts[] = {
 		{"policy", required_argument, NULL, O_POLICY},
 		{"gpus", required_argument, NULL, O_GPUS},
@@ -140,6 +158,10 @@ int main(int argc, char **argv)
 		{"no-quota", no_argument, NULL, O_NOQUOTA},
 		{"capacity", required_argument, NULL, O_CAPACITY},
 		{"calls-out", required_argument, NULL, O_CALLS},
+		{"residency", required_argument, NULL, O_RESIDENCY},
+		{"affinity", required_argument, NULL, O_AFFINITY},
+		{"load-gbps", required_argument, NULL, O_LOAD},
+		{"context-s", required_argument, NULL, O_CONTEXT},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -190,6 +212,27 @@ int main(int argc, char **argv)
 			break;
 		case O_CALLS:
 			calls_out = optarg;
+			break;
+		case O_RESIDENCY:
+			if (strcmp(optarg, "lru") && strcmp(optarg, "off"))
+				return fail("--residency takes lru or off, not '%s'", optarg);
+			cfg.residency = strcmp(optarg, "lru") ? ENGINE_RESIDENCY_OFF
+							      : ENGINE_RESIDENCY_LRU;
+			break;
+		case O_AFFINITY:
+			if (strcmp(optarg, "on") && strcmp(optarg, "off"))
+				return fail("--affinity takes on or off, not '%s'", optarg);
+			cfg.affinity = strcmp(optarg, "on") == 0;
+			break;
+		case O_LOAD:
+			if (number(optarg, 0.001, 10000, &cfg.load_gbps) < 0)
+				return fail("--load-gbps takes GB/s from 0.001 to 10000, not '%s'",
+					    optarg);
+			break;
+		case O_CONTEXT:
+			if (number(optarg, 0, 600, &cfg.context_s) < 0)
+				return fail("--context-s takes seconds from 0 to 600, not '%s'",
+					    optarg);
 			break;
 		case 'h':
 			fputs(usage, stdout);

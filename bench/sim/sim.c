@@ -36,6 +36,8 @@ struct sim {
 	double busy_slot_ms, idle_waiting_slot_ms;
 	size_t slots_total;
 	size_t ends[CALL__OUTCOMES];
+	size_t warm, cold; /* grants */
+	double cold_ms_total;
 	int64_t first_ms, last_end_ms;
 };
 
@@ -48,6 +50,10 @@ void sim_config_default(struct sim_config *c)
 		.max_wait_ms = 60000,
 		.max_duration_ms = 300000,
 		.quota = true,
+		.residency = ENGINE_RESIDENCY_LRU,
+		.affinity = true,
+		.load_gbps = 55,
+		.context_s = 1.0,
 	};
 }
 
@@ -76,6 +82,15 @@ static void settle(struct sim *s, struct call *c, const struct lease *l)
 				   : 0);
 }
 
+/* A cold start: the weights over the host-to-device link, and the context. */
+static int64_t cold_start_ms(const struct sim_config *cfg, const struct call *c)
+{
+	if (!c->model_bytes)
+		return 0;
+	return (int64_t) ((double) c->model_bytes / (cfg->load_gbps * 1e9) * 1000.0 +
+			  cfg->context_s * 1000.0);
+}
+
 static void on_event(void *ctx, struct lease *l, enum engine_event ev)
 {
 	struct sim *s = ctx;
@@ -87,8 +102,21 @@ static void on_event(void *ctx, struct lease *l, enum engine_event ev)
 	case ENGINE_EV_GRANTED:
 		c->granted_ms = now_ms;
 		c->lease = l;
+		/* The call's worker: the one taken over when warm, else a new one. */
+		if (!l->warm)
+			l->warm_proc = (struct lease_process){.pid = (pid_t) (c - s->t->calls) + 1,
+							      .pidfd = -1,
+							      .attached_by = l->owner};
+		(void) engine_attach(&s->parts[s->app_part[c->app]].engine, l, &l->warm_proc,
+				     ENGINE_NOW);
+		/* A cold call first loads its weights and starts its context; the lease's
+		 * clock runs meanwhile, as on a real GPU. */
+		c->cold_ms = l->warm ? 0 : cold_start_ms(s->cfg, c);
+		s->warm += l->warm;
+		s->cold += !l->warm;
+		s->cold_ms_total += (double) c->cold_ms;
 		/* Reserved for every call up front: cannot fail. */
-		(void) heap_push(&s->done, &c->done_node, now_ms + c->actual_ms);
+		(void) heap_push(&s->done, &c->done_node, now_ms + c->cold_ms + c->actual_ms);
 		break;
 	case ENGINE_EV_ENDED:
 		if (c->outcome != CALL_PENDING) {
@@ -207,6 +235,8 @@ static int setup(struct sim *s, const bool *include, char *err, size_t errlen)
 	ec.max_duration_ms = cfg->max_duration_ms;
 	ec.default_max_wait_ms = cfg->max_wait_ms;
 	ec.positions = false; /* nobody listens, and the walks cost */
+	ec.residency = cfg->residency;
+	ec.affinity = cfg->affinity;
 	if (cfg->policy == SIM_ZEROGPU)
 		sched_params_priority(&ec.sched, cfg->max_duration_ms);
 	else
@@ -254,6 +284,18 @@ static void end_at_arrival(struct sim *s, struct call *c, enum call_outcome why)
 	s->ends[why]++;
 }
 
+/*
+ * What a call needs on each GPU: its weights and a fifth more for activations and
+ * the context, at most what its size gets (a half with split 2, else the GPU).
+ */
+static uint64_t memory_need(const struct sim_config *cfg, const struct call *c)
+{
+	uint64_t gpu = UINT64_C(80) << 30;
+	uint64_t room = c->size == LEASE_SIZE_LARGE ? gpu / (uint64_t) cfg->split : gpu;
+	uint64_t need = c->model_bytes + c->model_bytes / 5;
+	return need < room ? need : room;
+}
+
 static void submit(struct sim *s, size_t i)
 {
 	struct call *c = &s->t->calls[i];
@@ -265,6 +307,7 @@ static void submit(struct sim *s, size_t i)
 		.max_wait_ms = s->cfg->max_wait_ms,
 		.tier = c->tier,
 		.quota_left = 1.0,
+		.memory_bytes = memory_need(s->cfg, c),
 	};
 	if (c->requested_ms > s->cfg->max_duration_ms) {
 		end_at_arrival(s, c, CALL_UNSERVABLE);
@@ -291,10 +334,11 @@ static void submit(struct sim *s, size_t i)
 		rq.quota_left = quota_left_share(&s->quota.cfg, a);
 		snprintf(rq.quota_key, sizeof(rq.quota_key), "%s", a->key);
 	}
-	struct lease_owner owner = {0};
+	/* One principal (the app's own server) calls for every app. */
+	struct lease_owner owner = {.uid_known = true, .uid = 1000};
 	s->current = i;
 	int r = engine_submit(&part->engine, &rq, &owner, c, ENGINE_NOW);
-	if (r == -EINVAL) {
+	if (r == -EINVAL || r == -E2BIG) {
 		if (a)
 			quota_settle(a, rq.reserved_ms, 0);
 		end_at_arrival(s, c, CALL_UNSERVABLE);
@@ -329,8 +373,9 @@ static void loop(struct sim *s, const bool *include)
 			struct call *c = (struct call *) ((char *) d -
 							  offsetof(struct call, done_node));
 			heap_remove(&s->done, d);
-			engine_end(&s->parts[s->app_part[c->app]].engine, c->lease, false,
-				   ENGINE_NOW, NULL);
+			/* Its worker stays, weights and all, until evicted. */
+			engine_release_keep(&s->parts[s->app_part[c->app]].engine, c->lease, 0,
+					    ENGINE_NOW, NULL);
 		} else if (t_engine == at) {
 			for (int p = 0; p < s->nparts; p++)
 				if (engine_next_deadline(&s->parts[p].engine) <= ENGINE_NOW)
@@ -399,10 +444,14 @@ static const char *const group_names[G_COUNT] = {
 
 static json_t *results(struct sim *s, const bool *include)
 {
-	struct group g[G_COUNT];
+	/* g: waits by group; gc: wait plus cold start, overall (G_ALL) and by tier. */
+	struct group g[G_COUNT], gc[G_ENTERPRISE + 1];
 	for (int i = 0; i < G_COUNT; i++)
 		g[i] = (struct group){group_names[i], malloc((s->t->ncalls + 1) * sizeof(int64_t)),
 				      0};
+	for (int i = 0; i <= G_ENTERPRISE; i++)
+		gc[i] = (struct group){group_names[i], malloc((s->t->ncalls + 1) * sizeof(int64_t)),
+				       0};
 	size_t calls = 0;
 	for (size_t i = 0; i < s->t->ncalls; i++) {
 		const struct call *c = &s->t->calls[i];
@@ -425,7 +474,25 @@ static json_t *results(struct sim *s, const bool *include)
 		int into[] = {G_ALL, tier, size, len};
 		for (int k = 0; k < 4; k++)
 			g[into[k]].waits[g[into[k]].n++] = w;
+		gc[G_ALL].waits[gc[G_ALL].n++] = w + c->cold_ms;
+		gc[tier].waits[gc[tier].n++] = w + c->cold_ms;
 	}
+	uint64_t evictions = 0;
+	for (int p = 0; p < s->nparts; p++)
+		evictions += s->parts[p].engine.stats.evictions;
+	json_t *cold_tiers = json_object();
+	for (int i = G_ANON; i <= G_ENTERPRISE; i++)
+		json_object_set_new(cold_tiers, gc[i].name, summary(&gc[i]));
+	size_t grants = s->warm + s->cold;
+	json_t *residency = json_pack(
+		"{s:s, s:b, s:f, s:f, s:I, s:I, s:f, s:f, s:I, s:o, s:o}", "mode",
+		s->cfg->residency == ENGINE_RESIDENCY_LRU ? "lru" : "off", "affinity",
+		s->cfg->affinity, "load_gbps", s->cfg->load_gbps, "context_s", s->cfg->context_s,
+		"warm_grants", (json_int_t) s->warm, "cold_grants", (json_int_t) s->cold,
+		"warm_fraction", grants ? (double) s->warm / (double) grants : 0.0,
+		"cold_start_s_total", s->cold_ms_total / 1000.0, "evictions",
+		(json_int_t) evictions, "wait_plus_cold_s", summary(&gc[G_ALL]),
+		"wait_plus_cold_s_by_tier", cold_tiers);
 	double span = s->first_ms >= 0 && s->last_end_ms > s->first_ms
 			      ? (double) (s->last_end_ms - s->first_ms)
 			      : 1.0;
@@ -455,8 +522,11 @@ static json_t *results(struct sim *s, const bool *include)
 		s->idle_waiting_slot_ms / ((double) s->slots_total * span), "wait_s",
 		summary(&g[G_ALL]), "wait_s_by_tier", tiers, "wait_s_by_size", sizes,
 		"wait_s_by_requested", durations);
+	json_object_set_new(o, "residency", residency);
 	for (int i = 0; i < G_COUNT; i++)
 		free(g[i].waits);
+	for (int i = 0; i <= G_ENTERPRISE; i++)
+		free(gc[i].waits);
 	return o;
 }
 
@@ -468,6 +538,7 @@ json_t *sim_run(const struct sim_config *cfg, struct trace *t, const bool *inclu
 	for (size_t i = 0; i < t->ncalls; i++) {
 		struct call *c = &t->calls[i];
 		c->granted_ms = c->ended_ms = -1;
+		c->cold_ms = 0;
 		c->outcome = CALL_PENDING;
 		c->lease = NULL;
 		c->done_node.pos = 0;

@@ -12,6 +12,7 @@
 
 #include <jansson.h>
 
+#include "daemon/core/engine.h"
 #include "trace.h"
 
 enum sim_policy { SIM_ZEROGPU, SIM_FIFO, SIM_STATIC };
@@ -23,6 +24,11 @@ struct sim_config {
 	int64_t max_wait_ms;	 /* a call waits this long at most (60 s) */
 	int64_t max_duration_ms; /* longest requested duration accepted (300 s) */
 	bool quota;		 /* apply the daily quotas (zerogpud's defaults) */
+	/* Residency (with a trace's model_gib): what stays on a device between calls. */
+	enum engine_residency residency;
+	bool affinity;
+	double load_gbps; /* host-to-device bandwidth of a cold start, GB/s */
+	double context_s; /* a cold start's fixed part: the process and its CUDA context */
 };
 
 void sim_config_default(struct sim_config *c);

@@ -9,7 +9,8 @@
 
 #include "common/strmap.h"
 
-#define HEADER "arrival_s,app,visitor,tier,size,gpus,requested_s,actual_s"
+#define HEADER	     "arrival_s,app,visitor,tier,size,gpus,requested_s,actual_s"
+#define HEADER_MODEL HEADER ",model_gib"
 
 /* Interned names: each distinct name gets the next index. */
 struct names {
@@ -75,13 +76,13 @@ static int bad(char *err, size_t errlen, const char *path, size_t line, const ch
 	return -1;
 }
 
-/* One line into c; the fields are split in place. */
-static int parse_line(char *text, struct call *c, struct names *apps, struct names *visitors,
-		      const char **why)
+/* One line of nfields (8, or 9 with model_gib) into c; the fields are split in place. */
+static int parse_line(char *text, int nfields, struct call *c, struct names *apps,
+		      struct names *visitors, const char **why)
 {
-	char *f[8];
+	char *f[9];
 	int n = 0;
-	for (char *p = text; n < 8; n++) {
+	for (char *p = text; n < nfields; n++) {
 		f[n] = p;
 		p = strchr(p, ',');
 		if (!p) {
@@ -90,9 +91,19 @@ static int parse_line(char *text, struct call *c, struct names *apps, struct nam
 		}
 		*p++ = '\0';
 	}
-	if (n != 8) {
-		*why = "expected 8 fields: " HEADER;
+	if (n != nfields) {
+		*why = nfields == 8 ? "expected 8 fields: " HEADER
+				    : "expected 9 fields: " HEADER_MODEL;
 		return -1;
+	}
+	if (nfields == 9) {
+		char *end;
+		double gib = strtod(f[8], &end);
+		if (end == f[8] || *end || !(gib > 0 && gib <= 1024)) {
+			*why = "model_gib must be a size in GiB, more than 0 and at most 1024";
+			return -1;
+		}
+		c->model_bytes = (uint64_t) (gib * (double) (UINT64_C(1) << 30));
 	}
 	int64_t gpus;
 	if (!parse_seconds(f[0], &c->arrival_ms) || !parse_seconds(f[6], &c->requested_ms) ||
@@ -167,10 +178,13 @@ int trace_read(struct trace *t, const char *path, char *err, size_t errlen)
 		if (n && line[n - 1] == '\r')
 			line[--n] = '\0';
 		if (lineno == 1) {
-			if (strcmp(line, HEADER) != 0) {
-				r = bad(err, errlen, path, lineno, "the header must be " HEADER);
+			if (strcmp(line, HEADER) && strcmp(line, HEADER_MODEL)) {
+				r = bad(err, errlen, path, lineno,
+					"the header must be " HEADER
+					" (and optionally ,model_gib)");
 				goto out;
 			}
+			t->has_models = strcmp(line, HEADER_MODEL) == 0;
 			continue;
 		}
 		if (n == 0 || line[0] == '#')
@@ -187,7 +201,7 @@ int trace_read(struct trace *t, const char *path, char *err, size_t errlen)
 		struct call *c = &t->calls[t->ncalls];
 		memset(c, 0, sizeof(*c));
 		const char *why;
-		if (parse_line(line, c, &apps, &visitors, &why) < 0) {
+		if (parse_line(line, t->has_models ? 9 : 8, c, &apps, &visitors, &why) < 0) {
 			r = bad(err, errlen, path, lineno, why);
 			goto out;
 		}

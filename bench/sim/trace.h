@@ -5,6 +5,7 @@
 #ifndef ZGPU_BENCH_TRACE_H
 #define ZGPU_BENCH_TRACE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -30,8 +31,10 @@ struct call {
 	enum lease_tier tier;
 	enum lease_size size;
 	int gpus;
+	uint64_t model_bytes; /* the app's weights (model_gib); 0 when the trace has none */
 	/* Filled by the simulator. */
 	int64_t granted_ms, ended_ms; /* -1 when it never was */
+	int64_t cold_ms;	      /* the cold start it paid at its grant; 0 when warm */
 	enum call_outcome outcome;
 	struct lease *lease;	    /* while the engine holds it */
 	struct heap_node done_node; /* its completion event, while running */
@@ -44,6 +47,7 @@ struct trace {
 	size_t napps;
 	char (*visitors)[48];
 	size_t nvisitors;
+	bool has_models; /* the model_gib column is there */
 };
 
 /* Reads path ("-": stdin). Returns 0, or -1 with a message ("FILE:LINE: ...") in err. */

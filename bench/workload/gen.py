@@ -12,7 +12,9 @@ import random
 import sys
 
 TIERS = ("anonymous", "free", "pro")
-HEADER = ("arrival_s", "app", "visitor", "tier", "size", "gpus", "requested_s", "actual_s")
+HEADER = ("arrival_s", "app", "visitor", "tier", "size", "gpus", "requested_s", "actual_s",
+          "model_gib")
+MODEL_GIB = (1, 40)
 
 
 def positive(kind):
@@ -42,9 +44,11 @@ def parse_args(argv):
     p.add_argument("--pro-share", type=share, default=0.30, help="share of calls by pro visitors (0.30)")
     p.add_argument("--anonymous-share", type=share, default=0.40,
                    help="share by anonymous visitors (0.40); the rest are free accounts")
-    p.add_argument("--xlarge-share", type=share, default=0.10, help="share of apps asking for xlarge (0.10)")
+    p.add_argument("--xlarge-share", type=share, default=0.10,
+                   help="share of apps asking for xlarge (0.10; a whole number of apps, "
+                        "rounded, at least one above 0)")
     p.add_argument("--gang-share", type=share, default=0.05,
-                   help="share of apps asking for 2 whole GPUs (0.05)")
+                   help="share of apps asking for 2 whole GPUs (0.05; rounded the same way)")
     p.add_argument("--visitors", type=positive(int), default=5000, help="visitor population (5000)")
     p.add_argument("--default-duration-share", type=share, default=0.70,
                    help="share of apps that keep the default 60 s duration (0.70)")
@@ -74,9 +78,11 @@ class App:
             self.requested_s = 60
         else:
             self.requested_s = min(300, 5 * math.ceil(self.mean_s * 3 / 5))
-        r = rng.random()
-        self.size, self.gpus = ("xlarge", 1) if r < a.xlarge_share else \
-            ("xlarge", 2) if r < a.xlarge_share + a.gang_share else ("large", 1)
+        self.size, self.gpus = "large", 1  # assign_sizes() picks the others
+        # Weights on the GPU: log-uniform over 1-40 GiB, like demos from a small
+        # diffusion model to a quantised LLM (its own stream: the rest stays as it was).
+        model_rng = random.Random(f"{a.seed}/{self.name}/model")
+        self.model_gib = math.exp(model_rng.uniform(math.log(MODEL_GIB[0]), math.log(MODEL_GIB[1])))
 
     def arrivals(self, rng, rate_per_s, horizon_s):
         """Poisson arrivals during on-periods of an on/off process."""
@@ -92,10 +98,32 @@ class App:
             t = end + rng.expovariate(1 / self.OFF_MEAN_S)
 
 
+def whole_apps(share, napps):
+    """share of napps apps, rounded half up; at least one when share is above 0."""
+    n = math.floor(share * napps + 0.5)
+    return max(n, 1) if share > 0 else 0
+
+
+def assign_sizes(apps, a):
+    """Exactly the shares of apps (rounded) ask for xlarge and for 2 GPUs, picked at random.
+
+    Drawing each app's size on its own left the count to chance: with 50 apps and 5% on
+    2 GPUs, seed 1 drew none (a 7.7% chance), so the evaluation showed no 2-GPU calls."""
+    order = list(apps)
+    random.Random(f"{a.seed}/sizes").shuffle(order)
+    n_gang = whole_apps(a.gang_share, len(apps))
+    n_xlarge = min(whole_apps(a.xlarge_share, len(apps)), len(apps) - n_gang)
+    for app in order[:n_gang]:
+        app.size, app.gpus = "xlarge", 2
+    for app in order[n_gang:n_gang + n_xlarge]:
+        app.size, app.gpus = "xlarge", 1
+
+
 def main(argv=None):
     a = parse_args(sys.argv[1:] if argv is None else argv)
     rng = random.Random(a.seed)
     apps = [App(i, rng, a) for i in range(a.apps)]
+    assign_sizes(apps, a)
     mean_weight = sum(app.weight for app in apps) / len(apps)
     horizon_s = a.hours * 3600
     calls = []
@@ -110,18 +138,21 @@ def main(argv=None):
             # Visitors: a Zipf-like population (some come back often).
             visitor = f"{tier[0]}{int(a.visitors * app_rng.random() ** 2)}"
             actual = app_rng.lognormvariate(math.log(app.mean_s) - sigma * sigma / 2, sigma)
-            calls.append((t, app.name, visitor, tier, app.size, app.gpus, app.requested_s, actual))
+            calls.append((t, app.name, visitor, tier, app.size, app.gpus, app.requested_s, actual,
+                          app.model_gib))
     calls.sort()
     if a.calls:
         calls = calls[:a.calls]
     out = open(a.output, "w", newline="") if a.output else sys.stdout
     w = csv.writer(out, lineterminator="\n")
     w.writerow(HEADER)
-    for t, app, visitor, tier, size, gpus, req, actual in calls:
-        w.writerow((f"{t:.3f}", app, visitor, tier, size, gpus, req, f"{actual:.3f}"))
+    for t, app, visitor, tier, size, gpus, req, actual, model in calls:
+        w.writerow((f"{t:.3f}", app, visitor, tier, size, gpus, req, f"{actual:.3f}", f"{model:.1f}"))
     if a.output:
         out.close()
-    print(f"gen: {len(calls)} calls of {a.apps} apps over {a.hours:g} h", file=sys.stderr)
+    gang = sum(1 for c in calls if c[5] > 1)
+    print(f"gen: {len(calls)} calls of {a.apps} apps over {a.hours:g} h; "
+          f"{gang} ({gang / max(len(calls), 1):.1%}) on 2 GPUs", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -130,10 +130,13 @@ typedef struct {
 	/* Who pays, for metered calls (neither: the app's own call, not metered). */
 	const char *visitor_token; /* a signed visitor token (JWT) the app received */
 	const char *visitor_ip;	   /* else the visitor's address: an anonymous visitor */
+	/* Device memory the call needs on each GPU; 0: all its size gets. Workers of other
+	 * apps kept resident there are evicted until it fits (docs/residency.md). */
+	uint64_t memory_bytes;
 } zgpu_request;
 
 /* clang-format off */
-#define ZGPU_REQUEST_INIT {NULL, NULL, NULL, NULL, 0, 0, -1, NULL, NULL}
+#define ZGPU_REQUEST_INIT {NULL, NULL, NULL, NULL, 0, 0, -1, NULL, NULL, 0}
 /* clang-format on */
 
 typedef enum {
@@ -161,6 +164,7 @@ typedef struct {
 	int index;	  /* the daemon's device index */
 	const char *uuid; /* for CUDA_VISIBLE_DEVICES */
 	uint64_t memory_bytes;
+	uint64_t memory_limit_bytes; /* what the lease may use of it (half on a split GPU) */
 } zgpu_device;
 
 typedef struct zgpu_lease zgpu_lease;
@@ -186,6 +190,10 @@ int64_t zgpu_lease_deadline_ms(const zgpu_lease *l);
 double zgpu_lease_duration_s(const zgpu_lease *l);
 /* Grace after the deadline before attached processes are killed, in seconds. */
 double zgpu_lease_grace_s(const zgpu_lease *l);
+/* The process the grant handed over, warm: the app's worker that a release with
+ * zgpu_release_keep() left resident on these devices, now attached to l; 0 when the
+ * grant is cold. */
+pid_t zgpu_lease_warm_pid(const zgpu_lease *l);
 
 /*
  * A file descriptor that becomes readable when the daemon sends an event on
@@ -226,6 +234,16 @@ int zgpu_join_app(zgpu_client *c, const char *app, pid_t pid);
  * were held.
  */
 int zgpu_release(zgpu_client *c, zgpu_lease *l, bool failed, double *used_s_out);
+
+/*
+ * Ends the lease like zgpu_release(c, l, false, used_s_out) but keeps the attached
+ * process resident on the lease's devices, with its memory: the app's next lease
+ * there (same app and task, same caller) is granted warm with it attached
+ * (zgpu_lease_warm_pid()), unless its memory is needed first, when zerogpud kills
+ * it. *kept_out (may be NULL) says whether it stays (there must be a live attached
+ * process). Frees l, whatever the result.
+ */
+int zgpu_release_keep(zgpu_client *c, zgpu_lease *l, double *used_s_out, bool *kept_out);
 
 /* Frees l without asking: closing its stream makes the daemon release the
  * lease at once and kill its attached processes. Returns NULL. */

@@ -197,7 +197,7 @@ class _Call:
             self.lease = self.proc.client.acquire(
                 app=_config.app_name(), task=self.st.task, visitor=who.name,
                 size=self.st.spec.size, duration=self.duration, gpus=self.st.spec.gpus,
-                visitor_token=who.token, visitor_ip=who.ip)
+                visitor_token=who.token, visitor_ip=who.ip, memory_bytes=_memory_need())
         except (QuotaExceeded, NoGPUAvailable) as err:
             raise _identity.shown_by_gradio(err) from None
         try:
@@ -216,8 +216,14 @@ class _Call:
 
     def _start(self):
         uuids = [d[1] for d in self.lease.devices]
-        self.worker, _ = self.proc.pool.checkout(uuids, self._simulated(), self.st.fn_id)
+        self.worker, _ = self.proc.pool.checkout(uuids, self._simulated(), self.st.fn_id,
+                                                 self.lease.warm_pid)
         self.proc.client.attach(self.lease, self.worker.pid)
+        # On half a GPU, torch's allocator in the worker is capped to the half (a soft
+        # cap: MIG is the hard one).
+        caps = tuple(limit / d[2] if d[2] else 1.0
+                     for d, limit in zip(self.lease.devices, self.lease.memory_limits))
+        self.worker.set_memory_caps(caps)
         self.worker.send(self.payload)
 
     def _next(self):
@@ -245,6 +251,7 @@ class _Call:
         return reply
 
     def __exit__(self, exc_type, exc, tb):
+        kept_worker = self.worker if self.ok else None
         if self.worker is not None:
             if self.ok:
                 self.proc.pool.checkin(self.worker)
@@ -257,11 +264,35 @@ class _Call:
             self.lease.close()
             return False
         try:
-            self.proc.client.release(self.lease, failed=not self.ok)
+            # A worker that served the call stays resident on the devices, its weights
+            # there: the next call of this function is granted where it is, warm, unless
+            # zerogpud needs its memory first (docs/residency.md).
+            self.proc.client.release(self.lease, failed=not self.ok,
+                                     keep=self.ok and kept_worker is not None)
         except ZeroGPUError:
             if exc is None:
                 raise
         return False
+
+
+# What a call needs on the GPU beyond the weights placed: activations, the CUDA context
+# and its workspace (a fifth more, and 1 GiB).
+_MEMORY_MARGIN = 0.2
+_CONTEXT_BYTES = 1 << 30
+
+
+def _memory_need():
+    """The memory a call asks zerogpud for on each GPU: the weights the app placed and a
+    margin, or 0 (all its size gets) when it placed none. ZEROGPU_MEMORY_BYTES, when
+    set, says it instead (docs/python.md)."""
+    forced = os.environ.get("ZEROGPU_MEMORY_BYTES")
+    if forced:
+        try:
+            return max(0, int(forced))
+        except ValueError:
+            raise ValueError(f"ZEROGPU_MEMORY_BYTES must be a number of bytes, not {forced!r}") from None
+    placed = _torch.placed_bytes()
+    return int(placed * (1 + _MEMORY_MARGIN)) + _CONTEXT_BYTES if placed else 0
 
 
 def _remote_error(reply):

@@ -213,6 +213,31 @@ static PyObject *lease_get_grace(LeaseObject *self, void *closure)
 	return lease_get_number(self, zgpu_lease_grace_s);
 }
 
+static PyObject *lease_get_memory_limits(LeaseObject *self, void *closure)
+{
+	if (!self->lease)
+		return PyErr_Format(PyExc_ValueError, "the lease is closed");
+	size_t n = zgpu_lease_device_count(self->lease);
+	PyObject *limits = PyTuple_New((Py_ssize_t) n);
+	for (size_t i = 0; limits && i < n; i++) {
+		PyObject *v = PyLong_FromUnsignedLongLong(
+			(unsigned long long) zgpu_lease_device(self->lease, i)->memory_limit_bytes);
+		if (!v) {
+			Py_CLEAR(limits);
+			break;
+		}
+		PyTuple_SET_ITEM(limits, (Py_ssize_t) i, v);
+	}
+	return limits;
+}
+
+static PyObject *lease_get_warm_pid(LeaseObject *self, void *closure)
+{
+	if (!self->lease)
+		return PyErr_Format(PyExc_ValueError, "the lease is closed");
+	return PyLong_FromLong((long) zgpu_lease_warm_pid(self->lease));
+}
+
 static PyObject *lease_get_closed(LeaseObject *self, void *closure)
 {
 	return PyBool_FromLong(self->lease == NULL);
@@ -332,6 +357,10 @@ static PyGetSetDef lease_getset[] = {
 	{"grace", (getter) lease_get_grace, NULL,
 	 "Seconds after the deadline before attached processes are killed.", NULL},
 	{"closed", (getter) lease_get_closed, NULL, "True once released or closed.", NULL},
+	{"memory_limits", (getter) lease_get_memory_limits, NULL,
+	 "What the lease may use of each device, in bytes (half of it on a split GPU).", NULL},
+	{"warm_pid", (getter) lease_get_warm_pid, NULL,
+	 "The app's resident worker the grant handed over (attached already), or 0: cold.", NULL},
 	{NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -422,16 +451,19 @@ static PyObject *client_acquire(ClientObject *self, PyObject *args, PyObject *kw
 {
 	static char *kwlist[] = {"app",	       "task",	  "visitor",  "size",
 				 "duration",   "gpus",	  "max_wait", "visitor_token",
-				 "visitor_ip", "timeout", "progress", NULL};
+				 "visitor_ip", "timeout", "progress", "memory_bytes",
+				 NULL};
 	zgpu_request req = ZGPU_REQUEST_INIT;
 	PyObject *timeout = Py_None, *progress = Py_None;
+	unsigned long long memory = 0;
 	int timeout_ms;
-	if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$zzzzdidzzOO:acquire", kwlist, &req.app,
+	if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$zzzzdidzzOOK:acquire", kwlist, &req.app,
 					 &req.task, &req.visitor, &req.size, &req.duration_s,
 					 &req.gpus, &req.max_wait_s, &req.visitor_token,
-					 &req.visitor_ip, &timeout, &progress) ||
+					 &req.visitor_ip, &timeout, &progress, &memory) ||
 	    timeout_ms_of(timeout, &timeout_ms) < 0)
 		return NULL;
+	req.memory_bytes = (uint64_t) memory;
 	if (progress != Py_None && !PyCallable_Check(progress)) {
 		PyErr_SetString(PyExc_TypeError, "progress must be callable or None");
 		return NULL;
@@ -481,11 +513,16 @@ static PyObject *client_attach(ClientObject *self, PyObject *args)
 
 static PyObject *client_release(ClientObject *self, PyObject *args, PyObject *kwargs)
 {
-	static char *kwlist[] = {"lease", "failed", NULL};
+	static char *kwlist[] = {"lease", "failed", "keep", NULL};
 	PyObject *obj;
-	int failed = 0;
-	if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|p:release", kwlist, &obj, &failed))
+	int failed = 0, keep = 0;
+	if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|pp:release", kwlist, &obj, &failed,
+					 &keep))
 		return NULL;
+	if (failed && keep) {
+		PyErr_SetString(PyExc_ValueError, "a failed call's worker is not kept");
+		return NULL;
+	}
 	LeaseObject *lo = lease_arg(self, obj);
 	zgpu_lease *l = lo ? lease_take(lo) : NULL;
 	if (!l)
@@ -494,7 +531,8 @@ static PyObject *client_release(ClientObject *self, PyObject *args, PyObject *kw
 	int r;
 	/* zgpu_release frees l whatever it returns. */
 	Py_BEGIN_ALLOW_THREADS
-	r = zgpu_release(self->client, l, failed, &used);
+	r = keep ? zgpu_release_keep(self->client, l, &used, NULL)
+		 : zgpu_release(self->client, l, failed, &used);
 	Py_END_ALLOW_THREADS
 	lo->lease = NULL;
 	lo->busy = false;
@@ -530,7 +568,9 @@ static PyMethodDef client_methods[] = {
 	 "attach(lease, pid): zerogpud kills pid (and its process group, when it leads one) "
 	 "if the lease outlives its deadline."},
 	{"release", (PyCFunction) (void (*)(void)) client_release, METH_VARARGS | METH_KEYWORDS,
-	 "release(lease, failed=False) -> float: end the lease; returns the seconds held."},
+	 "release(lease, failed=False, keep=False) -> float: end the lease; returns the seconds "
+	 "held. keep=True leaves the attached worker resident on the devices for the app's next "
+	 "call (warm)."},
 	{"get", (PyCFunction) client_get, METH_VARARGS,
 	 "get(path) -> str: GET a route of the native API (e.g. '/v1/devices'); the JSON text."},
 	{NULL, NULL, 0, NULL},

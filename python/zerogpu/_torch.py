@@ -28,8 +28,8 @@ import weakref
 
 from ._arena import Arena
 
-__all__ = ["install", "worker_started", "worker_before_call", "CUDA_IN_MAIN",
-           "transfer_stats", "placed_bytes", "torch_internals", "CompileRefused",
+__all__ = ["install", "worker_started", "worker_before_call", "set_memory_caps", "memory_caps",
+           "CUDA_IN_MAIN", "transfer_stats", "placed_bytes", "torch_internals", "CompileRefused",
            "COMPILE_REFUSED"]
 
 CUDA_IN_MAIN = (
@@ -90,6 +90,7 @@ class _State:
     lock = threading.Lock()
     moved = False
     stats = None
+    caps = None  # in a worker: the share of each GPU its calls may use
 
 
 _S = _State
@@ -357,6 +358,21 @@ def worker_started(simulated):
         else:  # torch not imported yet: nothing was placed, nothing to undo
             for hook in [h for h in sys.meta_path if isinstance(h, _ImportHook)]:
                 hook.patch = refuse_torch_compile
+
+
+def set_memory_caps(caps):
+    """In a worker: caps torch's CUDA allocator to caps[i] of GPU i (a soft cap for half
+    a GPU: the allocator refuses more, other CUDA memory is not counted; MIG is the hard
+    one). On simulated devices there is no CUDA: the caps are only remembered."""
+    _S.caps = tuple(caps)
+    if _S.mode == "real" and _S.torch is not None:
+        for i, share in enumerate(_S.caps):
+            _S.torch.cuda.set_per_process_memory_fraction(min(max(share, 0.0), 1.0), i)
+
+
+def memory_caps():
+    """The caps this worker was last told (set_memory_caps), or None."""
+    return _S.caps
 
 
 def worker_before_call():

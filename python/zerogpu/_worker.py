@@ -127,9 +127,13 @@ def _call(sock, kind, fn, args, kwargs, name):
 def _serve(sock, lookup):
     while True:
         try:
-            kind, fn_id, args, kwargs, event = recv(sock)
+            message = recv(sock)
         except (EOFError, OSError):
             os._exit(0)  # the app closed us: nothing to flush, no atexit of the app's
+        if message[0] == "caps":  # the share of each GPU the next calls may use
+            _torch.set_memory_caps(message[1])
+            continue
+        kind, fn_id, args, kwargs, event = message
         fn = lookup(fn_id)
         if fn is None:
             send(sock, dumps(("unknown", None)))
@@ -200,6 +204,7 @@ class Worker:
         self.busy = False
         self.knows = 0  # function ids up to this one exist in the worker
         self.generation = 0  # the pool's generation it was forked in
+        self.caps = None  # the memory caps it last heard (set_memory_caps)
 
     def alive(self):
         try:
@@ -228,6 +233,13 @@ class Worker:
 
     def send(self, payload):
         send(self.sock, payload)
+
+    def set_memory_caps(self, caps):
+        """Tells the worker the share of each of its GPUs its calls may use, when that
+        changed (a half after a whole GPU, or back)."""
+        if caps != self.caps:
+            send(self.sock, dumps(("caps", caps)))
+            self.caps = caps
 
     def receive(self, lease, client_closed, on_expired):
         """The worker's next message, watching the lease meanwhile.
@@ -314,15 +326,17 @@ class Pool:
             self._workers = []
             self._pid = os.getpid()
 
-    def checkout(self, uuids, simulated, fn_id):
+    def checkout(self, uuids, simulated, fn_id, warm_pid=0):
         """An idle live worker on exactly these devices that knows function fn_id, else
-        a new one; marked busy. Returns (worker, whether it was forked now)."""
+        a new one; marked busy. warm_pid, the worker zerogpud handed the lease to (kept
+        resident after an earlier call), is taken first. Returns (worker, whether it was
+        forked now)."""
         with self._lock:
-            return self._checkout(tuple(uuids), simulated, fn_id)
+            return self._checkout(tuple(uuids), simulated, fn_id, warm_pid)
 
-    def _checkout(self, uuids, simulated, fn_id):
+    def _checkout(self, uuids, simulated, fn_id, warm_pid):
         self._own()
-        for w in list(self._workers):
+        for w in sorted(self._workers, key=lambda w: w.pid != warm_pid):
             if w.busy or w.uuids != uuids:
                 continue
             if w.alive() and fn_id <= w.knows and w.generation == self._generation:

@@ -29,6 +29,7 @@
 #include "daemon/api.h"
 #include "daemon/core/spaces_request.h"
 #include "daemon/leases.h"
+#include "daemon/settings.h"
 
 #define SPACES_MAX_PARAMS 32
 
@@ -140,13 +141,13 @@ static void end_stream(struct spaces_lease *sl)
 	sl->streaming = false;
 }
 
-/* Replies to /schedule with the grant, in whichever form the reply has taken; the
- * app's idle worker on the device, if its caller's, takes the lease first. */
+/* Replies to /schedule with the grant, in whichever form the reply has taken; `idle`
+ * when the app's resident worker on the device took the lease (leases.c). */
 static void answer_granted(struct spaces_lease *sl, struct lease *l)
 {
 	struct zgpud *d = sl->d;
 	metrics_observe_grant(&d->metrics, (double) (clock_mono_us() - sl->t0_us) / 1e6);
-	sl->worker_reused = leases_claim_idle_worker(d, l, &sl->caller);
+	sl->worker_reused = l->warm && l->state == LEASE_ATTACHED; /* leases.c took it over */
 	json_t *grant = grant_json(sl, l, sl->worker_reused);
 	if (sl->streaming) {
 		send_event(sl, "succeeded", grant);
@@ -345,6 +346,10 @@ static void post_schedule(struct call *c)
 	};
 	snprintf(rq.app, sizeof(rq.app), "%s", app);
 	snprintf(rq.task, sizeof(rq.task), "%s", s.task);
+	/* The `spaces` client does not say how much memory it needs: the operator may
+	 * ([apps] NAME memory); else the call counts all the memory its size gets. */
+	rq.memory_bytes = settings_app_memory(d->settings, app);
+	rq.task_bound = true; /* its client keeps a worker per function: `idle` means that one */
 	struct visitor_claim claim = {s.token, NULL};
 	struct refusal no;
 	if (leases_admit(d, &c->who, &rq, &claim, &no) < 0) {
@@ -449,7 +454,10 @@ static void post_release(struct call *c)
 	/* A lease no process was allowed on never used its device: nothing to charge. */
 	bool unused = l->proc.pid == 0;
 	int64_t used_ms = 0;
-	enum lease_state final = leases_end(c->d, l, fail || unused, &used_ms);
+	/* The `spaces` client keeps its worker for the next call (`idle`): it stays
+	 * resident, weights and all, unless the call failed. */
+	enum lease_state final = fail || unused ? leases_end(c->d, l, true, &used_ms)
+						: leases_release_keep(c->d, l, &used_ms, NULL);
 	if (unused) {
 		evhttp_send_reply(c->req, 204, "GPU device not used", NULL);
 		metrics_count_http(&c->d->metrics, 204);

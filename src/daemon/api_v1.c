@@ -32,6 +32,26 @@ struct view {
 	int64_t now;
 };
 
+/* The workers resident on inventory device d that the caller may see (as leases). */
+static json_t *residents_json(const struct view *v, int device)
+{
+	const struct residency *t = &v->d->engine.residency;
+	json_t *a = json_array();
+	for (int i = 0; i < t->n; i++) {
+		const struct resident *r = &t->r[i];
+		if (!(r->devices & (UINT64_C(1) << device)) ||
+		    (caller_app_scoped(v->who) && strcmp(r->app, v->who->app)))
+			continue;
+		json_array_append_new(
+			a, json_pack("{s:s, s:s, s:i, s:I, s:I, s:I}", "app", r->app, "task",
+				     r->task, "pid", (int) r->proc.pid, "bytes",
+				     (json_int_t) r->bytes, "since_ms",
+				     (json_int_t) zgpud_wall_ms(v->d, r->since_ms), "last_used_ms",
+				     (json_int_t) zgpud_wall_ms(v->d, r->last_used_ms)));
+	}
+	return a;
+}
+
 static json_t *device_json(const struct view *v, const struct device *dev)
 {
 	const struct zgpud *d = v->d;
@@ -49,6 +69,9 @@ static json_t *device_json(const struct view *v, const struct device *dev)
 			      (json_int_t) dev->memory_bytes, "gpu_index", dev->gpu_index,
 			      "simulated", dev->simulated, "state", state, "slots", slots,
 			      "slots_busy", held, "leases", ids);
+	json_object_set_new(o, "memory_free_bytes",
+			    json_integer((json_int_t) engine_memory_free(&d->engine, dev->index)));
+	json_object_set_new(o, "residents", residents_json(v, dev->index));
 	if (dev->mig_index >= 0)
 		json_object_set_new(o, "mig_index", json_integer(dev->mig_index));
 	if (dev->compute_capability[0])
@@ -100,6 +123,11 @@ static json_t *lease_json(const struct zgpud *d, const struct lease *l, int64_t 
 	}
 	if (l->proc.pid > 0)
 		json_object_set_new(o, "pid", json_integer(l->proc.pid));
+	if (l->req.memory_bytes)
+		json_object_set_new(o, "memory_bytes",
+				    json_integer((json_int_t) l->req.memory_bytes));
+	if (l->state != LEASE_QUEUED)
+		json_object_set_new(o, "warm", json_boolean(l->warm));
 	const struct lease_client *cl = l->stream;
 	if (cl && cl->cgroup)
 		json_object_set_new(o, "cgroup", json_string(cl->cgroup));
@@ -271,12 +299,16 @@ static void stream_on_event(struct lease_client *cl, struct lease *l, enum engin
 	case ENGINE_EV_GRANTED:
 		metrics_observe_grant(&d->metrics, (double) (clock_mono_us() - s->t0_us) / 1e6);
 		s->granted_sent = true;
-		stream_send(s,
-			    json_pack("{s:s, s:s, s:o, s:I, s:f, s:f}", "event", "granted", "lease",
-				      l->id, "devices", lease_devices_json(d, l), "deadline_ms",
-				      (json_int_t) zgpud_wall_ms(d, l->deadline_ms), "duration_s",
-				      (double) l->req.duration_ms / 1000.0, "grace_s",
-				      (double) d->engine.cfg.grace_ms / 1000.0));
+		/* warm: the app's resident worker there took the lease (pid: that worker). */
+		json_t *ev_granted = json_pack(
+			"{s:s, s:s, s:o, s:I, s:f, s:f, s:b}", "event", "granted", "lease", l->id,
+			"devices", lease_devices_json(d, l), "deadline_ms",
+			(json_int_t) zgpud_wall_ms(d, l->deadline_ms), "duration_s",
+			(double) l->req.duration_ms / 1000.0, "grace_s",
+			(double) d->engine.cfg.grace_ms / 1000.0, "warm", l->warm);
+		if (l->warm)
+			json_object_set_new(ev_granted, "pid", json_integer(l->proc.pid));
+		stream_send(s, ev_granted);
 		break;
 	case ENGINE_EV_EXPIRED:
 		stream_send(s, json_pack("{s:s, s:s, s:s, s:f}", "event", "expired", "lease", l->id,
@@ -303,6 +335,7 @@ static void get_healthz(struct call *c)
 
 static void get_devices(struct call *c)
 {
+	leases_forget_dead_residents(c->d); /* list only the living */
 	struct view v = {c->d, &c->who, clock_mono_ms()};
 	http_reply_json(c, 200, json_pack("{s:o}", "devices", devices_json(&v)));
 }
@@ -322,6 +355,7 @@ static void get_queue(struct call *c)
 static void get_status(struct call *c)
 {
 	struct zgpud *d = c->d;
+	leases_forget_dead_residents(d);
 	int64_t now = clock_mono_ms();
 	struct view v = {d, &c->who, now};
 	const struct engine_config *cfg = &d->engine.cfg;
@@ -344,6 +378,7 @@ static void get_status(struct call *c)
 
 static void get_metrics(struct call *c)
 {
+	leases_forget_dead_residents(c->d);
 	struct evbuffer *buf = evbuffer_new();
 	if (!buf || metrics_render(&c->d->metrics, &c->d->engine, buf) < 0) {
 		http_reply_error(c, 500, "internal", "out of memory rendering metrics");
@@ -470,6 +505,21 @@ static void post_join(struct call *c)
 				  gate_mode_name(&c->d->gate)));
 }
 
+/* A boolean query parameter (1, 0, true, false; absent: false). Replies 400 and returns
+ * -1 when it is something else. */
+static int query_flag(struct call *c, const char *name, bool *out)
+{
+	const char *v = evhttp_find_header(&c->query, name);
+	*out = v && (!strcmp(v, "1") || !strcmp(v, "true"));
+	if (v && !*out && strcmp(v, "0") && strcmp(v, "false")) {
+		http_reply_error(c, 400, "bad_request",
+				 "query parameter %s must be 1, 0, true or false (got '%.32s')",
+				 name, v);
+		return -1;
+	}
+	return 0;
+}
+
 static void delete_lease(struct call *c)
 {
 	struct refusal no;
@@ -478,23 +528,25 @@ static void delete_lease(struct call *c)
 		http_reply_refusal(c, &no);
 		return;
 	}
-	const char *fail = evhttp_find_header(&c->query, "fail");
-	bool failed = false;
-	if (fail && (!strcmp(fail, "1") || !strcmp(fail, "true"))) {
-		failed = true;
-	} else if (fail && strcmp(fail, "0") && strcmp(fail, "false")) {
+	bool failed, keep;
+	if (query_flag(c, "fail", &failed) < 0 || query_flag(c, "keep", &keep) < 0)
+		return;
+	if (failed && keep) {
 		http_reply_error(c, 400, "bad_request",
-				 "query parameter fail must be 1, 0, true or false (got '%.32s')",
-				 fail);
+				 "fail and keep exclude each other: a failed call's worker is not "
+				 "kept");
 		return;
 	}
 	char id[LEASE_ID_LEN + 1];
 	memcpy(id, l->id, sizeof(id));
 	int64_t used_ms = 0;
-	enum lease_state final = leases_end(c->d, l, failed, &used_ms);
+	bool kept = false;
+	enum lease_state final = keep ? leases_release_keep(c->d, l, &used_ms, &kept)
+				      : leases_end(c->d, l, failed, &used_ms);
 	http_reply_json(c, 200,
-			json_pack("{s:s, s:s, s:f}", "lease", id, "state", lease_state_name(final),
-				  "used_s", (double) used_ms / 1000.0));
+			json_pack("{s:s, s:s, s:f, s:b}", "lease", id, "state",
+				  lease_state_name(final), "used_s", (double) used_ms / 1000.0,
+				  "kept", kept));
 }
 
 static void get_quota(struct call *c)

@@ -149,24 +149,44 @@ static void settle(struct zgpud *d, struct lease *l, int64_t now)
 		lease_state_name(l->state), l->message[0] ? ": " : "", l->message);
 }
 
-/* Each device l held remembers its app, task and worker; the lease's hold on
- * the worker (its pidfd) passes to the devices, a copy each after the first. */
-static void remember_last_use(struct zgpud *d, struct lease *l)
+/*
+ * A lease placed where its app's worker was resident (warm) gets that worker: it is
+ * attached to the lease, thawed by the gate if it was parked, and the `spaces` API
+ * tells its client `idle`. The engine hands over only a worker attached on the word
+ * of the lease's own principal (the same local user, or the same app token), so
+ * nobody gets somebody else's process attached (and later killed). One that has
+ * exited since is let go; the call is cold.
+ */
+static void take_over_resident(struct zgpud *d, struct lease *l)
 {
-	struct engine_device held[INV_MAX_DEVICES];
-	int n = engine_lease_devices(&d->engine, l, held, INV_MAX_DEVICES);
-	for (int i = 0; i < n; i++) {
-		struct device_last_use *u = &d->last_use[held[i].device];
-		proc_drop(&u->worker);
-		memcpy(u->app, l->req.app, sizeof(u->app));
-		memcpy(u->task, l->req.task, sizeof(u->task));
-		u->worker = l->proc;
-		if (i > 0 && l->proc.pidfd >= 0)
-			u->worker.pidfd = fcntl(l->proc.pidfd, F_DUPFD_CLOEXEC, 0);
+	struct lease_process w = l->warm_proc;
+	l->warm_proc = LEASE_PROCESS_NONE;
+	bool ok = w.pid > 0 && lease_owner_same(&w.attached_by, &l->owner) && proc_alive(&w) &&
+		  engine_attach(&d->engine, l, &w, clock_mono_ms()) == 0;
+	if (!ok) {
+		if (w.pid > 0 && lease_owner_same(&w.attached_by, &l->owner))
+			(void) proc_kill(&w); /* its memory is the lease's now */
+		proc_drop(&w);
+		l->warm = false;
+		d->metrics.cold_grants++;
+		return;
 	}
-	if (n == 0)
-		proc_drop(&l->proc);
-	l->proc.pidfd = -1; /* the devices hold it now */
+	d->metrics.warm_grants++;
+	if (record_attach(d, l) < 0)
+		log_error("lease %s: cannot record the attach: %s", l->id, d->ledger->error);
+	log_info("lease %s: warm: given to app %s's resident worker, pid %d", l->id, l->req.app,
+		 (int) l->proc.pid);
+}
+
+static void evict_resident(void *ctx, const struct resident *r, const char *why)
+{
+	struct zgpud *d = ctx;
+	struct lease_process p = r->proc;
+	int k = p.pid > 0 ? proc_kill(&p) : 0;
+	log_info("app %s: resident worker %d (%.1f GiB) evicted %s%s", r->app, (int) p.pid,
+		 (double) r->bytes / (1 << 30), why, k == -ESRCH ? " (it had exited)" : "");
+	proc_drop(&p);
+	d->metrics.evictions++;
 }
 
 static void on_lease_event(void *ctx, struct lease *l, enum engine_event ev)
@@ -180,6 +200,10 @@ static void on_lease_event(void *ctx, struct lease *l, enum engine_event ev)
 	case ENGINE_EV_GRANTED:
 		if (!grant_recorded(d, l) || !grant_gated(d, l))
 			return;
+		if (l->warm)
+			take_over_resident(d, l);
+		else
+			d->metrics.cold_grants++;
 		break;
 	case ENGINE_EV_EXPIRED:
 		log_info("lease %s: deadline passed (%.0f s); grace %.1f s", l->id,
@@ -194,10 +218,11 @@ static void on_lease_event(void *ctx, struct lease *l, enum engine_event ev)
 		 * devices is stamped with the same instant, and the ledger must never show
 		 * a device's next lease starting before its last one ended. */
 		settle(d, l, l->ended_ms);
-		if (l->granted_ms)
-			remember_last_use(d, l);
-		else
-			proc_drop(&l->proc);
+		if (!l->kept)
+			proc_drop(&l->proc); /* a kept one is its resident's now */
+		if (l->warm_proc.pid > 0)    /* granted, but never given: nor is the resident */
+			(void) proc_kill(&l->warm_proc);
+		proc_drop(&l->warm_proc);
 		break;
 	}
 	struct lease_client *cl = l->stream;
@@ -239,13 +264,12 @@ struct engine_hooks leases_engine_hooks(struct zgpud *d)
 				     .event = on_lease_event,
 				     .kill_group = kill_attached,
 				     .make_id = make_id,
-				     .waiter_gone = waiter_gone};
+				     .waiter_gone = waiter_gone,
+				     .evict = evict_resident};
 }
 
 int leases_init(struct zgpud *d)
 {
-	for (size_t i = 0; i < INV_MAX_DEVICES; i++)
-		d->last_use[i].worker = LEASE_PROCESS_NONE;
 	d->timer_at = INT64_MAX;
 	d->timer = evtimer_new(d->base, on_deadline, d);
 	return d->timer ? 0 : -ENOMEM;
@@ -260,8 +284,10 @@ void leases_end_all(struct zgpud *d)
 
 void leases_free(struct zgpud *d)
 {
-	for (size_t i = 0; i < INV_MAX_DEVICES; i++)
-		proc_drop(&d->last_use[i].worker);
+	/* Residents are let go, not killed: a restarted daemon does not know them, and
+	 * they hold nothing the gate has not closed. */
+	for (int i = 0; i < d->engine.residency.n; i++)
+		proc_drop(&d->engine.residency.r[i].proc);
 	engine_shutdown(&d->engine, clock_mono_ms());
 	if (d->timer)
 		event_free(d->timer);
@@ -448,12 +474,15 @@ int leases_submit(struct zgpud *d, const struct caller *who, struct lease_reques
 	if (reserve_quota(d, rq, no) < 0)
 		return -1;
 	struct lease_owner owner = leases_owner_of(who);
+	leases_forget_dead_residents(d); /* what they held is free for this placement */
 	int r = engine_submit(&d->engine, rq, &owner, client, clock_mono_ms());
 	after_engine_call(d);
 	if (r == 0)
 		return 0;
 	unreserve(d, rq);
 	char why[LEASE_MESSAGE_MAX];
+	if (r == -E2BIG && engine_infeasible(&d->engine, rq, why, sizeof(why)) < 0)
+		return refuse(no, 400, "bad_request", "%s", why);
 	if (r == -EINVAL && engine_infeasible(&d->engine, rq, why, sizeof(why)) < 0)
 		return refuse(no, 503, "no_gpu", "No GPU was available: %s", why);
 	return refuse(no, 500, "internal", "out of memory queueing the request");
@@ -553,6 +582,24 @@ static int hold_callers_process(struct zgpud *d, const struct caller *who, pid_t
 	return r;
 }
 
+/* A resident worker attached to a lease (the Python package reuses its workers by
+ * device, whatever the function) is the lease's from then on: its memory is counted
+ * as the lease's, and it is never evicted under the lease. */
+static void take_resident_into(struct zgpud *d, const struct lease *l)
+{
+	struct residency *t = &d->engine.residency;
+	for (int i = 0; i < t->n; i++) {
+		struct resident *r = &t->r[i];
+		if (r->proc.pid != l->proc.pid || r->proc.start != l->proc.start)
+			continue;
+		log_info("lease %s: takes over app %s's resident worker %d", l->id, r->app,
+			 (int) r->proc.pid);
+		proc_drop(&r->proc);
+		engine_resident_gone(&d->engine, r->id);
+		return;
+	}
+}
+
 int leases_attach(struct zgpud *d, const struct caller *who, struct lease *l, pid_t pid,
 		  bool rebind, struct refusal *no)
 {
@@ -561,19 +608,32 @@ int leases_attach(struct zgpud *d, const struct caller *who, struct lease *l, pi
 		return -1;
 	p.attached_by = leases_owner_of(who);
 	bool already = l->state == LEASE_ATTACHED && l->proc.pid == pid && l->proc.start == p.start;
+	/* The resident worker zerogpud attached at a warm grant gives way to the one the
+	 * client attaches (a process of the app that has its own workers). */
+	bool replaces_resident = l->warm && l->state == LEASE_ATTACHED && !already;
 	struct lease_process old = LEASE_PROCESS_NONE;
 	int r = 0;
 	if (!already)
-		r = rebind ? engine_rebind(&d->engine, l, &p, clock_mono_ms(), &old)
-			   : engine_attach(&d->engine, l, &p, clock_mono_ms());
+		r = rebind || replaces_resident
+			    ? engine_rebind(&d->engine, l, &p, clock_mono_ms(), &old)
+			    : engine_attach(&d->engine, l, &p, clock_mono_ms());
 	if (r < 0 || already) {
 		proc_drop(&p);
 		return r < 0 ? refuse_attach(no, r, l) : 0;
 	}
-	if (old.pid > 0) {
+	if (old.pid > 0 && replaces_resident) {
+		/* Its memory was counted as the lease's; it is the caller's own (the same
+		 * principal kept it), so it goes. */
+		log_info("lease %s: pid %d replaces the resident worker %d, which is killed", l->id,
+			 (int) pid, (int) old.pid);
+		(void) proc_kill(&old);
+		proc_drop(&old);
+		l->warm = false;
+	} else if (old.pid > 0) {
 		log_info("lease %s: pid %d replaces pid %d", l->id, (int) pid, (int) old.pid);
 		proc_drop(&old);
 	}
+	take_resident_into(d, l);
 	if (record_attach(d, l) < 0) {
 		log_error("lease %s: cannot record the attach: %s", l->id, d->ledger->error);
 		return refuse(no, 500, "ledger", "zerogpud could not record the attach: %s",
@@ -582,36 +642,6 @@ int leases_attach(struct zgpud *d, const struct caller *who, struct lease *l, pi
 	log_info("lease %s: attached pid %d (process group %d)", l->id, (int) pid,
 		 (int) l->proc.pgid);
 	return 0;
-}
-
-/*
- * `idle`: the worker this app's task left on the device still lives, and the
- * `spaces` package hands it the call without a new /allow (it keeps one worker
- * per decorated function and device). So the lease is bound to that worker
- * here; a later /allow from another process replaces it. Only a worker of the
- * same app and task, attached on the word of the same principal as this
- * caller (the same local user, or the same app token), is bound: another
- * caller must never get somebody else's process attached (and later killed).
- * The worker is claimed, so a second grant on the same device is not told it
- * is idle too.
- */
-bool leases_claim_idle_worker(struct zgpud *d, struct lease *l, const struct lease_owner *owner)
-{
-	struct engine_device held[INV_MAX_DEVICES];
-	if (engine_lease_devices(&d->engine, l, held, INV_MAX_DEVICES) < 1)
-		return false;
-	struct device_last_use *u = &d->last_use[held[0].device];
-	if (u->worker.pid <= 0 || strcmp(u->app, l->req.app) || strcmp(u->task, l->req.task) ||
-	    !lease_owner_same(&u->worker.attached_by, owner) || !proc_alive(&u->worker))
-		return false;
-	if (engine_attach(&d->engine, l, &u->worker, clock_mono_ms()) < 0)
-		return false;
-	u->worker = LEASE_PROCESS_NONE; /* the lease holds it now */
-	if (record_attach(d, l) < 0)
-		log_error("lease %s: cannot record the attach: %s", l->id, d->ledger->error);
-	log_info("lease %s: given to app %s's idle worker, pid %d", l->id, l->req.app,
-		 (int) l->proc.pid);
-	return true;
 }
 
 /* ------------------------------------------------------------------------
@@ -675,9 +705,40 @@ int leases_join(struct zgpud *d, const struct caller *who, const char *app, pid_
 
 enum lease_state leases_end(struct zgpud *d, struct lease *l, bool failed, int64_t *used_ms)
 {
+	leases_forget_dead_residents(d);
 	enum lease_state final = engine_end(&d->engine, l, failed, clock_mono_ms(), used_ms);
 	after_engine_call(d);
 	return final;
+}
+
+enum lease_state leases_release_keep(struct zgpud *d, struct lease *l, int64_t *used_ms, bool *kept)
+{
+	bool keep = l->state != LEASE_QUEUED && l->proc.pid > 0 && proc_alive(&l->proc);
+	if (kept)
+		*kept = keep;
+	if (!keep)
+		return leases_end(d, l, false, used_ms); /* nothing to keep */
+	leases_forget_dead_residents(d);
+	log_info("lease %s: app %s's worker %d stays resident", l->id, l->req.app,
+		 (int) l->proc.pid);
+	enum lease_state final = engine_release_keep(&d->engine, l, 0, clock_mono_ms(), used_ms);
+	after_engine_call(d);
+	return final;
+}
+
+void leases_forget_dead_residents(struct zgpud *d)
+{
+	struct residency *t = &d->engine.residency;
+	for (int i = 0; i < t->n;) {
+		struct resident *r = &t->r[i];
+		if (r->proc.pid > 0 && proc_alive(&r->proc)) {
+			i++;
+			continue;
+		}
+		log_info("app %s: resident worker %d has exited", r->app, (int) r->proc.pid);
+		proc_drop(&r->proc);
+		engine_resident_gone(&d->engine, r->id); /* the last entry moves into i */
+	}
 }
 
 void leases_abandon(struct zgpud *d, struct lease *l)

@@ -140,13 +140,6 @@ int leases_attach(struct zgpud *d, const struct caller *who, struct lease *l, pi
 		  bool rebind, struct refusal *no);
 
 /*
- * Gives l to the process its app's task left idle on the lease's first device,
- * if that worker still runs and was attached on the word of the same
- * principal as owner. Returns whether it did (the worker is then claimed).
- */
-bool leases_claim_idle_worker(struct zgpud *d, struct lease *l, const struct lease_owner *owner);
-
-/*
  * Moves pid into app's gated cgroup (`zerogpu launch`, `zerogpu run`): the
  * caller must be allowed to act as app and to attach pid (as leases_attach),
  * and pid must be neither another app's process nor parked. Returns 0, or -1
@@ -158,6 +151,18 @@ int leases_join(struct zgpud *d, const struct caller *who, const char *app, pid_
 /* The client ends l (queued: cancelled; held: released, or failed). *used_ms
  * (may be NULL) gets how long it held its devices. l is freed. Returns its final state. */
 enum lease_state leases_end(struct zgpud *d, struct lease *l, bool failed, int64_t *used_ms);
+
+/*
+ * The client releases l and keeps its attached process resident on l's devices
+ * (residency.h): its app's next lease there takes it over, warm, unless its memory
+ * is needed first. Without a live attached process, the same as leases_end().
+ * *kept (may be NULL) says whether a worker stays.
+ */
+enum lease_state leases_release_keep(struct zgpud *d, struct lease *l, int64_t *used_ms,
+				     bool *kept);
+
+/* Forgets the residents whose processes have exited (killed from outside, crashed). */
+void leases_forget_dead_residents(struct zgpud *d);
 
 /* l's client went away without a word: cancelled, or released with its process killed. */
 void leases_abandon(struct zgpud *d, struct lease *l);

@@ -76,6 +76,19 @@ int metrics_render(const struct metrics *m, const struct engine *e, struct evbuf
 	  "# TYPE zerogpu_process_kills_total counter\nzerogpu_process_kills_total %llu\n",
 	  (unsigned long long) e->stats.killed);
 
+	P("# HELP zerogpu_grant_starts_total Grants by how the call starts: warm (its app's "
+	  "resident worker taken over) or cold.\n"
+	  "# TYPE zerogpu_grant_starts_total counter\n"
+	  "zerogpu_grant_starts_total{start=\"warm\"} %llu\n"
+	  "zerogpu_grant_starts_total{start=\"cold\"} %llu\n",
+	  (unsigned long long) m->warm_grants, (unsigned long long) m->cold_grants);
+	P("# HELP zerogpu_evictions_total Resident workers killed to make room on a device.\n"
+	  "# TYPE zerogpu_evictions_total counter\nzerogpu_evictions_total %llu\n",
+	  (unsigned long long) m->evictions);
+	P("# HELP zerogpu_residents Workers resident on devices without a lease now.\n"
+	  "# TYPE zerogpu_residents gauge\nzerogpu_residents %d\n",
+	  e->residency.n);
+
 	P("# HELP zerogpu_grant_latency_seconds From a lease request to its grant.\n"
 	  "# TYPE zerogpu_grant_latency_seconds histogram\n");
 	uint64_t cumulative = 0;

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "daemon/sys/inventory.h"
 #include "zerogpu.h"
 
 typedef int (*apply_fn)(struct settings *s, const char *value, char *err, size_t errlen);
@@ -147,6 +148,14 @@ SECONDS_SETTER(set_default_max_wait, cfg.default_max_wait_ms, true)
 SECONDS_SETTER(set_grace, cfg.grace_ms, true)
 SECONDS_SETTER(set_aging, aging_bound_ms, false)
 SECONDS_SETTER(set_backfill, backfill_ms, true)
+
+static int set_residency(struct settings *s, const char *v, char *err, size_t errlen)
+{
+	if (strcmp(v, "lru") && strcmp(v, "off"))
+		return bad(err, errlen, "takes lru or off, not '%s'", v);
+	s->cfg.residency = strcmp(v, "lru") ? ENGINE_RESIDENCY_OFF : ENGINE_RESIDENCY_LRU;
+	return 0;
+}
 
 static int set_policy(struct settings *s, const char *v, char *err, size_t errlen)
 {
@@ -340,6 +349,7 @@ static const struct setting table[] = {
 	{"scheduler", "aging_bound", "aging-bound", set_aging},
 	{"scheduler", "backfill", "backfill", set_backfill},
 	{"scheduler", "app_limit", "app-limit", set_app_limit},
+	{"scheduler", "residency", "residency", set_residency},
 	{"quota", "anonymous", "quota-anonymous", set_quota_anonymous},
 	{"quota", "free", "quota-free", set_quota_free},
 	{"quota", "pro", "quota-pro", set_quota_pro},
@@ -465,7 +475,36 @@ static int add_app_cgroup(struct settings *s, const char *app, const char *value
 	return 0;
 }
 
-/* [apps] NAME users = ..., NAME cgroup = ..., or the older NAME = USER, ... */
+/* [apps] NAME memory = SIZE: the GPU memory the app's `spaces` calls need ("40G"). */
+static int add_app_memory(struct settings *s, const char *app, const char *value, char *err,
+			  size_t errlen)
+{
+	if (s->napp_memory == (int) (sizeof(s->app_memory) / sizeof(s->app_memory[0])))
+		return bad(err, errlen, "names the memory of more than %zu apps",
+			   sizeof(s->app_memory) / sizeof(s->app_memory[0]));
+	if (settings_app_memory(s, app))
+		return bad(err, errlen, "names app '%s''s memory a second time", app);
+	struct app_memory *m = &s->app_memory[s->napp_memory];
+	if (inventory_parse_memory(value, &m->bytes) < 0)
+		return bad(err, errlen,
+			   "takes a size such as 40G or 512M (binary units, at most 1 PiB), not "
+			   "'%s'",
+			   value);
+	snprintf(m->app, sizeof(m->app), "%s", app);
+	s->napp_memory++;
+	return 0;
+}
+
+uint64_t settings_app_memory(const struct settings *s, const char *app)
+{
+	for (int i = 0; i < s->napp_memory; i++)
+		if (strcmp(s->app_memory[i].app, app) == 0)
+			return s->app_memory[i].bytes;
+	return 0;
+}
+
+/* [apps] NAME users = ..., NAME cgroup = ..., NAME memory = ..., or the older
+ * NAME = USER, ... */
 static int add_app_entry(struct settings *s, const char *key, const char *value, char *err,
 			 size_t errlen)
 {
@@ -483,9 +522,12 @@ static int add_app_entry(struct settings *s, const char *key, const char *value,
 		return add_app_users(s, app, value, err, errlen);
 	if (strcmp(attr, "cgroup") == 0)
 		return add_app_cgroup(s, app, value, err, errlen);
+	if (strcmp(attr, "memory") == 0)
+		return add_app_memory(s, app, value, err, errlen);
 	return bad(err, errlen,
-		   "is not a setting of an app: use '%s users = USER, ...' or '%s cgroup = PATH'",
-		   app, app);
+		   "is not a setting of an app: use '%s users = USER, ...', '%s cgroup = PATH' "
+		   "or '%s memory = SIZE'",
+		   app, app, app);
 }
 
 static int on_ini_entry(void *user, const char *section, const char *key, const char *value)

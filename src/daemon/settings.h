@@ -58,7 +58,16 @@ struct settings {
 	/* [apps] NAME cgroup: apps whose cgroup the operator names. */
 	struct gate_cgroup_setting app_cgroups[64];
 	int napp_cgroups;
+	/* [apps] NAME memory: what a `spaces` call of the app needs on its GPU. */
+	struct app_memory {
+		char app[LEASE_APP_MAX + 1];
+		uint64_t bytes;
+	} app_memory[256];
+	int napp_memory;
 };
+
+/* The [apps] NAME memory of app, or 0 when the settings name none. */
+uint64_t settings_app_memory(const struct settings *s, const char *app);
 
 /*
  * Fills s from defaults, the config file and argv, in that order. Returns 0 to

@@ -26,17 +26,6 @@
 #define ZGPUD_IDLE_TIMEOUT_S 30 /* a kept-alive connection with no request is closed */
 
 /*
- * Who last held an inventory device, to tell a returning app its worker still
- * lives. The worker is held by its pidfd (proc.h) until it is reused, replaced
- * by the device's next worker, or the daemon stops. The lease service's.
- */
-struct device_last_use {
-	char app[LEASE_APP_MAX + 1];
-	char task[LEASE_TEXT_MAX + 1];
-	struct lease_process worker; /* pid 0 when none was attached (or it was reused) */
-};
-
-/*
  * The daemon's state, wired by main.c. Each part is changed only by the module
  * named beside it; the others read it.
  */
@@ -64,7 +53,6 @@ struct zgpud {
 	char ungiven[2 * INV_MAX_DEVICES]
 		    [LEASE_ID_LEN + 1]; /* one per slot: all one dispatch grants */
 	int nungiven;
-	struct device_last_use last_use[INV_MAX_DEVICES];
 	/* The `spaces` device API (api_spaces.c). */
 	struct strmap spaces_tokens;	    /* allowToken -> its lease's context */
 	char spaces_app[LEASE_APP_MAX + 1]; /* the app of calls without an app token */

@@ -246,7 +246,8 @@ struct zgpu_lease {
 	size_t ndevices;
 	int64_t deadline_ms;
 	double duration_s, grace_s;
-	json_t *event; /* the last event read, which zgpu_event's strings point into */
+	pid_t warm_pid; /* the resident worker the grant handed over; 0: cold */
+	json_t *event;	/* the last event read, which zgpu_event's strings point into */
 };
 
 const char *zgpu_lease_id(const zgpu_lease *l)
@@ -277,6 +278,11 @@ double zgpu_lease_duration_s(const zgpu_lease *l)
 double zgpu_lease_grace_s(const zgpu_lease *l)
 {
 	return l->grace_s;
+}
+
+pid_t zgpu_lease_warm_pid(const zgpu_lease *l)
+{
+	return l->warm_pid;
 }
 
 int zgpu_lease_fd(const zgpu_lease *l)
@@ -359,6 +365,8 @@ static int take_grant(zgpu_lease *l)
 		return fail(ZGPU_EPROTO, "zerogpud sent a granted event without its lease");
 	strcpy(l->id, id);
 	l->deadline_ms = deadline;
+	if (json_is_true(json_object_get(l->event, "warm")))
+		l->warm_pid = (pid_t) json_integer_value(json_object_get(l->event, "pid"));
 	l->ndevices = json_array_size(devices);
 	l->devices = calloc(l->ndevices ? l->ndevices : 1, sizeof(*l->devices));
 	if (!l->devices)
@@ -366,12 +374,14 @@ static int take_grant(zgpu_lease *l)
 	for (size_t i = 0; i < l->ndevices; i++) {
 		const char *uuid;
 		int index;
-		json_int_t memory = 0;
-		if (json_unpack(json_array_get(devices, i), "{s:i, s:s, s?I}", "index", &index,
-				"uuid", &uuid, "memory_bytes", &memory) < 0)
+		json_int_t memory = 0, limit = -1;
+		if (json_unpack(json_array_get(devices, i), "{s:i, s:s, s?I, s?I}", "index", &index,
+				"uuid", &uuid, "memory_bytes", &memory, "memory_limit_bytes",
+				&limit) < 0)
 			return fail(ZGPU_EPROTO, "zerogpud sent a device without index or uuid");
 		l->devices[i].index = index;
 		l->devices[i].memory_bytes = (uint64_t) memory;
+		l->devices[i].memory_limit_bytes = (uint64_t) (limit >= 0 ? limit : memory);
 		if (!(l->devices[i].uuid = strdup(uuid)))
 			return fail(ZGPU_ENOMEM, NULL);
 	}
@@ -399,6 +409,9 @@ static json_t *request_json(const zgpu_request *req)
 		json_object_set_new(o, "visitor_token", json_string(req->visitor_token));
 	if (req->visitor_ip)
 		json_object_set_new(o, "visitor_ip", json_string(req->visitor_ip));
+	if (req->memory_bytes)
+		json_object_set_new(o, "memory_bytes",
+				    json_integer((json_int_t) req->memory_bytes));
 	return o;
 }
 
@@ -549,18 +562,18 @@ int zgpu_join_app(zgpu_client *c, const char *app, pid_t pid)
 	return ctl_call(c, "POST", path, body, NULL);
 }
 
-int zgpu_release(zgpu_client *c, zgpu_lease *l, bool failed, double *used_s_out)
+/* DELETE with query ("" or "?fail=1" or "?keep=1"); see zgpu_release(). */
+static int end_lease(zgpu_client *c, zgpu_lease *l, const char *query, double *used_s_out,
+		     bool *kept_out)
 {
-	if (!c || !l) {
-		zgpu_lease_free(l);
-		return fail(ZGPU_EINVAL, "zgpu_release needs a client and a lease");
-	}
 	char path[128];
-	snprintf(path, sizeof(path), "/v1/leases/%s%s", l->id, failed ? "?fail=1" : "");
+	snprintf(path, sizeof(path), "/v1/leases/%s%s", l->id, query);
 	json_t *reply = NULL;
 	int r = ctl_call(c, "DELETE", path, NULL, &reply);
 	if (r == 0 && used_s_out)
 		*used_s_out = json_number_value(json_object_get(reply, "used_s"));
+	if (kept_out)
+		*kept_out = r == 0 && json_is_true(json_object_get(reply, "kept"));
 	json_decref(reply);
 	if (r == 0) {
 		/* The daemon ends the stream as it answers: its last event is already on
@@ -576,4 +589,24 @@ int zgpu_release(zgpu_client *c, zgpu_lease *l, bool failed, double *used_s_out)
 	}
 	zgpu_lease_free(l);
 	return r;
+}
+
+int zgpu_release(zgpu_client *c, zgpu_lease *l, bool failed, double *used_s_out)
+{
+	if (!c || !l) {
+		zgpu_lease_free(l);
+		return fail(ZGPU_EINVAL, "zgpu_release needs a client and a lease");
+	}
+	return end_lease(c, l, failed ? "?fail=1" : "", used_s_out, NULL);
+}
+
+int zgpu_release_keep(zgpu_client *c, zgpu_lease *l, double *used_s_out, bool *kept_out)
+{
+	if (kept_out)
+		*kept_out = false;
+	if (!c || !l) {
+		zgpu_lease_free(l);
+		return fail(ZGPU_EINVAL, "zgpu_release_keep needs a client and a lease");
+	}
+	return end_lease(c, l, "?keep=1", used_s_out, kept_out);
 }

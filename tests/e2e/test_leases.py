@@ -191,7 +191,8 @@ def test_delete_of_a_queued_lease_cancels_it(daemon1):
     a, _ = daemon1.acquire({})
     b, ev = daemon1.acquire({})
     status, body = daemon1.call("DELETE", f"/v1/leases/{ev['lease']}")
-    assert status == 200 and body == {"lease": ev["lease"], "state": "cancelled", "used_s": 0}
+    assert status == 200 and body == {"lease": ev["lease"], "state": "cancelled", "used_s": 0,
+                                   "kept": False}
     ev = b.event()
     assert ev["event"] == "failed" and ev["error"]["code"] == "cancelled"
     a.close()

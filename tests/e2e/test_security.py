@@ -116,7 +116,10 @@ def test_a_loopback_caller_still_attaches_its_own_process(make_daemon, public_di
 def test_idle_worker_reuse_is_per_owner(make_daemon, public_dir):
     import urllib.request
 
-    d = tcp_daemon(make_daemon, public_dir)
+    # Halves: the stranger's call fits beside root's resident worker, so the worker's
+    # fate depends on ownership only, not on eviction (which any grant that needs its
+    # memory may do: docs/residency.md).
+    d = tcp_daemon(make_daemon, public_dir, "--split", "2")
     base = f"http://127.0.0.1:{d.tcp[2]}"
 
     def root_post(path):  # root, over loopback TCP without a token, as `spaces` calls

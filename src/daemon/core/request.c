@@ -134,13 +134,13 @@ static int validate_lease(json_t *o, const struct engine_config *cfg, size_t gpu
 			  struct lease_request *out, struct request_visitor *who, char *err,
 			  size_t errlen)
 {
-	static const char *const known[] = {"app",	  "task", "visitor", "visitor_token",
-					    "visitor_ip", "size", "gpus",    "duration_s",
-					    "max_wait_s", NULL};
+	static const char *const known[] = {
+		"app",	"task",	      "visitor",    "visitor_token", "visitor_ip", "size",
+		"gpus", "duration_s", "max_wait_s", "memory_bytes",  NULL};
 	int r;
 	if ((r = check_known_fields(o, known,
 				    "app, task, visitor, visitor_token, visitor_ip, size, gpus, "
-				    "duration_s, max_wait_s",
+				    "duration_s, max_wait_s, memory_bytes",
 				    err, errlen)) < 0)
 		return r;
 	if ((r = get_text(o, "visitor_token", who->token, sizeof(who->token), err, errlen)) < 0 ||
@@ -205,6 +205,25 @@ static int validate_lease(json_t *o, const struct engine_config *cfg, size_t gpu
 			return -EINVAL;
 		}
 		out->gpus = (int) n;
+	}
+
+	json_t *memory = json_object_get(o, "memory_bytes");
+	if (memory) {
+		if (!json_is_integer(memory)) {
+			snprintf(err, errlen, "field 'memory_bytes' must be an integer, not %s",
+				 json_type_name(memory));
+			return -EINVAL;
+		}
+		json_int_t n = json_integer_value(memory);
+		if (n < 0 || n > REQUEST_MEMORY_MAX) {
+			snprintf(
+				err, errlen,
+				"memory_bytes must be between 0 (all the GPU memory the size gets) "
+				"and %lld (got %lld)",
+				(long long) REQUEST_MEMORY_MAX, (long long) n);
+			return -EINVAL;
+		}
+		out->memory_bytes = (uint64_t) n;
 	}
 
 	if ((r = get_seconds(o, "duration_s", &out->duration_ms, err, errlen)) < 0 ||

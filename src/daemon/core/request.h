@@ -7,10 +7,14 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include "daemon/core/engine.h"
 #include "daemon/core/lease.h"
+
+/* The most device memory a request may say it needs: 1 PiB. */
+#define REQUEST_MEMORY_MAX (INT64_C(1) << 50)
 
 /* Who a request is for, as the app says: a signed token, or the visitor's address. */
 struct request_visitor {

@@ -30,8 +30,7 @@ static void simulated_uuid(char *out, size_t size, const char *seed, int index, 
 		 (unsigned long long) (h2 & 0xffffffffffffULL));
 }
 
-/* Parses "80G", "141GB", "512MiB" into bytes; returns 0 or -EINVAL. */
-static int parse_memory(const char *s, uint64_t *out)
+int inventory_parse_memory(const char *s, uint64_t *out)
 {
 	char *end;
 	errno = 0;
@@ -75,7 +74,7 @@ int inventory_simulate(struct inventory *inv, const char *spec, const char *seed
 		char *end = NULL;
 		long count = x && isdigit((unsigned char) item[0]) ? strtol(item, &end, 10) : -1;
 		uint64_t memory;
-		if (!x || end != x || parse_memory(x + 1, &memory) < 0) {
+		if (!x || end != x || inventory_parse_memory(x + 1, &memory) < 0) {
 			snprintf(err, errlen,
 				 "bad --simulate item '%s': expected COUNTxMEMORY like 4x80G or "
 				 "2x141G,1x80G",

@@ -27,4 +27,8 @@ int inventory_simulate(struct inventory *inv, const char *spec, const char *seed
  */
 int inventory_from_nvml(struct inventory *inv, const char *libpath, char *err, size_t errlen);
 
+/* Parses a memory size: "80G", "141GB", "512MiB" (G/GB/GiB and M/MB/MiB are binary
+ * units), more than 0 and at most 1 PiB, into bytes. Returns 0 or -EINVAL. */
+int inventory_parse_memory(const char *s, uint64_t *out);
+
 #endif

@@ -16,6 +16,7 @@
 #include "daemon/core/request.h"
 #include "daemon/record.h"
 #include "daemon/settings.h"
+#include "daemon/sys/gpu_memory.h"
 #include "daemon/sys/proc.h"
 #include "daemon/zgpud.h"
 
@@ -711,6 +712,26 @@ enum lease_state leases_end(struct zgpud *d, struct lease *l, bool failed, int64
 	return final;
 }
 
+/* What l's worker holds on its real GPUs, the most on any of them, as NVML says; 0 on
+ * simulated devices, without NVML, or when NVML sees none (the lease's memory then). */
+static uint64_t resident_size(struct zgpud *d, const struct lease *l)
+{
+	if (!d->gpu_memory)
+		return 0;
+	struct engine_device held[INV_MAX_DEVICES];
+	int n = engine_lease_devices(&d->engine, l, held, INV_MAX_DEVICES);
+	uint64_t most = 0;
+	for (int i = 0; i < n; i++) {
+		const struct device *dev = &d->inv.devices[held[i].device];
+		uint64_t bytes;
+		if (!dev->simulated &&
+		    gpu_memory_of_process(d->gpu_memory, dev->uuid, l->proc.pid, &bytes) == 0 &&
+		    bytes > most)
+			most = bytes;
+	}
+	return most;
+}
+
 enum lease_state leases_release_keep(struct zgpud *d, struct lease *l, int64_t *used_ms, bool *kept)
 {
 	bool keep = l->state != LEASE_QUEUED && l->proc.pid > 0 && proc_alive(&l->proc);
@@ -719,9 +740,11 @@ enum lease_state leases_release_keep(struct zgpud *d, struct lease *l, int64_t *
 	if (!keep)
 		return leases_end(d, l, false, used_ms); /* nothing to keep */
 	leases_forget_dead_residents(d);
-	log_info("lease %s: app %s's worker %d stays resident", l->id, l->req.app,
-		 (int) l->proc.pid);
-	enum lease_state final = engine_release_keep(&d->engine, l, 0, clock_mono_ms(), used_ms);
+	uint64_t bytes = resident_size(d, l);
+	log_info("lease %s: app %s's worker %d stays resident (%s)", l->id, l->req.app,
+		 (int) l->proc.pid, bytes ? "its memory as NVML says" : "the lease's memory");
+	enum lease_state final = engine_release_keep(&d->engine, l, bytes, clock_mono_ms(),
+						     used_ms);
 	after_engine_call(d);
 	return final;
 }

@@ -30,6 +30,7 @@
 #include "daemon/leases.h"
 #include "daemon/record.h"
 #include "daemon/settings.h"
+#include "daemon/sys/gpu_memory.h"
 #include "daemon/sys/inventory.h"
 #include "daemon/zgpud.h"
 #include "zerogpu.h"
@@ -260,10 +261,15 @@ static int load_devices(struct zgpud *d, const struct settings *o)
 	char err[256], host[128] = "zerogpu";
 	(void) gethostname(host, sizeof(host) - 1);
 	if (!o->simulate[0]) {
-		int r = inventory_from_nvml(&d->inv, o->nvml_library[0] ? o->nvml_library : NULL,
-					    err, sizeof(err));
-		if (r == 0)
+		const char *lib = o->nvml_library[0] ? o->nvml_library : NULL;
+		int r = inventory_from_nvml(&d->inv, lib, err, sizeof(err));
+		if (r == 0) {
+			/* A kept worker's size is what NVML says it holds (docs/residency.md). */
+			d->gpu_memory = gpu_memory_open(lib, err, sizeof(err));
+			if (!d->gpu_memory)
+				log_warn("%s: a kept worker counts its lease's memory", err);
 			return 0;
+		}
 		log_warn("no GPUs from NVML (%s); lending one simulated 80 GiB device instead — "
 			 "pass --simulate SPEC to choose",
 			 err);
@@ -391,6 +397,7 @@ static void shut_down(struct zgpud *d)
 		log_warn("%d connection(s) not yet finalised at exit", d->conns.open);
 
 	leases_free(d);
+	gpu_memory_close(d->gpu_memory);
 	gate_close(&d->gate);
 	ledger_close(d->ledger);
 	d->ledger = NULL;

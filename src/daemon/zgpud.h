@@ -40,6 +40,7 @@ struct zgpud {
 	struct ledger *ledger;		     /* record.c writes it */
 	struct quota_book quota;	 /* quota.c's functions, called by leases.c and record.c */
 	struct gate gate;		 /* gate.c: opened by main.c, driven by leases.c */
+	struct gpu_memory *gpu_memory;	 /* main.c, with NVML's devices: residents' sizes */
 	const struct settings *settings; /* read only */
 	char visitor_secret[256];	 /* verifies visitor tokens; "" accepts none */
 	int hosting_limit[3];		 /* apps a free, pro and org account may host */

@@ -2,6 +2,8 @@
  * A stand-in for libnvidia-ml.so.1 so the NVML path of the inventory is tested
  * on machines without GPUs. FAKE_NVML_GPUS describes the GPUs: a comma list of
  * MEMORY_GIB[:migN], e.g. "80,141:mig2". FAKE_NVML_INIT_FAIL=1 makes init fail.
+ * FAKE_NVML_PROCESSES names a file, read at each query, of the compute processes:
+ * one "UUID PID MIB" a line.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,6 +42,14 @@ nvmlReturn_t nvmlDeviceGetCudaComputeCapability(nvmlDevice_t h, int *major, int 
 nvmlReturn_t nvmlDeviceGetMinorNumber(nvmlDevice_t h, unsigned *minor);
 nvmlReturn_t nvmlDeviceGetGpuInstanceId(nvmlDevice_t h, unsigned *id);
 nvmlReturn_t nvmlDeviceGetComputeInstanceId(nvmlDevice_t h, unsigned *id);
+nvmlReturn_t nvmlDeviceGetHandleByUUID(const char *uuid, nvmlDevice_t *h);
+typedef struct {
+	unsigned pid;
+	unsigned long long used_gpu_memory;
+	unsigned gpu_instance_id, compute_instance_id;
+} nvmlProcessInfo_t;
+nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v3(nvmlDevice_t h, unsigned *count,
+						     nvmlProcessInfo_t *infos);
 
 nvmlReturn_t nvmlInit_v2(void)
 {
@@ -174,4 +184,45 @@ nvmlReturn_t nvmlDeviceGetComputeInstanceId(nvmlDevice_t h, unsigned *id)
 		return 3;
 	*id = 0;
 	return 0;
+}
+
+nvmlReturn_t nvmlDeviceGetHandleByUUID(const char *uuid, nvmlDevice_t *h)
+{
+	int gpu, mig;
+	if (sscanf(uuid, "MIG-fake-%d-%d", &gpu, &mig) == 2 && gpu >= 0 && (unsigned) gpu < ngpus &&
+	    mig >= 0 && mig < gpus[gpu].mig_count) {
+		*h = &gpus[gpu].migs[mig];
+		return 0;
+	}
+	if (sscanf(uuid, "GPU-fake-%d", &gpu) == 1 && gpu >= 0 && (unsigned) gpu < ngpus) {
+		*h = &gpus[gpu];
+		return 0;
+	}
+	return 6; /* NVML_ERROR_NOT_FOUND */
+}
+
+/* The lines of FAKE_NVML_PROCESSES for h; NVML_ERROR_INSUFFICIENT_SIZE (7) with the
+ * count needed when infos has too little room, as the real one. */
+nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v3(nvmlDevice_t h, unsigned *count,
+						     nvmlProcessInfo_t *infos)
+{
+	char mine[64], uuid[64], line[256];
+	nvmlDeviceGetUUID(h, mine, sizeof(mine));
+	const char *path = getenv("FAKE_NVML_PROCESSES");
+	FILE *f = path ? fopen(path, "r") : NULL;
+	unsigned n = 0;
+	while (f && fgets(line, sizeof(line), f)) {
+		unsigned pid;
+		unsigned long long mib;
+		if (sscanf(line, "%63s %u %llu", uuid, &pid, &mib) != 3 || strcmp(uuid, mine))
+			continue;
+		if (n < *count)
+			infos[n] = (nvmlProcessInfo_t){pid, mib << 20, 0, 0};
+		n++;
+	}
+	if (f)
+		fclose(f);
+	nvmlReturn_t rc = n > *count ? 7 : 0;
+	*count = n;
+	return rc;
 }

@@ -1,13 +1,17 @@
-/* The --simulate spec, stable simulated UUIDs, and NVML through a fake library. */
+/* The --simulate spec, stable simulated UUIDs, and NVML through a fake library: the
+ * devices, and the memory a process holds on one. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 #include <string.h>
 
 #include <cmocka.h>
 
+#include "daemon/sys/gpu_memory.h"
 #include "daemon/sys/inventory.h"
 
 #define GIB (1ULL << 30)
@@ -129,6 +133,44 @@ static void nvml_failures_are_explained(void **state)
 	assert_non_null(strstr(err, "NVML found no usable GPU"));
 }
 
+static void nvml_reports_a_processs_memory_per_device(void **state)
+{
+	const char *lib = getenv("FAKE_NVML_LIBRARY");
+	setenv("FAKE_NVML_GPUS", "80,141:mig2", 1);
+	char path[] = "/tmp/zgpu-fake-procs-XXXXXX";
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	FILE *f = fdopen(fd, "w");
+	/* 100 processes on GPU 0 (more than one query's first guess), pid 4242 twice (two
+	 * contexts), and pid 4242 on a MIG instance too. */
+	for (int pid = 1000; pid < 1100; pid++)
+		fprintf(f, "GPU-fake-0 %d 1\n", pid);
+	fprintf(f, "GPU-fake-0 4242 30720\nGPU-fake-0 4242 1024\nMIG-fake-1-1 4242 512\n");
+	fclose(f);
+	setenv("FAKE_NVML_PROCESSES", path, 1);
+	char err[256];
+	struct gpu_memory *g = gpu_memory_open(lib, err, sizeof(err));
+	assert_non_null(g);
+	uint64_t bytes;
+	assert_int_equal(gpu_memory_of_process(g, "GPU-fake-0", 4242, &bytes), 0);
+	assert_int_equal(bytes, 31744ULL << 20);
+	assert_int_equal(gpu_memory_of_process(g, "GPU-fake-0", 1099, &bytes), 0);
+	assert_int_equal(bytes, 1ULL << 20);
+	assert_int_equal(gpu_memory_of_process(g, "MIG-fake-1-1", 4242, &bytes), 0);
+	assert_int_equal(bytes, 512ULL << 20);
+	assert_int_equal(gpu_memory_of_process(g, "MIG-fake-1-0", 4242, &bytes), 0);
+	assert_int_equal(bytes, 0);
+	assert_int_equal(gpu_memory_of_process(g, "GPU-fake-0", 77, &bytes), 0);
+	assert_int_equal(bytes, 0);
+	assert_int_equal(gpu_memory_of_process(g, "GPU-nope", 4242, &bytes), -19 /* ENODEV */);
+	gpu_memory_close(g);
+	unlink(path);
+	unsetenv("FAKE_NVML_PROCESSES");
+
+	assert_null(gpu_memory_open("/nonexistent/libnvidia-ml.so.1", err, sizeof(err)));
+	assert_non_null(strstr(err, "cannot load NVML"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -138,6 +180,7 @@ int main(void)
 		cmocka_unit_test(bad_specs_are_refused_with_a_reason),
 		cmocka_unit_test(nvml_whole_gpus_and_mig_instances),
 		cmocka_unit_test(nvml_failures_are_explained),
+		cmocka_unit_test(nvml_reports_a_processs_memory_per_device),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -2,7 +2,8 @@
 # Runs zerogpud under valgrind through a few hundred leases (grants, queueing,
 # gangs, an expiry, a client killed with -9, shutdown with leases held) and
 # fails on any memory error or leak. As root it gates the (fake) devices too:
-# apps launched under the gate, a process parked and let go.
+# apps launched under the gate, a process parked and let go. Residents: kept,
+# handed over warm, evicted.
 # Usage: tests/valgrind_daemon.sh BUILD_DIR
 set -euo pipefail
 build=$(cd "${1:?usage: valgrind_daemon.sh BUILD_DIR}" && pwd)
@@ -49,6 +50,27 @@ if [ "$(id -u)" = 0 ]; then
 	curl -s --unix-socket "$sock" http://x/v1/status | grep -q '"parked": *1'
 	kill -9 $holder; wait $holder 2>/dev/null || true
 fi
+
+# Residents: a worker kept after its lease, handed over warm to its app's next lease,
+# kept again, then evicted by another app's call that needs the memory.
+hold_lease() { # app memory_gib file: opens a lease stream into file; prints its id
+	curl -sN --unix-socket "$sock" -X POST \
+		-d "{\"app\":\"$1\",\"task\":\"f\",\"memory_bytes\":$(($2 << 30))}" \
+		http://x/v1/leases >"$3" &
+	for _ in $(seq 100); do grep -qs '"lease"' "$3" && break; sleep 0.05; done
+	sed -n 's/.*"lease":"\([0-9a-f]*\)".*/\1/p' "$3" | head -1
+}
+sleep 300 & worker=$!
+id=$(hold_lease keeper 60 "$dir/k1")
+curl -s --unix-socket "$sock" -X POST -d "{\"pid\":$worker}" "http://x/v1/leases/$id/attach" >/dev/null
+curl -s --unix-socket "$sock" -X DELETE "http://x/v1/leases/$id?keep=1" | grep -q '"kept":true'
+id=$(hold_lease keeper 60 "$dir/k2")
+grep -q '"warm":true' "$dir/k2"
+curl -s --unix-socket "$sock" -X DELETE "http://x/v1/leases/$id?keep=1" | grep -q '"kept":true'
+curl -s --unix-socket "$sock" http://x/v1/devices | grep -q "\"pid\":$worker"
+cli run -q --app evictor -s xlarge -n 2 -- true # both whole GPUs: the worker goes
+rc=0; wait $worker 2>/dev/null || rc=$?
+[ $rc -eq 137 ] # killed: evicted
 
 "$build/src/cli/zerogpu" --socket "$sock" run -q -d 60 -- sleep 100 & held=$!
 sleep 0.5

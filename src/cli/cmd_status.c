@@ -19,20 +19,44 @@ static const char *short_id(const char *id, char *buf)
 	return buf;
 }
 
+/* The workers resident on device d, as "app:pid" items, into out. */
+static void resident_list(json_t *d, char *out, size_t size)
+{
+	size_t k, n = 0;
+	json_t *r;
+	out[0] = '\0';
+	json_array_foreach(json_object_get(d, "residents"), k, r)
+	{
+		int w = snprintf(out + n, size - n, "%s%s:%lld", k ? "," : "", str(r, "app"),
+				 (long long) json_integer_value(json_object_get(r, "pid")));
+		if (w < 0 || (size_t) w >= size - n)
+			break;
+		n += (size_t) w;
+	}
+}
+
+static void gib(char *out, size_t size, json_t *o, const char *key)
+{
+	snprintf(out, size, "%.1f GiB",
+		 (double) json_integer_value(json_object_get(o, key)) / (double) (1ULL << 30));
+}
+
 static void print_devices(json_t *devices)
 {
 	struct table t;
-	table_init(&t, 6, (const char *[]){"INDEX", "UUID", "NAME", "MEMORY", "STATE", "LEASES"});
+	table_init(&t, 8,
+		   (const char *[]){"INDEX", "UUID", "NAME", "MEMORY", "FREE", "STATE", "LEASES",
+				    "RESIDENTS"});
 	size_t i;
 	json_t *d;
 	json_array_foreach(devices, i, d)
 	{
-		char index[16], mem[32], lease[9];
+		char index[16], mem[32], free_mem[32], lease[9], residents[128];
 		snprintf(index, sizeof(index), "%lld",
 			 (long long) json_integer_value(json_object_get(d, "index")));
-		snprintf(mem, sizeof(mem), "%.1f GiB",
-			 (double) json_integer_value(json_object_get(d, "memory_bytes")) /
-				 (double) (1ULL << 30));
+		gib(mem, sizeof(mem), d, "memory_bytes");
+		gib(free_mem, sizeof(free_mem), d, "memory_free_bytes");
+		resident_list(d, residents, sizeof(residents));
 		/* A device split in halves may have two holders: show them all. */
 		char holders[64] = "";
 		size_t k;
@@ -43,8 +67,9 @@ static void print_devices(json_t *devices)
 			snprintf(holders + used, sizeof(holders) - used, "%s%s", k ? "," : "",
 				 short_id(json_string_value(id), lease));
 		}
-		table_add(&t, (const char *[]){index, str(d, "uuid"), str(d, "name"), mem,
-					       str(d, "state"), holders[0] ? holders : "-"});
+		table_add(&t, (const char *[]){index, str(d, "uuid"), str(d, "name"), mem, free_mem,
+					       str(d, "state"), holders[0] ? holders : "-",
+					       residents[0] ? residents : "-"});
 	}
 	table_print_free(&t);
 }

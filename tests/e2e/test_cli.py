@@ -110,7 +110,8 @@ def test_status_table(daemon4):
     lines = r.stdout.splitlines()
     assert lines[0].startswith("zerogpud ") and "4 simulated device(s), 1 lease(s)" in lines[0]
     header = next(l for l in lines if l.startswith("INDEX"))
-    assert header.split() == ["INDEX", "UUID", "NAME", "MEMORY", "STATE", "LEASES"]
+    assert header.split() == ["INDEX", "UUID", "NAME", "MEMORY", "FREE", "STATE", "LEASES",
+                              "RESIDENTS"]
     lease_row = next(l for l in lines if l.startswith(ev["lease"][:8]))
     assert "painter" in lease_row and "alice" in lease_row and "granted" in lease_row
     # Columns line up: each row's STATE column starts where the header's does.

@@ -76,6 +76,8 @@ def test_a_kept_worker_is_listed_with_its_memory_and_the_next_call_is_warm(make_
     assert [(r["app"], r["pid"], r["bytes"], r["task"]) for r in res[1]] == [("a", w.pid, 30 * GiB, "f")]
     assert res[1][0]["last_used_ms"] >= res[1][0]["since_ms"] > 0
     assert free[1] == 50 * GiB and free[0] == 70 * GiB
+    row = next(line for line in d.cli("status").stdout.splitlines() if line.startswith("1 "))
+    assert "50.0 GiB" in row and row.endswith(f"a:{w.pid}")
     busy.close()  # GPU 0 free again
 
     c, ev = lease(d, "a", 30)
@@ -207,3 +209,27 @@ def test_app_memory_setting_sizes_spaces_calls(make_daemon, tmp_path, procs):
                         "--socket", str(tmp_path / "x.sock"), "--state-dir", str(tmp_path / "s")],
                        capture_output=True, text=True, timeout=10)
     assert r.returncode == 2 and "takes a size such as 40G" in r.stderr
+
+
+def test_on_a_real_gpu_a_kept_worker_counts_what_nvml_says_it_holds(make_daemon, procs,
+                                                                   tmp_path, monkeypatch):
+    from conftest import BUILD
+    table = tmp_path / "processes"
+    table.write_text("")
+    monkeypatch.setenv("FAKE_NVML_GPUS", "80")
+    monkeypatch.setenv("FAKE_NVML_PROCESSES", str(table))
+    d = make_daemon("--nvml-library", str(BUILD / "tests" / "unit" / "libfake-nvml.so"))
+    w = spawn(procs)
+    # The driver sees the worker holding 12 GiB (and another process 5), though its
+    # lease asked for 30.
+    table.write_text(f"GPU-fake-0 {w.pid} 12288\nGPU-fake-0 1 5120\n")
+    keep(d, "a", 30, w)
+    res, free = residents(d)
+    assert [(r["pid"], r["bytes"]) for r in res[0]] == [(w.pid, 12 * GiB)]
+    assert free[0] == 68 * GiB
+    # NVML sees nothing of another worker: it counts its lease's memory.
+    x = spawn(procs)
+    keep(d, "b", 20, x)
+    res, _ = residents(d)
+    assert sorted(r["bytes"] for r in res[0]) == [12 * GiB, 20 * GiB]
+    assert "as NVML says" in d.log_text()

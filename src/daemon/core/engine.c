@@ -218,16 +218,21 @@ static bool evaluate(const struct engine *e, const struct lease *l, int k, struc
 	return freed >= need - have; /* else live leases leave too little room for now */
 }
 
-/* Whether a is a better home than b: warm (with affinity), then room without evicting,
- * then packing halves (placement_rank), then the least evicted, then the lowest index. */
+/*
+ * Whether a is a better home than b: packing halves first (placement_rank: whole GPUs
+ * stay whole for xlarge and 2-GPU calls, which otherwise wait longer, and everybody
+ * behind them), then warm (with affinity), then room without evicting, then the least
+ * evicted, then the lowest index. Measured both ways (BENCHMARKS.md, "Residency"):
+ * warm first won more warm grants but lengthened the p95 wait of short calls.
+ */
 static bool better(const struct engine *e, const struct candidate *a, const struct candidate *b)
 {
+	if (a->rank != b->rank)
+		return a->rank < b->rank;
 	if (e->cfg.affinity && a->warm != b->warm)
 		return a->warm;
 	if (a->fits != b->fits)
 		return a->fits;
-	if (a->rank != b->rank)
-		return a->rank < b->rank;
 	if (a->evict_bytes != b->evict_bytes)
 		return a->evict_bytes < b->evict_bytes;
 	return a->gpu < b->gpu;

@@ -45,10 +45,10 @@ def parse_args(argv):
     p.add_argument("--anonymous-share", type=share, default=0.40,
                    help="share by anonymous visitors (0.40); the rest are free accounts")
     p.add_argument("--xlarge-share", type=share, default=0.10,
-                   help="share of apps asking for xlarge (0.10; a whole number of apps, "
-                        "rounded, at least one above 0)")
+                   help="share of calls by apps asking for xlarge (0.10; as nearly as whole "
+                        "apps make it)")
     p.add_argument("--gang-share", type=share, default=0.05,
-                   help="share of apps asking for 2 whole GPUs (0.05; rounded the same way)")
+                   help="share of calls by apps asking for 2 whole GPUs (0.05; the same)")
     p.add_argument("--visitors", type=positive(int), default=5000, help="visitor population (5000)")
     p.add_argument("--default-duration-share", type=share, default=0.70,
                    help="share of apps that keep the default 60 s duration (0.70)")
@@ -78,7 +78,10 @@ class App:
             self.requested_s = 60
         else:
             self.requested_s = min(300, 5 * math.ceil(self.mean_s * 3 / 5))
-        self.size, self.gpus = "large", 1  # assign_sizes() picks the others
+        # assign_sizes() picks the xlarge and 2-GPU apps. This draw once chose the size;
+        # it stays so that the draws after it, and so every trace, stay as they were.
+        rng.random()
+        self.size, self.gpus = "large", 1
         # Weights on the GPU: log-uniform over 1-40 GiB, like demos from a small
         # diffusion model to a quantised LLM (its own stream: the rest stays as it was).
         model_rng = random.Random(f"{a.seed}/{self.name}/model")
@@ -98,25 +101,24 @@ class App:
             t = end + rng.expovariate(1 / self.OFF_MEAN_S)
 
 
-def whole_apps(share, napps):
-    """share of napps apps, rounded half up; at least one when share is above 0."""
-    n = math.floor(share * napps + 0.5)
-    return max(n, 1) if share > 0 else 0
-
-
 def assign_sizes(apps, a):
-    """Exactly the shares of apps (rounded) ask for xlarge and for 2 GPUs, picked at random.
+    """Apps picked at random ask for 2 GPUs, and others for xlarge, until they make the
+    shares of calls asked for (--gang-share, --xlarge-share) as nearly as whole apps can.
 
-    Drawing each app's size on its own left the count to chance: with 50 apps and 5% on
-    2 GPUs, seed 1 drew none (a 7.7% chance), so the evaluation showed no 2-GPU calls."""
+    Drawing each app's size on its own left the shares to chance, and with Pareto
+    popularity a few apps are most of the calls: seed 1 drew no 2-GPU app at all."""
     order = list(apps)
     random.Random(f"{a.seed}/sizes").shuffle(order)
-    n_gang = whole_apps(a.gang_share, len(apps))
-    n_xlarge = min(whole_apps(a.xlarge_share, len(apps)), len(apps) - n_gang)
-    for app in order[:n_gang]:
-        app.size, app.gpus = "xlarge", 2
-    for app in order[n_gang:n_gang + n_xlarge]:
-        app.size, app.gpus = "xlarge", 1
+    total = sum(app.weight for app in apps)
+    for size, gpus, target in (("xlarge", 2, a.gang_share), ("xlarge", 1, a.xlarge_share)):
+        share = 0.0
+        for app in order:
+            if app.size != "large" or share >= target:
+                continue
+            with_it = share + app.weight / total
+            if abs(with_it - target) < abs(share - target):  # nearer the target with it
+                app.size, app.gpus = size, gpus
+                share = with_it
 
 
 def main(argv=None):
@@ -151,7 +153,9 @@ def main(argv=None):
     if a.output:
         out.close()
     gang = sum(1 for c in calls if c[5] > 1)
+    xlarge = sum(1 for c in calls if c[4] == "xlarge" and c[5] == 1)
     print(f"gen: {len(calls)} calls of {a.apps} apps over {a.hours:g} h; "
+          f"{xlarge} ({xlarge / max(len(calls), 1):.1%}) xlarge, "
           f"{gang} ({gang / max(len(calls), 1):.1%}) on 2 GPUs", file=sys.stderr)
 
 

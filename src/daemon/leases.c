@@ -14,6 +14,7 @@
 #include "common/random_hex.h"
 #include "daemon/core/auth.h"
 #include "daemon/core/request.h"
+#include "daemon/grant_hold.h"
 #include "daemon/record.h"
 #include "daemon/settings.h"
 #include "daemon/sys/gpu_memory.h"
@@ -69,6 +70,7 @@ static void arm_deadline_timer(struct zgpud *d)
 
 static void after_engine_call(struct zgpud *d)
 {
+	grant_hold_clear_notes(d); /* evictions no grant followed */
 	fail_ungiven_grants(d);
 	arm_deadline_timer(d);
 }
@@ -184,6 +186,9 @@ static void evict_resident(void *ctx, const struct resident *r, const char *why)
 	struct zgpud *d = ctx;
 	struct lease_process p = r->proc;
 	int k = p.pid > 0 ? proc_kill(&p) : 0;
+	for (size_t i = 0; k >= 0 && p.pid > 0 && i < d->inv.count; i++)
+		if ((r->devices & (UINT64_C(1) << i)) && !d->inv.devices[i].simulated)
+			grant_hold_note(d, d->inv.devices[i].uuid, p.pid);
 	log_info("app %s: resident worker %d (%.1f GiB) evicted %s%s", r->app, (int) p.pid,
 		 (double) r->bytes / (1 << 30), why, k == -ESRCH ? " (it had exited)" : "");
 	proc_drop(&p);
@@ -193,7 +198,6 @@ static void evict_resident(void *ctx, const struct resident *r, const char *why)
 static void on_lease_event(void *ctx, struct lease *l, enum engine_event ev)
 {
 	struct zgpud *d = ctx;
-	int64_t now = clock_mono_ms();
 	switch (ev) {
 	case ENGINE_EV_QUEUED:
 		log_debug("lease %s: queued at position %d", l->id, l->position_sent);
@@ -205,6 +209,8 @@ static void on_lease_event(void *ctx, struct lease *l, enum engine_event ev)
 			take_over_resident(d, l);
 		else
 			d->metrics.cold_grants++;
+		if (grant_hold(d, l))
+			return; /* told once the evicted workers' memory is freed */
 		break;
 	case ENGINE_EV_EXPIRED:
 		log_info("lease %s: deadline passed (%.0f s); grace %.1f s", l->id,
@@ -215,6 +221,7 @@ static void on_lease_event(void *ctx, struct lease *l, enum engine_event ev)
 		/* Closed before the engine lends these devices again (it does so only after
 		 * this event); what still holds them open is parked. */
 		gate_revoke(&d->gate, l->id, &l->proc);
+		grant_hold_drop(d, l);
 		/* The engine's end time, not a fresh clock read: the next grant on these
 		 * devices is stamped with the same instant, and the ledger must never show
 		 * a device's next lease starting before its last one ended. */
@@ -226,9 +233,15 @@ static void on_lease_event(void *ctx, struct lease *l, enum engine_event ev)
 		proc_drop(&l->warm_proc);
 		break;
 	}
+	leases_tell_client(d, l, ev);
+}
+
+void leases_tell_client(struct zgpud *d, struct lease *l, enum engine_event ev)
+{
 	struct lease_client *cl = l->stream;
+	(void) d;
 	if (cl)
-		cl->on_event(cl, l, ev, now);
+		cl->on_event(cl, l, ev, clock_mono_ms());
 }
 
 static void kill_attached(void *ctx, const struct lease *l)
@@ -273,7 +286,7 @@ int leases_init(struct zgpud *d)
 {
 	d->timer_at = INT64_MAX;
 	d->timer = evtimer_new(d->base, on_deadline, d);
-	return d->timer ? 0 : -ENOMEM;
+	return d->timer && grant_hold_init(d) == 0 ? 0 : -ENOMEM;
 }
 
 void leases_end_all(struct zgpud *d)
@@ -290,6 +303,7 @@ void leases_free(struct zgpud *d)
 	for (int i = 0; i < d->engine.residency.n; i++)
 		proc_drop(&d->engine.residency.r[i].proc);
 	engine_shutdown(&d->engine, clock_mono_ms());
+	grant_hold_free(d);
 	if (d->timer)
 		event_free(d->timer);
 	d->timer = NULL;

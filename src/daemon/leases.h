@@ -164,6 +164,10 @@ enum lease_state leases_release_keep(struct zgpud *d, struct lease *l, int64_t *
 /* Forgets the residents whose processes have exited (killed from outside, crashed). */
 void leases_forget_dead_residents(struct zgpud *d);
 
+/* Tells l's client of ev (what the engine's hook does after its own work; a grant that
+ * waited for evicted memory is told later, grant_hold.h). */
+void leases_tell_client(struct zgpud *d, struct lease *l, enum engine_event ev);
+
 /* l's client went away without a word: cancelled, or released with its process killed. */
 void leases_abandon(struct zgpud *d, struct lease *l);
 

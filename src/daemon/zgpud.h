@@ -19,6 +19,7 @@
 #include "daemon/core/engine.h"
 #include "daemon/core/quota.h"
 #include "daemon/gate.h"
+#include "daemon/grant_hold.h"
 #include "daemon/metrics.h"
 #include "daemon/sys/ledger.h"
 
@@ -46,8 +47,9 @@ struct zgpud {
 	int hosting_limit[3];		 /* apps a free, pro and org account may host */
 	char token[256];		 /* the admin bearer token for TCP; "" without TCP */
 	/* The lease service (leases.c). */
-	struct event *timer; /* fires at the engine's next deadline */
-	int64_t timer_at;    /* when it is armed for; INT64_MAX when idle */
+	struct event *timer;	  /* fires at the engine's next deadline */
+	struct grant_holds holds; /* grants waiting for evicted memory (grant_hold.c) */
+	int64_t timer_at;	  /* when it is armed for; INT64_MAX when idle */
 	/* Grants that could not be given (the ledger could not record them, the gate
 	 * could not open their devices): never acknowledged, failed right after the
 	 * engine call that made them (the engine cannot be re-entered from a hook). */

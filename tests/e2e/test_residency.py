@@ -233,3 +233,33 @@ def test_on_a_real_gpu_a_kept_worker_counts_what_nvml_says_it_holds(make_daemon,
     res, _ = residents(d)
     assert sorted(r["bytes"] for r in res[0]) == [12 * GiB, 20 * GiB]
     assert "as NVML says" in d.log_text()
+
+
+def test_on_a_real_gpu_a_grant_waits_until_nvml_shows_the_evicted_memory_freed(
+        make_daemon, procs, tmp_path, monkeypatch):
+    import threading
+    from conftest import BUILD
+    table = tmp_path / "processes"
+    table.write_text("")
+    monkeypatch.setenv("FAKE_NVML_GPUS", "80")
+    monkeypatch.setenv("FAKE_NVML_PROCESSES", str(table))
+    d = make_daemon("--nvml-library", str(BUILD / "tests" / "unit" / "libfake-nvml.so"))
+    for freed_after in (0.5, None):  # the driver frees it in 0.5 s; it never does
+        w = spawn(procs)
+        table.write_text(f"GPU-fake-0 {w.pid} 61440\n")
+        keep(d, "a", 60, w)
+        if freed_after:
+            threading.Timer(freed_after, lambda: table.write_text("")).start()
+        t0 = time.monotonic()
+        s, ev = lease(d, "b", 40)  # 20 GiB free: a's worker is evicted first
+        waited = time.monotonic() - t0
+        assert exited(w)
+        if freed_after:
+            assert freed_after - 0.05 <= waited < 1.9, waited
+            assert "evicted worker(s) was freed after" in d.log_text()
+        else:
+            assert 1.9 <= waited < 4, waited
+            assert f"NVML still shows memory of evicted worker {w.pid} after 2000 ms" \
+                in d.log_text()
+        s.close()
+        table.write_text("")

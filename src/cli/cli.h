@@ -24,6 +24,7 @@ extern const struct cli_command cmd_run;
 extern const struct cli_command cmd_launch;
 extern const struct cli_command cmd_version;
 extern const struct cli_command cmd_quota;
+extern const struct cli_command cmd_visitor;
 extern const struct cli_command cmd_account;
 extern const struct cli_command cmd_app;
 extern const struct cli_command cmd_usage;

@@ -7,7 +7,7 @@
 #include "common/log.h"
 
 static const struct cli_command *const commands[] = {
-	&cmd_status, &cmd_run, &cmd_launch,  &cmd_quota,
+	&cmd_status, &cmd_run, &cmd_launch,  &cmd_quota,   &cmd_visitor,
 	&cmd_usage,  &cmd_app, &cmd_account, &cmd_version,
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))

@@ -15,6 +15,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "daemon/api.h"
+#include "daemon/core/request.h"
 #include "daemon/record.h"
 #include "daemon/sys/ledger.h"
 
@@ -307,6 +308,63 @@ static void get_usage(struct call *c)
 				  (double) sum.charged_ms / 1000.0));
 }
 
+/* A signed-in visitor's key, "user:NAME"; replies 400 and returns false otherwise. */
+static bool user_key(struct call *c)
+{
+	if (strncmp(c->arg, "user:", 5) == 0 && request_user_name_valid(c->arg + 5))
+		return true;
+	http_reply_error(c, 400, "bad_request",
+			 "'%.80s' is not a signed-in visitor: use user:NAME (NAME: 1 to 64 "
+			 "letters, digits, '.', '_', '-', '@' or '+'); anonymous visitors are "
+			 "always anonymous",
+			 c->arg);
+	return false;
+}
+
+static void put_visitor_tier(struct call *c)
+{
+	static const char *const fields[] = {"tier"};
+	if (!user_key(c))
+		return;
+	json_t *o = object_body(c, fields, 1);
+	if (!o)
+		return;
+	const char *name = json_string_value(json_object_get(o, "tier"));
+	int tier = -1;
+	for (int t = 0; t < LEASE__TIER_COUNT; t++)
+		if (t != LEASE_TIER_ANONYMOUS &&
+		    strcmp(name, lease_tier_name((enum lease_tier) t)) == 0)
+			tier = t;
+	if (tier < 0) {
+		http_reply_error(c, 400, "bad_request",
+				 "tier must be free, pro or enterprise, not '%.32s'", name);
+		json_decref(o);
+		return;
+	}
+	json_decref(o);
+	if (record_visitor_tier_set(c->d, c->arg, (enum lease_tier) tier) < 0) {
+		http_reply_error(c, 500, "ledger", "%s", c->d->ledger->error);
+		return;
+	}
+	log_info("visitor %s: tier %s", c->arg, lease_tier_name((enum lease_tier) tier));
+	http_reply_json(c, 200,
+			json_pack("{s:s, s:s}", "visitor", c->arg, "tier",
+				  lease_tier_name((enum lease_tier) tier)));
+}
+
+static void get_visitor_tier(struct call *c)
+{
+	enum lease_tier tier;
+	if (!user_key(c))
+		return;
+	if (record_visitor_tier(c->d, c->arg, &tier) < 0) {
+		http_reply_error(c, 500, "ledger", "%s", c->d->ledger->error);
+		return;
+	}
+	http_reply_json(c, 200,
+			json_pack("{s:s, s:s}", "visitor", c->arg, "tier", lease_tier_name(tier)));
+}
+
 const struct route api_registry_routes[] = {
 	{.method = EVHTTP_REQ_GET, .pattern = "/v1/usage", .handler = get_usage},
 	{.method = EVHTTP_REQ_GET, .pattern = "/v1/accounts", .handler = get_accounts},
@@ -323,6 +381,14 @@ const struct route api_registry_routes[] = {
 	{.method = EVHTTP_REQ_POST,
 	 .pattern = "/v1/quota/*/reset",
 	 .handler = post_quota_reset,
+	 .admin = true},
+	{.method = EVHTTP_REQ_PUT,
+	 .pattern = "/v1/visitors/*/tier",
+	 .handler = put_visitor_tier,
+	 .admin = true},
+	{.method = EVHTTP_REQ_GET,
+	 .pattern = "/v1/visitors/*/tier",
+	 .handler = get_visitor_tier,
 	 .admin = true},
 	{.pattern = NULL},
 };

@@ -242,6 +242,24 @@ int record_app_remove(struct zgpud *d, const char *name)
 	return d->ledger->ops->app_remove(d->ledger, name);
 }
 
+int record_visitor_tier_set(struct zgpud *d, const char *key, enum lease_tier tier)
+{
+	return d->ledger->ops->visitor_tier_set(d->ledger, key, lease_tier_name(tier),
+						clock_wall_ms());
+}
+
+int record_visitor_tier(struct zgpud *d, const char *key, enum lease_tier *tier)
+{
+	char name[16];
+	int r = d->ledger->ops->visitor_tier_get(d->ledger, key, name, sizeof(name));
+	*tier = LEASE_TIER_FREE;
+	if (r == 1)
+		for (int t = 0; t < LEASE__TIER_COUNT; t++)
+			if (strcmp(name, lease_tier_name((enum lease_tier) t)) == 0)
+				*tier = (enum lease_tier) t;
+	return r < 0 ? r : 0;
+}
+
 int record_visitor_reset(struct zgpud *d, const char *key)
 {
 	struct quota_account *a = quota_find(&d->quota, key);

@@ -44,6 +44,10 @@ int record_app_remove(struct zgpud *d, const char *name);
 /* Starts key's quota window over, in the ledger and in memory (what is reserved stays
  * reserved). 1 when the visitor was known, 0 when not, -errno. */
 int record_visitor_reset(struct zgpud *d, const char *key);
+/* The tier the operator gave signed-in visitor key ("user:NAME"): set; and read, as
+ * LEASE_TIER_FREE when none was given. 0 or -errno. */
+int record_visitor_tier_set(struct zgpud *d, const char *key, enum lease_tier tier);
+int record_visitor_tier(struct zgpud *d, const char *key, enum lease_tier *tier);
 
 /* Settles every lease the ledger holds as open (a previous run died): kills
  * its process if that very process still runs, and records it as expired.

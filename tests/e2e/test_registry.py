@@ -130,12 +130,14 @@ def test_a_version_1_ledger_is_upgraded(tmp_path):
     d = Daemon(tmp_path, "--simulate", "1x80G").start()
     assert d.stop() == 0
     db = sqlite3.connect(tmp_path / "state" / "ledger.db")
-    db.executescript("DROP TABLE apps; DROP TABLE accounts; PRAGMA user_version = 1;")
+    db.executescript("DROP TABLE apps; DROP TABLE accounts; DROP TABLE visitor_tiers; "
+                     "PRAGMA user_version = 1;")
     db.close()
     again = Daemon(tmp_path, "--simulate", "1x80G").start()
     assert again.cli("account", "add", "acme", "--kind", "free").returncode == 0
+    assert again.cli("visitor", "tier", "user:ann", "pro").returncode == 0
     db = sqlite3.connect(tmp_path / "state" / "ledger.db")
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 3
     db.close()
     assert again.stop() == 0
 

@@ -130,6 +130,15 @@ static int get_text(json_t *obj, const char *name, char *out, size_t size, char 
 	return 0;
 }
 
+bool request_user_name_valid(const char *s)
+{
+	size_t n = strlen(s);
+	bool ok = n > 0 && n <= 64;
+	for (size_t i = 0; ok && i < n; i++)
+		ok = isalnum((unsigned char) s[i]) || strchr("._-@+", s[i]);
+	return ok;
+}
+
 static int validate_lease(json_t *o, const struct engine_config *cfg, size_t gpu_count,
 			  struct lease_request *out, struct request_visitor *who, char *err,
 			  size_t errlen)

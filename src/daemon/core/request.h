@@ -34,6 +34,10 @@ int request_parse_lease(const char *body, size_t len, const struct engine_config
 /* Whether s is an app name: 1 to LEASE_APP_MAX letters, digits, '.', '_' or '-'. */
 bool request_app_name_valid(const char *s);
 
+/* Whether s is a signed-in visitor's name (the gateway's user header, "user:NAME"
+ * keys): 1 to 64 letters, digits, '.', '_', '-', '@' or '+'. */
+bool request_user_name_valid(const char *s);
+
 /* Parses {"pid": N} (N > 0). Returns 0, or -EINVAL with a message in err. */
 int request_parse_attach(const char *body, size_t len, pid_t *pid, char *err, size_t errlen);
 

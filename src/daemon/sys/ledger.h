@@ -86,6 +86,10 @@ struct ledger_ops {
 		     void (*fn)(const struct ledger_usage *u, void *arg), void *arg);
 	/* Forgets a visitor's window: their quota starts over. 1 when there was one. */
 	int (*visitor_reset)(struct ledger *lg, const char *key);
+	/* The tier the operator gave a signed-in visitor (key "user:NAME"): set, and read
+	 * into tier (1 when there is one, 0 when not). */
+	int (*visitor_tier_set)(struct ledger *lg, const char *key, const char *tier, int64_t now);
+	int (*visitor_tier_get)(struct ledger *lg, const char *key, char *tier, size_t size);
 	void (*close)(struct ledger *lg);
 };
 

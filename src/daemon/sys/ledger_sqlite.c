@@ -12,6 +12,7 @@ struct ledger_sqlite {
 	sqlite3 *db;
 	sqlite3_stmt *insert, *attach, *end, *unsettled, *visitor_get, *visitor_put;
 	sqlite3_stmt *app_by_token; /* on every request with an app token: prepared once */
+	sqlite3_stmt *tier_get;	    /* on every visitor token the gateway mints */
 };
 
 /*
@@ -50,6 +51,12 @@ static const char *const migrations[] = {
 	"  created_at INTEGER NOT NULL"
 	") WITHOUT ROWID;"
 	"CREATE INDEX apps_account ON apps(account);",
+	/* 3: the tiers the operator gave signed-in visitors (the visitor gateway) */
+	"CREATE TABLE visitor_tiers ("
+	"  key TEXT PRIMARY KEY,"
+	"  tier TEXT NOT NULL CHECK (tier IN ('anonymous', 'free', 'pro', 'enterprise')),"
+	"  set_at INTEGER NOT NULL"
+	") WITHOUT ROWID;",
 };
 
 static int fail_db(struct ledger_sqlite *s, int rc, const char *what)
@@ -196,6 +203,7 @@ static void sq_close(struct ledger *lg)
 	sqlite3_finalize(s->visitor_get);
 	sqlite3_finalize(s->visitor_put);
 	sqlite3_finalize(s->app_by_token);
+	sqlite3_finalize(s->tier_get);
 	sqlite3_close(s->db);
 	free(s);
 }
@@ -362,17 +370,23 @@ static int sq_app_list(struct ledger *lg, void (*fn)(const struct ledger_app *a,
 	return r < 0 ? r : 0;
 }
 
-static int sq_app_by_token(struct ledger *lg, const char *token_sha256, char *name, size_t size)
+/* Runs prepared one-column lookup st for key: 1 with the value in out, 0, or -errno. */
+static int lookup_text(struct ledger_sqlite *s, sqlite3_stmt *st, const char *key, char *out,
+		       size_t size, const char *what)
 {
-	struct ledger_sqlite *s = (struct ledger_sqlite *) lg;
-	sqlite3_stmt *st = s->app_by_token;
-	sqlite3_bind_text(st, 1, token_sha256, -1, SQLITE_STATIC);
-	int r = step_once(s, st, "looking up an app token");
+	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+	int r = step_once(s, st, what);
 	if (r == 1)
-		snprintf(name, size, "%s", col_text(st, 0));
+		snprintf(out, size, "%s", col_text(st, 0));
 	sqlite3_reset(st);
 	sqlite3_clear_bindings(st);
 	return r;
+}
+
+static int sq_app_by_token(struct ledger *lg, const char *token_sha256, char *name, size_t size)
+{
+	struct ledger_sqlite *s = (struct ledger_sqlite *) lg;
+	return lookup_text(s, s->app_by_token, token_sha256, name, size, "looking up an app token");
 }
 
 static int sq_usage(struct ledger *lg, const char *app, int64_t since,
@@ -414,6 +428,31 @@ static int sq_visitor_reset(struct ledger *lg, const char *key)
 	return r < 0 ? r : sqlite3_changes(s->db) > 0;
 }
 
+static int sq_tier_set(struct ledger *lg, const char *key, const char *tier, int64_t now)
+{
+	struct ledger_sqlite *s = (struct ledger_sqlite *) lg;
+	sqlite3_stmt *st;
+	int r = prepare(
+		s,
+		"INSERT INTO visitor_tiers (key, tier, set_at) VALUES (?, ?, ?) "
+		"ON CONFLICT (key) DO UPDATE SET tier = excluded.tier, set_at = excluded.set_at",
+		&st);
+	if (r == 0) {
+		sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 2, tier, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 3, now);
+		r = step_once(s, st, "recording a visitor's tier");
+	}
+	sqlite3_finalize(st);
+	return r < 0 ? r : 0;
+}
+
+static int sq_tier_get(struct ledger *lg, const char *key, char *tier, size_t size)
+{
+	struct ledger_sqlite *s = (struct ledger_sqlite *) lg;
+	return lookup_text(s, s->tier_get, key, tier, size, "looking up a visitor's tier");
+}
+
 static const struct ledger_ops sqlite_ops = {
 	.name = "sqlite",
 	.lease_granted = sq_granted,
@@ -428,6 +467,8 @@ static const struct ledger_ops sqlite_ops = {
 	.app_list = sq_app_list,
 	.app_by_token = sq_app_by_token,
 	.visitor_reset = sq_visitor_reset,
+	.visitor_tier_set = sq_tier_set,
+	.visitor_tier_get = sq_tier_get,
 	.usage = sq_usage,
 	.close = sq_close,
 };
@@ -518,7 +559,9 @@ int ledger_open_sqlite(struct ledger **out, const char *path, char *err, size_t 
 		     "VALUES (?, ?, ?, ?)",
 		     -1, &s->visitor_put, NULL) != SQLITE_OK ||
 	     sqlite3_prepare_v2(s->db, "SELECT name FROM apps WHERE token_sha256 = ?", -1,
-				&s->app_by_token, NULL) != SQLITE_OK))
+				&s->app_by_token, NULL) != SQLITE_OK ||
+	     sqlite3_prepare_v2(s->db, "SELECT tier FROM visitor_tiers WHERE key = ?", -1,
+				&s->tier_get, NULL) != SQLITE_OK))
 		r = fail_db(s, SQLITE_ERROR, "preparing the ledger's statements");
 	if (r < 0) {
 		snprintf(err, errlen, "ledger %s: %s", path, s->base.error);

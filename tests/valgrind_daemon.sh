@@ -22,6 +22,7 @@ valgrind --quiet --leak-check=full --show-leak-kinds=definite,indirect \
 	--errors-for-leak-kinds=definite,indirect --error-exitcode=99 \
 	"$build/src/daemon/zerogpud" --simulate 2x80G --socket "$sock" --state-dir "$dir/state" \
 	--grace 0.5 --log-level warn --spaces-app demo --spaces-ping-interval 0.2 "${gate[@]}" \
+	--visitor-secret "a visitor secret for the valgrind run, 32+ bytes" \
 	2>"$dir/valgrind.log" &
 vg=$!
 for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.1; done
@@ -71,6 +72,16 @@ curl -s --unix-socket "$sock" http://x/v1/devices | grep -q "\"pid\":$worker"
 cli run -q --app evictor -s xlarge -n 2 -- true # both whole GPUs: the worker goes
 rc=0; wait $worker 2>/dev/null || rc=$?
 [ $rc -eq 137 ] # killed: evicted
+
+# The visitor gateway: a tier, tokens minted for a user and an address (root may, on the
+# Unix socket), a bad address refused.
+cli visitor tier user:vera pro >/dev/null
+for who in "-H X-Auth-Request-User:vera" ""; do
+	curl -s --unix-socket "$sock" -H "X-Real-IP: 203.0.113.5" $who \
+		http://x/v1/visitor-token | grep -q '"token"'
+done
+curl -s --unix-socket "$sock" -H "X-Forwarded-For: 1.2.3.4, 5.6.7.8" \
+	http://x/v1/visitor-token | grep -q 'several addresses'
 
 "$build/src/cli/zerogpu" --socket "$sock" run -q -d 60 -- sleep 100 & held=$!
 sleep 0.5

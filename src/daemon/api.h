@@ -13,5 +13,6 @@
 extern const struct route api_v1_routes[];
 extern const struct route api_registry_routes[];
 extern const struct route api_spaces_routes[];
+extern const struct route api_gateway_routes[];
 
 #endif

@@ -352,6 +352,15 @@ static void post_schedule(struct call *c)
 	rq.task_bound = true; /* its client keeps a worker per function: `idle` means that one */
 	struct visitor_claim claim = {s.token, NULL};
 	struct refusal no;
+	if (d->settings->spaces_require_visitor && !(s.token && s.token[0])) {
+		/* Straight to the app, past the gateway: nobody to charge. */
+		http_reply_error(
+			c, 401, "no_visitor",
+			"this GPU call names no visitor, and zerogpud requires one ([spaces] "
+			"require_visitor): the app must be reached through the visitor "
+			"gateway, which gives every visitor a token (docs/gateway.md)");
+		return;
+	}
 	if (leases_admit(d, &c->who, &rq, &claim, &no) < 0) {
 		reply_refusal(c, &no);
 		return;

@@ -16,6 +16,7 @@
 #include "common/log.h"
 #include "daemon/conn.h"
 #include "daemon/record.h"
+#include "daemon/settings.h"
 
 static int append_to_evbuffer(const char *buffer, size_t size, void *data)
 {
@@ -188,6 +189,11 @@ static int bearer(struct call *c)
 		c->who.admin = true;
 		return 0;
 	}
+	const char *gateway = c->d->settings->gateway_token;
+	if (gateway[0] && same_secret(gateway, given)) {
+		c->who.gateway = true;
+		return 0;
+	}
 	return record_app_for_token(c->d, given, c->who.app, sizeof(c->who.app)) == 1 ? 0 : -1;
 }
 
@@ -207,6 +213,35 @@ static void untracked_peer(struct call *c, struct conn_peer *p)
 		p->pid = cred.pid;
 	}
 	gate_identify_peer(&c->d->gate, p);
+}
+
+/* The gateway's token opens the gateway's routes only, and only it (or root and
+ * zerogpud's user on the Unix socket) opens them. Replies and returns true when the
+ * caller may not take route r. */
+static bool refuse_for_gateway(struct call *c, const struct route *r, bool token_bad)
+{
+	bool local_admin = !c->who.via_tcp && c->who.admin;
+	bool no_token = c->who.via_tcp && !c->who.gateway && !c->who.admin && !c->who.app[0];
+	if (r->gateway && (token_bad || no_token)) {
+		evhttp_add_header(evhttp_request_get_output_headers(c->req), "WWW-Authenticate",
+				  "Bearer");
+		http_reply_error(c, 401, "unauthorized",
+				 "the token sent is not the gateway's ([gateway] token)");
+		return true;
+	}
+	if (r->gateway && !c->who.gateway && !local_admin) {
+		http_reply_error(c, 403, "forbidden",
+				 "only the visitor gateway (with the [gateway] token), root or "
+				 "zerogpud's own user may mint visitor tokens");
+		return true;
+	}
+	if (!r->gateway && c->who.gateway && !r->open) {
+		http_reply_error(c, 403, "forbidden",
+				 "the gateway token mints visitor tokens only "
+				 "(GET /v1/visitor-token)");
+		return true;
+	}
+	return false;
 }
 
 static void refuse_shutting_down(struct call *c)
@@ -264,7 +299,9 @@ static void dispatch_request(struct evhttp_request *req, void *arg)
 			path_known = true;
 			if (r->method != evhttp_request_get_command(req))
 				continue;
-			if (!r->open &&
+			if (refuse_for_gateway(&c, r, token_bad))
+				goto out;
+			if (!r->open && !r->gateway &&
 			    (token_bad || (c.who.via_tcp && !c.who.admin && !c.who.app[0]))) {
 				evhttp_add_header(evhttp_request_get_output_headers(req),
 						  "WWW-Authenticate", "Bearer");

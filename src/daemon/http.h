@@ -33,8 +33,9 @@ struct route {
 	enum evhttp_cmd_type method;
 	const char *pattern; /* exact path; one '*' matches one segment */
 	void (*handler)(struct call *c);
-	bool open;  /* served without a bearer token on TCP */
-	bool admin; /* changes the registry or quotas: admins only */
+	bool open;    /* served without a bearer token on TCP */
+	bool admin;   /* changes the registry or quotas: admins only */
+	bool gateway; /* the visitor gateway's: its token, or root / zerogpud's user on Unix */
 };
 
 /*

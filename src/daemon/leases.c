@@ -404,7 +404,12 @@ static int identify_visitor(struct zgpud *d, const struct visitor_claim *claim,
 					strlen(d->visitor_secret), clock_wall_ms() / 1000, &id, err,
 					sizeof(err)) < 0)
 			return refuse(no, 401, "unauthorized", "%s", err);
-		snprintf(rq->quota_key, sizeof(rq->quota_key), "user:%s", id.sub);
+		/* The gateway names an anonymous visitor by address ("ip:ADDR"): charged as
+		 * a visitor_ip would be. */
+		if (strncmp(id.sub, "ip:", 3) == 0)
+			snprintf(rq->quota_key, sizeof(rq->quota_key), "%s", id.sub);
+		else
+			snprintf(rq->quota_key, sizeof(rq->quota_key), "user:%s", id.sub);
 		if (!rq->visitor[0])
 			snprintf(rq->visitor, sizeof(rq->visitor), "%s", id.sub);
 		rq->tier = id.tier;

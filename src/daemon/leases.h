@@ -39,6 +39,7 @@ struct caller {
 	bool admin;	/* root or zerogpud's uid on the Unix socket; the admin token on TCP */
 	char app[LEASE_APP_MAX + 1]; /* the app whose token came with the call, or "" */
 	bool token_bad;		     /* a token came that is neither an app's nor the admin's */
+	bool gateway;		     /* the visitor gateway's token came ([gateway] token) */
 	/* The app whose gated cgroup the calling process runs in (gate.h), or "": it may
 	 * act as that app only. */
 	char cgroup_app[LEASE_APP_MAX + 1];

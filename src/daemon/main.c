@@ -101,6 +101,16 @@ static const char usage_text[] =
 	"  --spaces-app NAME      the app of /schedule calls that carry no app token\n"
 	"  --spaces-ping-interval S  keep-alive interval of queued /schedule replies\n"
 	"                         (default 5)\n"
+	"  --spaces-require-visitor true|false  refuse /schedule calls that name no\n"
+	"                         visitor (default false: they are the app's own)\n"
+	"\n"
+	"Visitor gateway (docs/gateway.md):\n"
+	"  --gateway-token-file F  read the token of the proxy that mints visitor tokens\n"
+	"                         (GET /v1/visitor-token) from F\n"
+	"  --gateway-token T      the same on the command line (seen in ps(1))\n"
+	"  --gateway-user-header H  the header naming a signed-in user (default\n"
+	"                         X-Auth-Request-User)\n"
+	"  --gateway-token-ttl S  seconds a visitor token lives (default 300)\n"
 	"\n"
 	"Device gating (docs/security.md):\n"
 	"  --gate MODE            auto (default: gate when running as root with a usable\n"
@@ -496,7 +506,7 @@ int main(int argc, char **argv)
 	conns_set_identify(&d->conns, gate_identify_peer, &d->gate);
 	int ufd = listen_unix(o.socket_path);
 	static const struct route *const routes[] = {api_v1_routes, api_registry_routes,
-						     api_spaces_routes, NULL};
+						     api_spaces_routes, api_gateway_routes, NULL};
 	d->http_unix = http_server_new(d, false, routes);
 	struct evhttp_bound_socket *bound = NULL;
 	if (ufd < 0 || !d->http_unix ||

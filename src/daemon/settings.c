@@ -262,6 +262,46 @@ static int set_spaces_app(struct settings *s, const char *v, char *err, size_t e
 	return 0;
 }
 
+static int set_require_visitor(struct settings *s, const char *v, char *err, size_t errlen)
+{
+	if (strcmp(v, "true") && strcmp(v, "false"))
+		return bad(err, errlen, "takes true or false, not '%s'", v);
+	s->spaces_require_visitor = strcmp(v, "true") == 0;
+	return 0;
+}
+
+static int set_gateway_token(struct settings *s, const char *v, char *err, size_t errlen)
+{
+	return secret(s->gateway_token, v, err, errlen);
+}
+
+static int set_gateway_token_file(struct settings *s, const char *v, char *err, size_t errlen)
+{
+	return secret_from_file(s->gateway_token, v, err, errlen);
+}
+
+/* An HTTP header name: 1 to 63 of RFC 9110's token characters. */
+static int set_gateway_user_header(struct settings *s, const char *v, char *err, size_t errlen)
+{
+	size_t n = strlen(v);
+	bool ok = n > 0 && n < sizeof(s->gateway_user_header);
+	for (size_t i = 0; ok && i < n; i++)
+		ok = isalnum((unsigned char) v[i]) || strchr("!#$%&'*+-.^_`|~", v[i]);
+	if (!ok)
+		return bad(err, errlen, "takes an HTTP header name (1 to 63 characters), not '%s'",
+			   v);
+	strcpy(s->gateway_user_header, v);
+	return 0;
+}
+
+static int set_gateway_token_ttl(struct settings *s, const char *v, char *err, size_t errlen)
+{
+	int r = seconds(v, &s->gateway_token_ttl_ms, false, err, errlen);
+	if (r == 0 && (s->gateway_token_ttl_ms < 10000 || s->gateway_token_ttl_ms > 3600000))
+		return bad(err, errlen, "takes 10 to 3600 seconds, not '%s'", v);
+	return r;
+}
+
 static int set_gate(struct settings *s, const char *v, char *err, size_t errlen)
 {
 	static const struct {
@@ -362,6 +402,11 @@ static const struct setting table[] = {
 	{"auth", "visitor_secret_file", "visitor-secret-file", set_visitor_secret_file},
 	{"spaces", "app", "spaces-app", set_spaces_app},
 	{"spaces", "ping_interval", "spaces-ping-interval", set_spaces_ping},
+	{"spaces", "require_visitor", "spaces-require-visitor", set_require_visitor},
+	{"gateway", "token", "gateway-token", set_gateway_token},
+	{"gateway", "token_file", "gateway-token-file", set_gateway_token_file},
+	{"gateway", "user_header", "gateway-user-header", set_gateway_user_header},
+	{"gateway", "token_ttl", "gateway-token-ttl", set_gateway_token_ttl},
 	{"isolation", "gate", "gate", set_gate},
 	{"isolation", "device_dir", "device-dir", set_device_dir},
 	{"isolation", "cgroup_root", "cgroup-root", set_cgroup_root},
@@ -383,6 +428,8 @@ static void defaults(struct settings *s)
 	s->hosting_limit[2] = 50;
 	s->log_level = LOG_INFO;
 	s->spaces_ping_ms = 5000;
+	strcpy(s->gateway_user_header, "X-Auth-Request-User");
+	s->gateway_token_ttl_ms = 300000;
 	s->gate = GATE_WANT_AUTO;
 	strcpy(s->device_dir, "/dev");
 	strcpy(s->cgroup_root, "zerogpu");
@@ -627,6 +674,18 @@ static int finish(struct settings *s)
 		return usage_error("--listen %s needs --token or --token-file: TCP clients have no "
 				   "other identity",
 				   s->listen);
+	if (s->gateway_token[0] && !s->visitor_secret[0])
+		return usage_error(
+			"--gateway-token needs --visitor-secret (or "
+			"--visitor-secret-file): the gateway's visitor tokens are signed "
+			"with it");
+	if (s->gateway_token[0] && s->token[0] && strcmp(s->gateway_token, s->token) == 0)
+		return usage_error("--gateway-token must differ from --token: the gateway may "
+				   "mint visitor tokens only, the admin token may do anything");
+	if (s->spaces_require_visitor && !s->visitor_secret[0])
+		return usage_error(
+			"--spaces-require-visitor true needs --visitor-secret (or "
+			"--visitor-secret-file): visitor tokens cannot be checked without it");
 	if (strcmp(s->policy, "fifo") == 0) {
 		sched_params_fifo(&s->cfg.sched);
 	} else {

@@ -42,6 +42,11 @@ struct settings {
 	int hosting_limit[3];	  /* apps a free, pro and org account may host: 2, 10, 50 */
 	char spaces_app[LEASE_APP_MAX + 1]; /* [spaces] app: calls without an app token */
 	int64_t spaces_ping_ms;		    /* [spaces] ping_interval: 5 s */
+	bool spaces_require_visitor; /* [spaces] require_visitor: refuse calls without a token */
+	/* [gateway]: the visitor gateway (api_gateway.c, docs/gateway.md). */
+	char gateway_token[256];      /* the proxy's bearer token for GET /v1/visitor-token */
+	char gateway_user_header[64]; /* the signed-in user's header: X-Auth-Request-User */
+	int64_t gateway_token_ttl_ms; /* how long a minted visitor token lives: 300 s */
 	/* [apps] NAME users: which local users may act as which apps (none listed: anyone
 	 * as any), and whose processes an app's token may attach over TCP. */
 	struct app_users {

@@ -184,10 +184,30 @@ static void refuses_dates_out_of_range_or_not_yet_valid(void **state)
 				 "seconds");
 }
 
+/* The visitor gateway's tokens carry the address it saw; tokens without one still hold. */
+static void the_ip_claim_round_trips_and_is_optional(void **state)
+{
+	struct visitor_identity id = {.tier = LEASE_TIER_ANONYMOUS, .exp = NOW + 300};
+	strcpy(id.sub, "ip:2001:db8::7");
+	strcpy(id.ip, "2001:db8::7");
+	char *tok, err[256];
+	assert_int_equal(auth_sign_visitor(&id, SECRET, &tok), 0);
+	struct visitor_identity out;
+	assert_int_equal(verify(tok, &out, err), 0);
+	assert_string_equal(out.sub, "ip:2001:db8::7");
+	assert_string_equal(out.ip, "2001:db8::7");
+	free(tok);
+	tok = sign("alice", LEASE_TIER_PRO, NOW + 60);
+	assert_int_equal(verify(tok, &out, err), 0);
+	assert_string_equal(out.ip, "");
+	free(tok);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(accepts_a_good_token),
+		cmocka_unit_test(the_ip_claim_round_trips_and_is_optional),
 		cmocka_unit_test(refuses_a_bad_signature_and_another_secret),
 		cmocka_unit_test(refuses_expired),
 		cmocka_unit_test(refuses_alg_none_and_garbage),

@@ -168,7 +168,10 @@ int auth_verify_visitor(const char *token, const unsigned char *secret, size_t s
 			 (long long) (issued - now));
 		r = -EACCES;
 	} else {
+		const char *ip = json_string_value(json_object_get(claims, "ip"));
 		snprintf(out->sub, sizeof(out->sub), "%s", sub);
+		snprintf(out->ip, sizeof(out->ip), "%s",
+			 ip && strlen(ip) < sizeof(out->ip) ? ip : "");
 		out->exp = exp;
 	}
 	json_decref(claims);
@@ -180,6 +183,8 @@ int auth_sign_visitor(const struct visitor_identity *id, const unsigned char *se
 {
 	json_t *claims = json_pack("{s:s, s:s, s:I}", "sub", id->sub, "tier",
 				   lease_tier_name(id->tier), "exp", (json_int_t) id->exp);
+	if (claims && id->ip[0])
+		json_object_set_new(claims, "ip", json_string(id->ip));
 	char *payload = json_dumps(claims, JSON_COMPACT);
 	json_decref(claims);
 	static const char header[] = "{\"alg\":\"HS256\",\"typ\":\"JWT\"}";

@@ -16,6 +16,7 @@ struct visitor_identity {
 	char sub[LEASE_TEXT_MAX + 1];
 	enum lease_tier tier;
 	int64_t exp; /* Unix seconds */
+	char ip[64]; /* claim `ip`: the address the visitor gateway saw; "" when absent */
 };
 
 /*

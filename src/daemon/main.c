@@ -234,9 +234,12 @@ static int listen_unix(const char *path)
 		close(probe);
 	(void) unlink(path); /* stale: nobody answers on it */
 
+	/* The longest backlog the kernel grants (it caps the number at net.core.somaxconn):
+	 * a burst of connections waits in the kernel while the loop is busy, rather than
+	 * being refused before the per-client limits can even look at it. */
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0 || bind(fd, (struct sockaddr *) &addr, sizeof(addr)) < 0 ||
-	    listen(fd, 512) < 0) {
+	    listen(fd, SOMAXCONN) < 0) {
 		log_error("cannot listen on %s: %s", path, strerror(errno));
 		if (fd >= 0)
 			close(fd);

@@ -178,11 +178,76 @@ print(json.dumps({{"cold_s": cold, "first": first, "warm_p50_ms": warm[len(warm)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def residency(socket_path, log_path, gib, dtype_name):
+    """Residency on the real GPU (docs/residency.md): app A's worker kept with its weights
+    (the size NVML reports for it, against what its call asked for), its next call warm;
+    then app B asks for all but half of it, so A's worker is evicted, and the daemon's
+    log says how long the driver took to free its memory; A's next call is cold."""
+    import subprocess
+
+    def devices():
+        out = subprocess.run(["curl", "-s", "--unix-socket", socket_path, "http://x/v1/devices"],
+                             capture_output=True, text=True, timeout=10)
+        return json.loads(out.stdout)["devices"]
+
+    app_a = f"""
+import json, sys, time, torch, zerogpu
+sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})
+from check import model_of
+model = model_of(torch, {gib}, torch.{dtype_name})
+model.to("cuda")
+
+@zerogpu.GPU(duration=60)
+def step():
+    with torch.no_grad():
+        model(torch.ones(1, 4096, dtype=torch.{dtype_name}, device="cuda"))
+    return __import__("os").getpid()
+
+times = []
+for _ in range(2):
+    t0 = time.monotonic(); pid = step(); times.append(time.monotonic() - t0)
+print(json.dumps({{"pid": pid, "cold_s": times[0], "warm_s": times[1],
+                  "asked": zerogpu._decorator._memory_need()}}), flush=True)
+sys.stdin.readline()  # wait while B evicts our worker, then call again: cold
+t0 = time.monotonic(); again = step()
+print(json.dumps({{"pid": again, "after_eviction_s": time.monotonic() - t0}}), flush=True)
+"""
+    env = dict(os.environ, ZEROGPU_SOCKET=socket_path, ZEROGPU_APP="resident-a")
+    a = subprocess.Popen([sys.executable, "-c", app_a], env=env, stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True)
+    first = json.loads(a.stdout.readline())
+    kept = [r for d in devices() for r in d["residents"] if r["pid"] == first["pid"]]
+    total = devices()[0]["memory_bytes"]
+    app_b = """
+import zerogpu
+@zerogpu.GPU(duration=30)
+def big():
+    return 1
+big()
+"""
+    # B needs all but half of what A's worker holds: A's worker must go.
+    need = total - (kept[0]["bytes"] // 2 if kept else total // 20)
+    env_b = dict(os.environ, ZEROGPU_SOCKET=socket_path, ZEROGPU_APP="resident-b",
+                 ZEROGPU_MEMORY_BYTES=str(need))
+    t0 = time.monotonic()
+    b = subprocess.run([sys.executable, "-c", app_b], env=env_b, capture_output=True, text=True,
+                       timeout=120)
+    b_s = time.monotonic() - t0
+    a.stdin.write("\n")
+    a.stdin.flush()
+    second = json.loads(a.stdout.readline())
+    a.wait(60)
+    freed = [line for line in open(log_path) if "evicted" in line]
+    return {"first": first, "resident": kept, "b_call_s": b_s, "b_rc": b.returncode,
+            "b_err": b.stderr[-2000:], "second": second, "evicted_lines": freed[-3:]}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--gib", type=float, default=4.0, help="weights to move (default 4 GiB)")
     ap.add_argument("--dtype", default="float16")
     ap.add_argument("--socket", help="a running zerogpud on this GPU, for the call timings")
+    ap.add_argument("--daemon-log", help="its log (info level), for the residency check")
     args = ap.parse_args()
     results = {}
 
@@ -205,6 +270,9 @@ def main():
         p["GBps"] = p["stats"]["bytes"] / p["stats"]["seconds"] / 1e9
     if args.socket:
         section("calls", calls, args.socket, min(args.gib, 2.0), args.dtype, 200)
+    if args.socket and args.daemon_log:
+        section("residency", residency, args.socket, args.daemon_log, min(args.gib, 2.0),
+                args.dtype)
     print(json.dumps(results, indent=1))
 
 

@@ -4,7 +4,9 @@
 # Installs the package into a virtualenv that sees the machine's torch, runs
 # bench/gpu/check.py (throughput: pinned peak, plain .cuda() loop, the package's
 # path; correctness of the weights and a forward pass), and, when zerogpud builds
-# here, starts it on the real GPU and times @zerogpu.GPU calls cold and warm.
+# here, starts it on the real GPU and times @zerogpu.GPU calls cold and warm, and
+# residency: a kept worker's size as NVML says, an eviction and how long the driver
+# took to free the memory (docs/residency.md).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-$PWD/gpu-check-out}
@@ -23,7 +25,7 @@ echo "== daemon (optional: needs libevent, jansson, sqlite3, inih, openssl heade
 sock=""
 if meson setup /tmp/zgpu-build -Dtests=false >/tmp/zgpu-setup.log 2>&1 && ninja -C /tmp/zgpu-build >/tmp/zgpu-ninja.log 2>&1; then
 	/tmp/zgpu-build/src/daemon/zerogpud --socket /tmp/zgpu.sock --state-dir /tmp/zgpu-state \
-		--log-level warn >"$OUT/zerogpud.log" 2>&1 &
+		--log-level info >"$OUT/zerogpud.log" 2>&1 &
 	daemon=$!
 	for _ in $(seq 50); do [ -S /tmp/zgpu.sock ] && break; sleep 0.1; done
 	[ -S /tmp/zgpu.sock ] && sock=/tmp/zgpu.sock
@@ -33,7 +35,7 @@ else
 fi
 
 echo "== checks"
-python bench/gpu/check.py ${sock:+--socket "$sock"} >"$OUT/results.json"
+python bench/gpu/check.py ${sock:+--socket "$sock" --daemon-log "$OUT/zerogpud.log"} >"$OUT/results.json"
 rc=$?
 cat "$OUT/results.json"
 [ -n "${daemon:-}" ] && kill "$daemon"

@@ -848,6 +848,24 @@ int gate_parked(const struct gate *g)
 	return n;
 }
 
+void gate_let_go(struct gate *g, pid_t pid)
+{
+	for (int k = 0; k < g->napps; k++) {
+		struct gate_app *a = g->apps[k];
+		for (int i = 0; i < a->nparked; i++) {
+			struct parked *e = &a->parked[i];
+			if (e->proc.pid != pid)
+				continue;
+			/* SIGKILL wakes a stopped process by itself; a frozen one must thaw. */
+			if (!e->stopped && cgroup_join(e->origin, pid) < 0)
+				(void) cgroup_join(home_of(g, a), pid);
+			proc_drop(&e->proc);
+			a->parked[i] = a->parked[--a->nparked];
+			return;
+		}
+	}
+}
+
 void gate_close(struct gate *g)
 {
 	if (g->recheck)

@@ -128,6 +128,11 @@ void gate_identify_peer(void *gate, struct conn_peer *peer);
 /* How many processes are parked now. */
 int gate_parked(const struct gate *g);
 
+/* The lease service has just killed pid (an evicted resident): if it is parked, it is
+ * let out of the freezer, so that the kill takes effect (v1's freezer holds even a
+ * killed process), and no longer counted as parked. */
+void gate_let_go(struct gate *g, pid_t pid);
+
 /* Shutdown: removes the managed cgroups no process is left in; the others stay
  * gated with nothing allowed. Frees what the gate holds. */
 void gate_close(struct gate *g);

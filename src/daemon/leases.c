@@ -186,6 +186,8 @@ static void evict_resident(void *ctx, const struct resident *r, const char *why)
 	struct zgpud *d = ctx;
 	struct lease_process p = r->proc;
 	int k = p.pid > 0 ? proc_kill(&p) : 0;
+	if (p.pid > 0)
+		gate_let_go(&d->gate, p.pid); /* a parked one must thaw to die */
 	for (size_t i = 0; k >= 0 && p.pid > 0 && i < d->inv.count; i++)
 		if ((r->devices & (UINT64_C(1) << i)) && !d->inv.devices[i].simulated)
 			grant_hold_note(d, d->inv.devices[i].uuid, p.pid);

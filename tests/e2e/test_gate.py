@@ -422,6 +422,39 @@ def test_a_released_idle_worker_is_frozen_until_its_app_has_the_gpu_again(
 
 
 @pytest.mark.parametrize("mode", MODES)
+def test_a_kept_worker_is_parked_then_handed_over_or_evicted(make_daemon, nodes, cgroup_root,
+                                                            probes, mode):
+    d = gated(make_daemon, mode, make_nodes(nodes, gpus=1, openable_first=True), cgroup_root,
+              gpus=1)
+    worker = probe(probes, d, "painter", nodes)
+    c, ev = d.acquire({"app": "painter", "task": "f"})
+    d.call("POST", f"/v1/leases/{ev['lease']}/attach", {"pid": worker.pid})
+    assert worker.ask("hold nvidia0") == "held"
+    status, body = d.call("DELETE", f"/v1/leases/{ev['lease']}?keep=1")
+    assert body["kept"] is True
+    c.close()
+    # Resident, and parked while its app holds no lease (docs/residency.md).
+    parked = app_path(mode, cgroup_root, "painter", "freeze") / "parked"
+    assert cgroup_pids(parked) == [worker.pid]
+    _, devs = d.get("/v1/devices")
+    assert [r["pid"] for r in devs["devices"][0]["residents"]] == [worker.pid]
+    # Its app's next call takes it over, warm: thawed, it runs.
+    c, ev = d.acquire({"app": "painter", "task": "f"})
+    assert ev["warm"] is True and ev["pid"] == worker.pid
+    assert worker.ask("ping") == "pong" and cgroup_pids(parked) == []
+    d.call("DELETE", f"/v1/leases/{ev['lease']}?keep=1")
+    c.close()
+    assert cgroup_pids(parked) == [worker.pid]
+    # Another app's call needs the GPU's memory: the frozen resident is killed and dies.
+    c, ev = d.acquire({"app": "other"})
+    assert ev["event"] == "granted"
+    worker.proc.wait(timeout=5)
+    _, st = d.get("/v1/status")
+    assert st["parked"] == 0 and st["devices"][0]["residents"] == []
+    c.close()
+
+
+@pytest.mark.parametrize("mode", MODES)
 def test_two_apps_never_open_each_others_gpu(make_daemon, nodes, cgroup_root, probes, mode):
     d = gated(make_daemon, mode, make_nodes(nodes), cgroup_root)
     a = probe(probes, d, "alpha", nodes)

@@ -11,6 +11,7 @@
  * what gating adds. Not a test: it prints what it measured.
  */
 #include <errno.h>
+#include <ftw.h>
 #include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
@@ -148,11 +149,22 @@ static void start_daemon(struct daemon *d, const char *path, char *const *extra)
 	exit(1);
 }
 
+static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+	(void) st;
+	(void) type;
+	(void) ftw;
+	return remove(path) < 0 ? -1 : 0;
+}
+
+/* Stops the daemon and removes its directory (its ledger, lock and socket). */
 static int stop_daemon(struct daemon *d)
 {
 	int status;
 	kill(d->pid, SIGTERM);
 	waitpid(d->pid, &status, 0);
+	if (nftw(d->dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS) < 0)
+		fprintf(stderr, "lease_cycle: cannot remove %s: %s\n", d->dir, strerror(errno));
 	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 

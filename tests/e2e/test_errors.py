@@ -3,10 +3,11 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import textwrap
 
 import pytest
+
+from nobody import public_dir  # noqa: F401 (a fixture)
 
 BAD_LEASE_REQUESTS = [
     (b"{", 400, "request body is not valid JSON"),
@@ -124,11 +125,9 @@ AS_OTHER_USER = textwrap.dedent("""
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as a second uid")
-def test_uid_checks_on_the_unix_socket(make_daemon):
+def test_uid_checks_on_the_unix_socket(make_daemon, public_dir):
     # The socket must be reachable for uid 65534: a world-searchable directory.
-    shared = tempfile.mkdtemp(prefix="zerogpu-e2e-")
-    os.chmod(shared, 0o755)
-    daemon4 = make_daemon("--simulate", "4x80G", socket_dir=shared)
+    daemon4 = make_daemon("--simulate", "4x80G", socket_dir=public_dir)
     mine, ev = daemon4.acquire({})
     owned_by_root = subprocess.Popen(["sleep", "30"])
     try:

@@ -5,13 +5,13 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import textwrap
 import urllib.error
 import urllib.request
 
 import pytest
 
+from nobody import public_dir  # noqa: F401 (a fixture)
 from conftest import Daemon
 
 
@@ -78,10 +78,8 @@ NOBODY = textwrap.dedent("""
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as a second uid")
-def test_only_admins_change_the_registry(make_daemon):
-    shared = tempfile.mkdtemp(prefix="zerogpu-e2e-")
-    os.chmod(shared, 0o755)
-    d = make_daemon("--simulate", "1x80G", socket_dir=shared)
+def test_only_admins_change_the_registry(make_daemon, public_dir):
+    d = make_daemon("--simulate", "1x80G", socket_dir=public_dir)
     out = subprocess.run([sys.executable, "-c", NOBODY, str(d.socket), os.path.dirname(__file__)],
                          capture_output=True, text=True, timeout=20, check=True).stdout.splitlines()
     status, body = json.loads(out[0])
@@ -175,12 +173,10 @@ APPS_AS_NOBODY = textwrap.dedent("""
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as a second uid")
-def test_apps_section_says_which_users_act_as_which_apps(make_daemon, tmp_path):
+def test_apps_section_says_which_users_act_as_which_apps(make_daemon, tmp_path, public_dir):
     conf = tmp_path / "zerogpud.conf"
     conf.write_text("[devices]\nsimulate = 2x80G\n\n[apps]\npainter = nobody, 4242\ntts = 0\n")
-    shared = tempfile.mkdtemp(prefix="zerogpu-e2e-")
-    os.chmod(shared, 0o755)
-    d = make_daemon("--config", str(conf), socket_dir=shared)
+    d = make_daemon("--config", str(conf), socket_dir=public_dir)
     out = subprocess.run([sys.executable, "-c", APPS_AS_NOBODY, str(d.socket),
                           os.path.dirname(__file__)], capture_output=True, text=True, timeout=20,
                          check=True).stdout.splitlines()

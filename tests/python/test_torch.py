@@ -1,5 +1,6 @@
 """torch with zerogpu: no CUDA in the app process, weights placed once in shared memory,
 workers that see them. On simulated devices the worker's "GPU" is the CPU."""
+import json
 import os
 
 import pytest
@@ -241,3 +242,22 @@ def test_cpu_ops_in_a_worker_forked_after_the_app_used_its_threads(zd):
         (total, threads, nonzero), want = eval(lines[where])  # noqa: S307 - our own output
         assert total == want and nonzero == 1.0
         assert threads == max(2, os.cpu_count() or 2)  # not made single-threaded
+
+
+def test_the_memory_asked_for_is_the_weights_placed_and_a_margin(zd):
+    d = zd("--simulate", "1x80G")
+    r = run_app("""
+        import json, os, torch, zerogpu
+        weights = torch.zeros(64 << 20, dtype=torch.uint8).cuda()  # 64 MiB placed
+        @zerogpu.GPU
+        def f():
+            return 1
+        f()
+        devices = json.loads(zerogpu._decorator._process().client.get("/v1/devices"))
+        print(json.dumps([zerogpu._torch.placed_bytes(),
+                          [r["bytes"] for r in devices["devices"][0]["residents"]]]))
+        """, env={"ZEROGPU_SOCKET": str(d.socket)})
+    assert r.returncode == 0, r.stderr
+    placed, kept = json.loads(r.stdout.strip().split("\n")[-1])
+    assert placed == 64 << 20
+    assert kept == [int(placed * 1.2) + (1 << 30)]  # plus a fifth and 1 GiB (residency.md)

@@ -52,6 +52,51 @@ void http_reply_json(struct call *c, int status, json_t *body)
 	metrics_count_http(&c->d->metrics, status);
 }
 
+/* The length of the well-formed UTF-8 sequence at s (n bytes left), or 0. */
+static size_t utf8_sequence(const unsigned char *s, size_t n)
+{
+	static const struct {
+		unsigned char mask, lead;
+		size_t len;
+		uint32_t min;
+	} forms[] = {{0x80, 0x00, 1, 0},
+		     {0xE0, 0xC0, 2, 0x80},
+		     {0xF0, 0xE0, 3, 0x800},
+		     {0xF8, 0xF0, 4, 0x10000}};
+	for (size_t f = 0; f < sizeof(forms) / sizeof(forms[0]); f++) {
+		if ((s[0] & forms[f].mask) != forms[f].lead)
+			continue;
+		size_t len = forms[f].len;
+		if (len > n)
+			return 0;
+		uint32_t cp = s[0] & (unsigned char) ~forms[f].mask;
+		for (size_t i = 1; i < len; i++) {
+			if ((s[i] & 0xC0) != 0x80)
+				return 0;
+			cp = cp << 6 | (s[i] & 0x3F);
+		}
+		bool ok = cp >= forms[f].min && cp <= 0x10FFFF && !(cp >= 0xD800 && cp <= 0xDFFF);
+		return ok ? len : 0;
+	}
+	return 0;
+}
+
+/* Replaces each byte that is not part of well-formed UTF-8 with '?': a message
+ * quotes what the client sent (and may be cut mid-character), and JSON holds
+ * only UTF-8 (jansson refuses the rest). */
+static void utf8_scrub(char *s)
+{
+	size_t n = strlen(s);
+	for (size_t i = 0; i < n;) {
+		size_t len = utf8_sequence((const unsigned char *) s + i, n - i);
+		if (len == 0) {
+			s[i] = '?';
+			len = 1;
+		}
+		i += len;
+	}
+}
+
 void http_reply_error(struct call *c, int status, const char *code, const char *fmt, ...)
 {
 	char message[512];
@@ -59,6 +104,7 @@ void http_reply_error(struct call *c, int status, const char *code, const char *
 	va_start(ap, fmt);
 	vsnprintf(message, sizeof(message), fmt, ap);
 	va_end(ap);
+	utf8_scrub(message);
 	http_reply_json(c, status,
 			json_pack("{s:{s:s, s:s}}", "error", "code", code, "message", message));
 }
@@ -109,16 +155,47 @@ void http_on_close(struct zgpud *d, struct evhttp_connection *conn,
  * Routing and authentication.
  * ------------------------------------------------------------------------ */
 
-/* Matches path against pattern; a '*' segment matches one non-empty segment, stored in *arg. */
+static int hex_value(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	c = (char) (c | 0x20);
+	return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/*
+ * Copies the path segment s (n bytes) into out, %XX sequences decoded (a client
+ * may spell user:alice as user%3Aalice). A '%' not followed by two hex digits,
+ * and %00, stay as they are: no name has either, so the route refuses it by name.
+ * A segment longer than out is cut short: no name is that long, and the route
+ * refuses it by name too (rather than a 404 for a path that exists).
+ */
+static void segment_decode(const char *s, size_t n, char *out, size_t cap)
+{
+	size_t o = 0;
+	for (size_t i = 0; i < n && o + 1 < cap; i++) {
+		char c = s[i];
+		int hi, lo;
+		if (c == '%' && i + 2 < n && (hi = hex_value(s[i + 1])) >= 0 &&
+		    (lo = hex_value(s[i + 2])) >= 0 && (hi | lo)) {
+			c = (char) (hi << 4 | lo);
+			i += 2;
+		}
+		out[o++] = c;
+	}
+	out[o] = '\0';
+}
+
+/* Matches path against pattern; a '*' segment matches one non-empty segment, stored
+ * percent-decoded in *arg (argsize: longer than any name). */
 static bool route_match(const char *pattern, const char *path, char *arg, size_t argsize)
 {
 	while (*pattern && *path) {
 		if (*pattern == '*') {
 			size_t n = strcspn(path, "/");
-			if (n == 0 || n >= argsize)
+			if (n == 0)
 				return false;
-			memcpy(arg, path, n);
-			arg[n] = '\0';
+			segment_decode(path, n, arg, argsize);
 			path += n;
 			pattern++;
 			continue;
@@ -258,6 +335,37 @@ struct server {
 	const struct route *const *tables;
 };
 
+static bool route_serves(const struct route *const *tables, enum evhttp_cmd_type method,
+			 const char *path)
+{
+	char seg[128];
+	for (const struct route *const *t = tables; *t; t++)
+		for (const struct route *r = *t; r->pattern; r++)
+			if (r->method == method && route_match(r->pattern, path, seg, sizeof(seg)))
+				return true;
+	return false;
+}
+
+/* The methods the routes serve at path, for a 405's Allow header: "GET, POST". */
+static void allowed_methods(const struct route *const *tables, const char *path, char *out,
+			    size_t cap)
+{
+	static const struct {
+		enum evhttp_cmd_type method;
+		const char *name;
+	} names[] = {{EVHTTP_REQ_GET, "GET"},
+		     {EVHTTP_REQ_POST, "POST"},
+		     {EVHTTP_REQ_PUT, "PUT"},
+		     {EVHTTP_REQ_DELETE, "DELETE"},
+		     {EVHTTP_REQ_PATCH, "PATCH"}};
+	size_t n = 0;
+	out[0] = '\0';
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (route_serves(tables, names[i].method, path) && n < cap)
+			n += (size_t) snprintf(out + n, cap - n, "%s%s", n ? ", " : "",
+					       names[i].name);
+}
+
 static void dispatch_request(struct evhttp_request *req, void *arg)
 {
 	struct server *sv = arg;
@@ -323,10 +431,17 @@ static void dispatch_request(struct evhttp_request *req, void *arg)
 			goto out;
 		}
 	}
-	if (path_known)
-		http_reply_error(&c, 405, "method_not_allowed", "%s does not accept this method",
-				 c.path);
-	else
+	if (path_known) {
+		char allow[64];
+		allowed_methods(sv->tables, c.path, allow, sizeof(allow));
+		struct evkeyvalq *out = evhttp_request_get_output_headers(req);
+		evhttp_add_header(out, "Allow", allow);
+		/* evhttp reads no body after TRACE or HEAD: one sent anyway would be taken
+		 * for the next request on a kept-alive connection. Close it instead. */
+		evhttp_add_header(out, "Connection", "close");
+		http_reply_error(&c, 405, "method_not_allowed",
+				 "%s does not accept this method; it accepts %s", c.path, allow);
+	} else
 		http_reply_error(&c, 404, "not_found", "no such endpoint: %.200s", c.path);
 out:
 	evhttp_clear_headers(&c.query);
@@ -347,9 +462,12 @@ struct evhttp *http_server_new(struct zgpud *d, bool tcp, const struct route *co
 	evhttp_set_max_body_size(http, ZGPUD_MAX_BODY);
 	evhttp_set_max_headers_size(http, 16 * 1024);
 	evhttp_set_timeout(http, ZGPUD_IDLE_TIMEOUT_S);
+	/* Every method evhttp knows reaches the router, so that one the route does not
+	 * serve (TRACE, OPTIONS, ...) gets a JSON 405 with Allow, not evhttp's HTML 501. */
 	evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_DELETE |
 						 EVHTTP_REQ_PUT | EVHTTP_REQ_HEAD |
-						 EVHTTP_REQ_PATCH);
+						 EVHTTP_REQ_PATCH | EVHTTP_REQ_OPTIONS |
+						 EVHTTP_REQ_TRACE | EVHTTP_REQ_CONNECT);
 	evhttp_set_gencb(http, dispatch_request, sv);
 	return http;
 }

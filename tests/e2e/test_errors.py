@@ -148,3 +148,53 @@ def test_uid_checks_on_the_unix_socket(make_daemon, public_dir):
     # Root's lease is untouched.
     assert ev["devices"][0]["index"] in daemon4.busy_devices()
     mine.close()
+
+
+# Found by schemathesis (test_conformance.py): each a regression test.
+
+def test_a_method_no_route_serves_is_a_json_405_that_closes(daemon4):
+    """TRACE, OPTIONS, ...: a JSON 405 naming the methods the route serves, not libevent's
+    HTML 501; and the connection closes, since evhttp reads no body after TRACE or HEAD
+    and a body sent anyway must not be taken for the next request."""
+    for method in ("TRACE", "OPTIONS", "HEAD", "PUT"):
+        c = daemon4.http()
+        try:
+            c.send(method, "/v1/leases", b'{"pid": 1}')
+            status, headers = c.read_head()
+            assert status == 405, method
+            assert headers["allow"] == "GET, POST"
+            assert headers["connection"] == "close"
+            if method != "HEAD":
+                body = json.loads(c.read_body())
+                assert body["error"]["code"] == "method_not_allowed"
+                assert "it accepts GET, POST" in body["error"]["message"]
+            with pytest.raises(EOFError):
+                c.read_head()
+        finally:
+            c.close()
+
+
+def test_path_segments_are_percent_decoded(daemon4):
+    status, reply = daemon4.call("PUT", "/v1/visitors/user%3Aal%69ce/tier", {"tier": "pro"})
+    assert (status, reply) == (200, {"visitor": "user:alice", "tier": "pro"})
+    assert daemon4.get("/v1/visitors/user:alice/tier") == (200, reply)
+    # %00 stays as it is (no name has a NUL), and so does a stray '%': refused by name.
+    for seg in ("user%00x", "user%2"):
+        status, reply = daemon4.get(f"/v1/visitors/{seg}/tier")
+        assert status == 400 and f"'{seg}' is not a signed-in visitor" in reply["error"]["message"]
+
+
+def test_an_overlong_path_segment_is_refused_by_the_route(daemon4):
+    """Not a 404 'no such endpoint' for a path that exists: the route says what is wrong."""
+    status, reply = daemon4.call("POST", "/v1/apps/" + "a" * 300 + "/join", {"pid": os.getpid()})
+    assert status == 400, reply
+    assert "app name" in reply["error"]["message"]
+
+
+def test_error_messages_stay_json_whatever_bytes_they_quote(daemon4):
+    """A message quoting bytes that are not UTF-8 (or cut mid-character) once came out as
+    {}: jansson refuses such a string. They become '?'."""
+    status, reply = daemon4.call("POST", "/allow?allowToken=%CE%A9%E2%89&pid=2")
+    assert status == 400
+    assert reply["error"]["code"] == "bad_request"
+    assert "allowToken '\u03a9??'" in reply["error"]["message"]

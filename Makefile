@@ -1,7 +1,7 @@
 # Thin wrapper over Meson for the README's commands. `make help` lists the targets.
 BUILD ?= build
 
-.PHONY: all help deps build demo test bench bench-python evaluation install clean
+.PHONY: all help deps build demo test fuzz bench bench-python evaluation install clean
 
 all: build
 
@@ -9,6 +9,7 @@ help:
 	@echo "make build   build zerogpud, libzerogpu and zerogpu into $(BUILD)/"
 	@echo "make demo    run zerogpud on simulated GPUs with competing jobs"
 	@echo "make test    build (plain and ASan+UBSan) and run every test"
+	@echo "make fuzz    run each libFuzzer target FUZZ_SECONDS (default 600) (scripts/fuzz)"
 	@echo "make bench   run the lease-cycle benchmark"
 	@echo "make bench-python  time @zerogpu.GPU calls, warm and cold (and spaces.GPU)"
 	@echo "make evaluation  simulate and replay the workload; write docs/evaluation.md"
@@ -30,6 +31,10 @@ demo: build
 test:
 	scripts/run-tests
 
+FUZZ_SECONDS ?= 600
+fuzz:
+	scripts/fuzz -t $(FUZZ_SECONDS)
+
 # docs/evaluation.md and its plots: the simulator, a live replay, matplotlib.
 evaluation: build
 	test -x .venv/bin/python || python3 -m venv .venv
@@ -49,4 +54,4 @@ install: build
 	meson install -C $(BUILD)
 
 clean:
-	rm -rf build build-asan build-logs .venv .venv-python
+	rm -rf build build-asan build-fuzz build-logs .venv .venv-python

@@ -73,9 +73,14 @@ static json_t *object_body(struct call *c, const char *const *fields, size_t nfi
 	return o;
 }
 
+/* The ledger's refusals, and its disk's (full, read-only: record_fault.h): 503. */
 static int status_for(int r)
 {
-	return r == -EEXIST ? 409 : r == -ENOENT ? 404 : r == -EDQUOT ? 403 : 500;
+	return r == -EEXIST				  ? 409
+	       : r == -ENOENT				  ? 404
+	       : r == -EDQUOT				  ? 403
+	       : r == -ENOSPC || r == -EROFS || r == -EIO ? 503
+							  : 500;
 }
 
 static void post_account(struct call *c)

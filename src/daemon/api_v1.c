@@ -254,9 +254,12 @@ static void stream_send(struct stream *s, json_t *event)
 static void stream_end(struct stream *s, const struct lease *l, int64_t now)
 {
 	if (!s->granted_sent) {
-		const char *code = l->state == LEASE_CANCELLED ? "cancelled"
-				   : l->granted_ms	       ? "internal"
-							       : "no_gpu";
+		/* A grant that was not given: the ledger could not record it, or the gate
+		 * could not open its devices. */
+		const char *code = l->state == LEASE_CANCELLED	       ? "cancelled"
+				   : !l->granted_ms		       ? "no_gpu"
+				   : record_fault_active(&s->d->fault) ? "ledger_unavailable"
+								       : "internal";
 		stream_send(s, json_pack("{s:s, s:s, s:{s:s, s:s}}", "event", "failed", "lease",
 					 l->id, "error", "code", code, "message", l->message));
 	} else {
@@ -352,6 +355,16 @@ static void get_queue(struct call *c)
 	http_reply_json(c, 200, json_pack("{s:o}", "queue", queue_json(&v)));
 }
 
+/* Whether the ledger takes writes; when not, why, since when, and what waits for it. */
+static json_t *ledger_json(const struct zgpud *d, int64_t now)
+{
+	const struct record_fault *f = &d->fault;
+	if (!record_fault_active(f))
+		return json_pack("{s:b}", "writable", 1);
+	return json_pack("{s:b, s:s, s:f, s:i}", "writable", 0, "fault", f->reason, "since_s",
+			 (double) (now - f->since_ms) / 1000.0, "ends_waiting", f->pending);
+}
+
 static void get_status(struct call *c)
 {
 	struct zgpud *d = c->d;
@@ -373,6 +386,8 @@ static void get_status(struct call *c)
 	/* Why there is no gate, when there is none: the operator's next step. */
 	if (o && d->gate.mode == GATE_OFF)
 		json_object_set_new(o, "gate_reason", json_string(d->gate.why_off));
+	if (o)
+		json_object_set_new(o, "ledger", ledger_json(d, now));
 	http_reply_json(c, 200, o);
 }
 

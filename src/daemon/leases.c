@@ -34,6 +34,16 @@ static int refuse(struct refusal *no, int status, const char *code, const char *
 	return -1;
 }
 
+/* The ledger cannot be written (record_fault.h): nothing is granted that it cannot record. */
+static int refuse_ledger_fault(const struct zgpud *d, struct refusal *no)
+{
+	return refuse(no, 503, "ledger_unavailable",
+		      "zerogpud cannot write its ledger (%s) for %.0f s, so it grants no lease "
+		      "until it can: free space in, or make writable, its state directory %s",
+		      d->fault.reason, (double) (clock_mono_ms() - d->fault.since_ms) / 1000.0,
+		      d->settings->state_dir);
+}
+
 /* ------------------------------------------------------------------------
  * After every engine call: fail what the ledger could not record, and arm
  * the deadline timer at the engine's next deadline.
@@ -106,10 +116,10 @@ static bool grant_recorded(struct zgpud *d, struct lease *l)
 			 l->granted_ms > l->created_ms ? " after queueing" : "");
 		return true;
 	}
-	log_error("lease %s: cannot record the grant, so it is not given: %s", l->id,
-		  d->ledger->error);
+	const char *why = record_fault_active(&d->fault) ? d->fault.reason : d->ledger->error;
+	log_error("lease %s: cannot record the grant, so it is not given: %s", l->id, why);
 	snprintf(l->message, sizeof(l->message),
-		 "zerogpud could not record the grant in its ledger: %.140s", d->ledger->error);
+		 "zerogpud could not record the grant in its ledger: %.140s", why);
 	not_given(d, l);
 	return false;
 }
@@ -143,7 +153,10 @@ static void settle(struct zgpud *d, struct lease *l, int64_t now)
 		quota_settle(a, l->req.reserved_ms,
 			     l->granted_ms ? quota_charge_ms(&d->quota.cfg, l, now - l->granted_ms)
 					   : 0);
-	if (l->granted_ms && record_end(d, l, now, a) < 0)
+	int r = l->granted_ms ? record_end(d, l, now, a) : 0;
+	if (r == -EAGAIN)
+		log_warn("lease %s: its end waits for the ledger (%s)", l->id, d->fault.reason);
+	else if (r < 0)
 		log_error("lease %s: cannot record its end (%s); it is settled at the next start",
 			  l->id, d->ledger->error);
 	/* Requests that never held a device (cancelled, timed out in the queue) say so at
@@ -493,6 +506,8 @@ static void unreserve(struct zgpud *d, const struct lease_request *rq)
 int leases_submit(struct zgpud *d, const struct caller *who, struct lease_request *rq,
 		  struct lease_client *client, struct refusal *no)
 {
+	if (record_fault_active(&d->fault))
+		return refuse_ledger_fault(d, no);
 	if (reserve_quota(d, rq, no) < 0)
 		return -1;
 	struct lease_owner owner = leases_owner_of(who);
@@ -658,6 +673,8 @@ int leases_attach(struct zgpud *d, const struct caller *who, struct lease *l, pi
 	take_resident_into(d, l);
 	if (record_attach(d, l) < 0) {
 		log_error("lease %s: cannot record the attach: %s", l->id, d->ledger->error);
+		if (record_fault_active(&d->fault))
+			return refuse_ledger_fault(d, no);
 		return refuse(no, 500, "ledger", "zerogpud could not record the attach: %s",
 			      d->ledger->error);
 	}

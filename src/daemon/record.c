@@ -28,8 +28,19 @@ static void devices_text(const struct zgpud *d, const struct lease *l, char *out
 	}
 }
 
+/* A write's result; a failure of the disk (full, read-only, I/O) is a fault
+ * (record_fault.h). A refusal by the ledger's rules (a name taken) is not. */
+static int written(struct zgpud *d, int r)
+{
+	if (r == -ENOSPC || r == -EROFS || r == -EIO)
+		record_fault_enter(d);
+	return r;
+}
+
 int record_grant(struct zgpud *d, const struct lease *l)
 {
+	if (record_fault_active(&d->fault))
+		return -EAGAIN; /* leases_submit refuses first; a queued request meets this */
 	char devices[LEDGER_DEVICES_MAX];
 	devices_text(d, l, devices, sizeof(devices));
 	struct ledger_lease row = {
@@ -46,13 +57,13 @@ int record_grant(struct zgpud *d, const struct lease *l)
 		.requested_ms = l->req.duration_ms,
 		.started_at = zgpud_wall_ms(d, l->granted_ms),
 	};
-	return d->ledger->ops->lease_granted(d->ledger, &row);
+	return written(d, d->ledger->ops->lease_granted(d->ledger, &row));
 }
 
 int record_attach(struct zgpud *d, const struct lease *l)
 {
-	return d->ledger->ops->lease_attached(d->ledger, l->id, l->proc.pid, l->proc.pgid,
-					      l->proc.start);
+	return written(d, d->ledger->ops->lease_attached(d->ledger, l->id, l->proc.pid,
+							 l->proc.pgid, l->proc.start));
 }
 
 static void visitor_row(struct ledger_visitor *v, const struct quota_account *a)
@@ -65,13 +76,21 @@ static void visitor_row(struct ledger_visitor *v, const struct quota_account *a)
 
 int record_end(struct zgpud *d, const struct lease *l, int64_t now, const struct quota_account *a)
 {
-	int64_t used = now - l->granted_ms;
+	int64_t used = now - l->granted_ms, charged = quota_charge_ms(&d->quota.cfg, l, used);
+	const char *state = lease_state_name(l->state);
 	struct ledger_visitor v;
 	if (a)
 		visitor_row(&v, a);
-	return d->ledger->ops->lease_ended(d->ledger, l->id, lease_state_name(l->state),
-					   zgpud_wall_ms(d, now), used,
-					   quota_charge_ms(&d->quota.cfg, l, used), a ? &v : NULL);
+	/* In a fault, ends wait in order behind those already waiting. */
+	if (!record_fault_active(&d->fault) &&
+	    written(d, d->ledger->ops->lease_ended(d->ledger, l->id, state, zgpud_wall_ms(d, now),
+						   used, charged, a ? &v : NULL)) == 0)
+		return 0;
+	if (!record_fault_active(&d->fault))
+		return -EIO; /* refused by the ledger's rules: nothing to wait for */
+	int r = record_fault_keep_end(d, l->id, state, zgpud_wall_ms(d, now), used, charged,
+				      a ? &v : NULL);
+	return r < 0 ? r : -EAGAIN;
 }
 
 static enum lease_tier tier_named(const char *name)
@@ -216,7 +235,7 @@ int record_app_for_token(struct zgpud *d, const char *token, char *app, size_t s
 
 int record_account_add(struct zgpud *d, const char *name, const char *kind)
 {
-	return d->ledger->ops->account_add(d->ledger, name, kind, clock_wall_ms());
+	return written(d, d->ledger->ops->account_add(d->ledger, name, kind, clock_wall_ms()));
 }
 
 int record_app_add(struct zgpud *d, const char *name, const char *account,
@@ -233,19 +252,19 @@ int record_app_add(struct zgpud *d, const char *name, const char *account,
 	for (size_t i = 0; i < sizeof(raw); i++)
 		n += sprintf(token + n, "%02x", raw[i]);
 	sha256_hex(token, hash);
-	return d->ledger->ops->app_add(d->ledger, name, account, hash, d->hosting_limit,
-				       clock_wall_ms());
+	return written(d, d->ledger->ops->app_add(d->ledger, name, account, hash, d->hosting_limit,
+						  clock_wall_ms()));
 }
 
 int record_app_remove(struct zgpud *d, const char *name)
 {
-	return d->ledger->ops->app_remove(d->ledger, name);
+	return written(d, d->ledger->ops->app_remove(d->ledger, name));
 }
 
 int record_visitor_tier_set(struct zgpud *d, const char *key, enum lease_tier tier)
 {
-	return d->ledger->ops->visitor_tier_set(d->ledger, key, lease_tier_name(tier),
-						clock_wall_ms());
+	return written(d, d->ledger->ops->visitor_tier_set(d->ledger, key, lease_tier_name(tier),
+							   clock_wall_ms()));
 }
 
 int record_visitor_tier(struct zgpud *d, const char *key, enum lease_tier *tier)
@@ -263,7 +282,7 @@ int record_visitor_tier(struct zgpud *d, const char *key, enum lease_tier *tier)
 int record_visitor_reset(struct zgpud *d, const char *key)
 {
 	struct quota_account *a = quota_find(&d->quota, key);
-	int r = d->ledger->ops->visitor_reset(d->ledger, key);
+	int r = written(d, d->ledger->ops->visitor_reset(d->ledger, key));
 	if (r < 0)
 		return r;
 	if (a)

@@ -16,9 +16,14 @@
 
 struct zgpud;
 
+/* A write the disk refuses (full, read-only, I/O error) puts the daemon in a fault
+ * (record_fault.h): grants wait for the ledger, ends are kept until it takes writes. */
+
+/* Records l's grant. 0; -EAGAIN in a fault (the grant must not be given); -errno. */
 int record_grant(struct zgpud *d, const struct lease *l);
 int record_attach(struct zgpud *d, const struct lease *l);
-/* Records l's end; with a (the visitor charged, already settled), their new total too. */
+/* Records l's end; with a (the visitor charged, already settled), their new total too.
+ * 0; -EAGAIN when it is kept to be written once the ledger takes writes again; -errno. */
 int record_end(struct zgpud *d, const struct lease *l, int64_t now, const struct quota_account *a);
 
 /* The quota account for key: from memory, else from the ledger, else a new one

@@ -297,6 +297,7 @@ static void shut_down(struct zgpud *d)
 	leases_free(d);
 	gpu_memory_close(d->gpu_memory);
 	gate_close(&d->gate);
+	record_fault_release(d);
 	ledger_close(d->ledger);
 	d->ledger = NULL;
 	quota_release(&d->quota);
@@ -356,6 +357,10 @@ int serve_open(struct zgpud *d, const struct settings *o)
 		return -1;
 	}
 	make_private(ledger_path);
+	if (record_fault_init(d) < 0) {
+		log_error("out of memory at start-up");
+		return -1;
+	}
 	int settled = record_recover(d, o->cfg.grace_ms);
 	if (settled < 0) {
 		log_error("cannot settle the leases a previous run left open: %s",

@@ -21,6 +21,7 @@
 #include "daemon/gate.h"
 #include "daemon/grant_hold.h"
 #include "daemon/metrics.h"
+#include "daemon/record_fault.h"
 #include "daemon/sys/ledger.h"
 
 #define ZGPUD_MAX_BODY	     (64 * 1024)
@@ -39,6 +40,7 @@ struct zgpud {
 	struct engine engine;		     /* leases.c, through the engine's functions */
 	struct metrics metrics;		     /* metrics.c's counters, bumped by all */
 	struct ledger *ledger;		     /* record.c writes it */
+	struct record_fault fault;	     /* record_fault.c: the ledger cannot be written */
 	struct quota_book quota;	 /* quota.c's functions, called by leases.c and record.c */
 	struct gate gate;		 /* gate.c: opened by main.c, driven by leases.c */
 	struct gpu_memory *gpu_memory;	 /* main.c, with NVML's devices: residents' sizes */

@@ -90,6 +90,9 @@ struct ledger_ops {
 	 * into tier (1 when there is one, 0 when not). */
 	int (*visitor_tier_set)(struct ledger *lg, const char *key, const char *tier, int64_t now);
 	int (*visitor_tier_get)(struct ledger *lg, const char *key, char *tier, size_t size);
+	/* A write that changes nothing, committed: 0 when the ledger takes writes (after a
+	 * fault: its disk full or read-only, record_fault.h). */
+	int (*probe)(struct ledger *lg);
 	void (*close)(struct ledger *lg);
 };
 

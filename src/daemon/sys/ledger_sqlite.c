@@ -1,9 +1,13 @@
 /* The SQLite ledger: one file in the state directory, WAL mode, short transactions. */
 #include <errno.h>
+#include <limits.h>
 #include <sqlite3.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
 
 #include "daemon/sys/ledger.h"
 
@@ -13,6 +17,7 @@ struct ledger_sqlite {
 	sqlite3_stmt *insert, *attach, *end, *unsettled, *visitor_get, *visitor_put;
 	sqlite3_stmt *app_by_token; /* on every request with an app token: prepared once */
 	sqlite3_stmt *tier_get;	    /* on every visitor token the gateway mints */
+	char dir[PATH_MAX];	    /* the directory it is in: its disk's free space */
 };
 
 /*
@@ -59,11 +64,56 @@ static const char *const migrations[] = {
 	") WITHOUT ROWID;",
 };
 
+/* Below this much free space the ledger counts as full: a write that fits in the WAL's
+ * room would pass a probe while the next grant's pages do not. */
+#define DISK_FREE_MIN (1024 * 1024)
+
+/* What the ledger's file system says: -EROFS read-only, -ENOSPC (nearly) full, with a
+ * note for a person; 0 when neither (or it cannot tell). */
+static int disk_state(const struct ledger_sqlite *s, char *note, size_t size)
+{
+	struct statvfs fs;
+	if (statvfs(s->dir, &fs) < 0)
+		return 0;
+	if (fs.f_flag & ST_RDONLY) {
+		snprintf(note, size, "%.200s is on a read-only file system", s->dir);
+		return -EROFS;
+	}
+	uint64_t free_bytes = (uint64_t) fs.f_bavail * fs.f_frsize;
+	if (free_bytes < DISK_FREE_MIN) {
+		snprintf(note, size, "database or disk is full (%llu KiB free in %.160s)",
+			 (unsigned long long) (free_bytes / 1024), s->dir);
+		return -ENOSPC;
+	}
+	return 0;
+}
+
 static int fail_db(struct ledger_sqlite *s, int rc, const char *what)
 {
-	snprintf(s->base.error, sizeof(s->base.error), "%s: %s", what,
-		 s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
-	return rc == SQLITE_FULL ? -ENOSPC : rc == SQLITE_READONLY ? -EROFS : -EIO;
+	/* rc may be a generic SQLITE_ERROR (from sqlite3_exec): the connection knows more. */
+	int code = (s->db ? sqlite3_errcode(s->db) : rc) & 0xff;
+	bool disk = code == SQLITE_FULL || code == SQLITE_IOERR || code == SQLITE_READONLY ||
+		    code == SQLITE_CANTOPEN;
+	/* SQLite says "disk I/O error"; the system's errno says which (read-only...). */
+	int sys = disk && s->db ? sqlite3_system_errno(s->db) : 0;
+	snprintf(s->base.error, sizeof(s->base.error), "%s: %s%s%s%s", what,
+		 s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc), sys ? " (" : "",
+		 sys ? strerror(sys) : "", sys ? ")" : "");
+	/* SQLite cannot always tell why a write failed (errno is gone by then): the file
+	 * system can, when it went read-only or ran out of space. */
+	char note[256];
+	int fs = disk && !sys ? disk_state(s, note, sizeof(note)) : 0;
+	if (fs < 0) {
+		size_t n = strlen(s->base.error);
+		snprintf(s->base.error + n, sizeof(s->base.error) - n, " (%s)", note);
+		return fs;
+	}
+	if (code == SQLITE_READONLY || sys == EROFS)
+		return -EROFS;
+	if (code == SQLITE_FULL || sys == ENOSPC || sys == EDQUOT)
+		return -ENOSPC;
+	/* -EIO: the disk failed (the daemon's fault state); -EPROTO: the ledger refused. */
+	return disk ? -EIO : -EPROTO;
 }
 
 /* Runs a prepared statement that returns no rows, then resets it. */
@@ -453,6 +503,27 @@ static int sq_tier_get(struct ledger *lg, const char *key, char *tier, size_t si
 	return lookup_text(s, s->tier_get, key, tier, size, "looking up a visitor's tier");
 }
 
+static int sq_probe(struct ledger *lg)
+{
+	struct ledger_sqlite *s = (struct ledger_sqlite *) lg;
+	int r = disk_state(s, lg->error, sizeof(lg->error));
+	if (r < 0)
+		return r;
+	/* Pages are written to the WAL at the commit even though the rows come and go. */
+	int rc = sqlite3_exec(
+		s->db,
+		"BEGIN IMMEDIATE;"
+		"INSERT OR REPLACE INTO visitors VALUES ('zerogpud:probe', 'free', 0, 0);"
+		"DELETE FROM visitors WHERE key = 'zerogpud:probe';"
+		"COMMIT;",
+		NULL, NULL, NULL);
+	if (rc == SQLITE_OK)
+		return 0;
+	r = fail_db(s, rc, "writing to the ledger");
+	sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+	return r;
+}
+
 static const struct ledger_ops sqlite_ops = {
 	.name = "sqlite",
 	.lease_granted = sq_granted,
@@ -470,6 +541,7 @@ static const struct ledger_ops sqlite_ops = {
 	.visitor_tier_set = sq_tier_set,
 	.visitor_tier_get = sq_tier_get,
 	.usage = sq_usage,
+	.probe = sq_probe,
 	.close = sq_close,
 };
 
@@ -518,6 +590,12 @@ int ledger_open_sqlite(struct ledger **out, const char *path, char *err, size_t 
 		return -ENOMEM;
 	}
 	s->base.ops = &sqlite_ops;
+	snprintf(s->dir, sizeof(s->dir), "%s", path);
+	char *slash = strrchr(s->dir, '/');
+	if (slash)
+		*(slash == s->dir ? slash + 1 : slash) = '\0';
+	else
+		snprintf(s->dir, sizeof(s->dir), ".");
 	int r = 0;
 	int rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
 	/* WAL: readers never block the writer; NORMAL sync: a commit survives the

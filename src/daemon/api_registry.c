@@ -74,13 +74,24 @@ static json_t *object_body(struct call *c, const char *const *fields, size_t nfi
 }
 
 /* The ledger's refusals, and its disk's (full, read-only: record_fault.h): 503. */
+static bool disk_fault(int r)
+{
+	return r == -ENOSPC || r == -EROFS || r == -EIO;
+}
+
 static int status_for(int r)
 {
-	return r == -EEXIST				  ? 409
-	       : r == -ENOENT				  ? 404
-	       : r == -EDQUOT				  ? 403
-	       : r == -ENOSPC || r == -EROFS || r == -EIO ? 503
-							  : 500;
+	return r == -EEXIST    ? 409
+	       : r == -ENOENT  ? 404
+	       : r == -EDQUOT  ? 403
+	       : disk_fault(r) ? 503
+			       : 500;
+}
+
+/* The code of an error status_for() did not name more precisely. */
+static const char *ledger_code(int r)
+{
+	return disk_fault(r) ? "ledger_unavailable" : "ledger";
 }
 
 static void post_account(struct call *c)
@@ -103,8 +114,8 @@ static void post_account(struct call *c)
 	} else {
 		int r = record_account_add(c->d, name, kind);
 		if (r < 0) {
-			http_reply_error(c, status_for(r), r == -EEXIST ? "exists" : "ledger", "%s",
-					 c->d->ledger->error);
+			http_reply_error(c, status_for(r), r == -EEXIST ? "exists" : ledger_code(r),
+					 "%s", c->d->ledger->error);
 		} else {
 			log_info("account %s (%s) added", name, kind);
 			http_reply_json(c, 200,
@@ -191,7 +202,7 @@ static void post_app(struct call *c)
 					 r == -EDQUOT	? "hosting_limit"
 					 : r == -EEXIST ? "exists"
 					 : r == -ENOENT ? "no_such_account"
-							: "internal",
+							: ledger_code(r),
 					 "%s", c->d->ledger->error);
 		} else {
 			log_info("app %s added to account %s", name, account);
@@ -212,8 +223,8 @@ static void delete_app(struct call *c)
 {
 	int r = record_app_remove(c->d, c->arg);
 	if (r < 0) {
-		http_reply_error(c, status_for(r), r == -ENOENT ? "no_such_app" : "ledger", "%s",
-				 c->d->ledger->error);
+		http_reply_error(c, status_for(r), r == -ENOENT ? "no_such_app" : ledger_code(r),
+				 "%s", c->d->ledger->error);
 		return;
 	}
 	log_info("app %s removed", c->arg);

@@ -105,7 +105,7 @@ def check_fault_and_recovery(d, break_disk, mend_disk, reason):
     status, reply = d.call("POST", "/schedule?durationSeconds=1")
     assert status == 503 and reply["error"]["code"] == "ledger_unavailable", reply
     status, reply = d.call("POST", "/v1/accounts", {"name": "acme", "kind": "pro"})
-    assert status == 503, reply
+    assert status == 503 and reply["error"]["code"] == "ledger_unavailable", reply
 
     # The held lease ends now: acknowledged, kept in memory, not yet in the ledger.
     status, end = d.call("DELETE", f"/v1/leases/{held}")

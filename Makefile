@@ -1,7 +1,7 @@
 # Thin wrapper over Meson for the README's commands. `make help` lists the targets.
 BUILD ?= build
 
-.PHONY: all help deps build demo test fuzz bench bench-python evaluation install clean
+.PHONY: all help deps build demo test fuzz soak coverage bench bench-python evaluation install clean
 
 all: build
 
@@ -10,6 +10,7 @@ help:
 	@echo "make demo    run zerogpud on simulated GPUs with competing jobs"
 	@echo "make test    build (plain and ASan+UBSan) and run every test"
 	@echo "make fuzz    run each libFuzzer target FUZZ_SECONDS (default 600) (scripts/fuzz)"
+	@echo "make soak    the crash soak for SOAK_SECONDS (default 600) (tests/soak/soak.py)"
 	@echo "make bench   run the lease-cycle benchmark"
 	@echo "make bench-python  time @zerogpu.GPU calls, warm and cold (and spaces.GPU)"
 	@echo "make evaluation  simulate and replay the workload; write docs/evaluation.md"
@@ -34,6 +35,11 @@ test:
 FUZZ_SECONDS ?= 600
 fuzz:
 	scripts/fuzz -t $(FUZZ_SECONDS)
+
+SOAK_SECONDS ?= 600
+SOAK_CLIENTS ?= 240
+soak: build
+	python3 tests/soak/soak.py --build $(BUILD) --duration $(SOAK_SECONDS) --clients $(SOAK_CLIENTS)
 
 # docs/evaluation.md and its plots: the simulator, a live replay, matplotlib.
 evaluation: build

@@ -602,9 +602,12 @@ int ledger_open_sqlite(struct ledger **out, const char *path, char *err, size_t 
 	 * daemon's own crash (kill -9); FULL would also survive power loss. */
 	if (rc != SQLITE_OK)
 		r = fail_db(s, rc, "opening the ledger");
-	else if (sqlite3_exec(s->db,
+	/* The busy timeout first: a reader of the ledger (an operator's sqlite3, a backup)
+	 * may hold a lock just as the WAL is set up or recovered after a crash. */
+	else if (sqlite3_busy_timeout(s->db, 5000) != SQLITE_OK ||
+		 sqlite3_exec(s->db,
 			      "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;"
-			      "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 2000;",
+			      "PRAGMA foreign_keys = ON;",
 			      NULL, NULL, NULL) != SQLITE_OK)
 		r = fail_db(s, SQLITE_ERROR, "setting up the ledger");
 	if (r == 0)

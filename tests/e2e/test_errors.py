@@ -16,6 +16,7 @@ BAD_LEASE_REQUESTS = [
     (b'{"duration_s": true}', 400, "field 'duration_s' must be a number of seconds, not a boolean"),
     (b'{"duration_s": 0}', 400, "duration_s must be greater than 0 (got 0)"),
     (b'{"duration_s": -3}', 400, "duration_s must be greater than 0 (got -3)"),
+    (b'{"duration_s": 1e-9}', 400, "field 'duration_s' must be at least 0.001 s (a millisecond), not 1e-09"),
     (b'{"duration_s": 900}', 400, "duration 900 s is above this server's maximum of 300 s"),
     (b'{"gpus": 5}', 400, "gpus 5 is more than the 4 GPUs this machine has"),
     (b'{"gpus": 0}', 400, "gpus must be at least 1 (got 0)"),

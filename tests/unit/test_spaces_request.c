@@ -71,6 +71,10 @@ static void schedule_refusals(void **state)
 		{{{"durationSeconds", "nan"}},
 		 1,
 		 "durationSeconds must be a number of seconds greater than 0, not 'nan'"},
+		/* Found by fuzz_spaces_request: above 0, but a lease of 0 ms. */
+		{{{"durationSeconds", "8e-9"}},
+		 1,
+		 "durationSeconds must be at least 0.001 (a millisecond), not '8e-9'"},
 		{{{"gpuSize", "huge"}},
 		 1,
 		 "gpuSize must be large (half a GPU) or xlarge (a whole GPU), not 'huge'"},

@@ -94,6 +94,11 @@ static int parse_duration(const char *v, const struct engine_config *cfg, int64_
 		return -EINVAL;
 	}
 	*ms = (int64_t) llround(s * 1000.0);
+	if (*ms < 1) { /* found by fuzz_spaces_request: 8e-9 s was a lease of 0 ms */
+		snprintf(err, errlen,
+			 "durationSeconds must be at least 0.001 (a millisecond), not '%.32s'", v);
+		return -EINVAL;
+	}
 	if (*ms <= cfg->max_duration_ms)
 		return 0;
 	snprintf(err, errlen,

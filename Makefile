@@ -10,6 +10,7 @@ help:
 	@echo "make demo    run zerogpud on simulated GPUs with competing jobs"
 	@echo "make test    build (plain and ASan+UBSan) and run every test"
 	@echo "make fuzz    run each libFuzzer target FUZZ_SECONDS (default 600) (scripts/fuzz)"
+	@echo "make coverage  line coverage of src/daemon and src/lib over unit + e2e (gcovr)"
 	@echo "make soak    the crash soak for SOAK_SECONDS (default 600) (tests/soak/soak.py)"
 	@echo "make bench   run the lease-cycle benchmark"
 	@echo "make bench-python  time @zerogpu.GPU calls, warm and cold (and spaces.GPU)"
@@ -36,6 +37,9 @@ FUZZ_SECONDS ?= 600
 fuzz:
 	scripts/fuzz -t $(FUZZ_SECONDS)
 
+coverage:
+	scripts/coverage
+
 SOAK_SECONDS ?= 600
 SOAK_CLIENTS ?= 240
 soak: build
@@ -60,4 +64,4 @@ install: build
 	meson install -C $(BUILD)
 
 clean:
-	rm -rf build build-asan build-fuzz build-logs .venv .venv-python
+	rm -rf build build-asan build-fuzz build-coverage build-logs .venv .venv-python

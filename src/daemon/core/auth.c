@@ -178,6 +178,24 @@ int auth_verify_visitor(const char *token, const unsigned char *secret, size_t s
 	return r;
 }
 
+int auth_sign_parts(const char *header, size_t hlen, const char *payload, size_t plen,
+		    const unsigned char *secret, size_t secret_len, char **out)
+{
+	char *tok = malloc(((hlen + plen) * 4) / 3 + 128);
+	if (!tok)
+		return -ENOMEM;
+	size_t n = b64url_encode((const unsigned char *) header, hlen, tok);
+	tok[n++] = '.';
+	n += b64url_encode((const unsigned char *) payload, plen, tok + n);
+	unsigned char mac[EVP_MAX_MD_SIZE];
+	unsigned mac_len = 0;
+	HMAC(EVP_sha256(), secret, (int) secret_len, (unsigned char *) tok, n, mac, &mac_len);
+	tok[n++] = '.';
+	b64url_encode(mac, mac_len, tok + n);
+	*out = tok;
+	return 0;
+}
+
 int auth_sign_visitor(const struct visitor_identity *id, const unsigned char *secret,
 		      size_t secret_len, char **out)
 {
@@ -187,23 +205,11 @@ int auth_sign_visitor(const struct visitor_identity *id, const unsigned char *se
 		json_object_set_new(claims, "ip", json_string(id->ip));
 	char *payload = json_dumps(claims, JSON_COMPACT);
 	json_decref(claims);
-	static const char header[] = "{\"alg\":\"HS256\",\"typ\":\"JWT\"}";
-	size_t plen = payload ? strlen(payload) : 0;
-	char *tok = malloc(((sizeof(header) + plen) * 4) / 3 + 128);
-	if (!payload || !tok) {
-		free(payload);
-		free(tok);
+	if (!payload)
 		return -ENOMEM;
-	}
-	size_t n = b64url_encode((const unsigned char *) header, sizeof(header) - 1, tok);
-	tok[n++] = '.';
-	n += b64url_encode((const unsigned char *) payload, plen, tok + n);
+	static const char header[] = "{\"alg\":\"HS256\",\"typ\":\"JWT\"}";
+	int r = auth_sign_parts(header, sizeof(header) - 1, payload, strlen(payload), secret,
+				secret_len, out);
 	free(payload);
-	unsigned char mac[EVP_MAX_MD_SIZE];
-	unsigned mac_len = 0;
-	HMAC(EVP_sha256(), secret, (int) secret_len, (unsigned char *) tok, n, mac, &mac_len);
-	tok[n++] = '.';
-	b64url_encode(mac, mac_len, tok + n);
-	*out = tok;
-	return 0;
+	return r;
 }

@@ -30,6 +30,15 @@ struct visitor_identity {
 int auth_verify_visitor(const char *token, const unsigned char *secret, size_t secret_len,
 			int64_t now, struct visitor_identity *out, char *err, size_t errlen);
 
+/*
+ * Signs a header and a payload, JSON text as given (hlen and plen bytes, checked for
+ * nothing), into header.payload.signature (HS256 under secret): what a holder of the
+ * secret could send, for the fuzz target of the claims parser. *out is malloc'd.
+ * 0 or -ENOMEM.
+ */
+int auth_sign_parts(const char *header, size_t hlen, const char *payload, size_t plen,
+		    const unsigned char *secret, size_t secret_len, char **out);
+
 /* Makes a token (for tests and `zerogpu token`); *out is malloc'd. 0 or -ENOMEM. */
 int auth_sign_visitor(const struct visitor_identity *id, const unsigned char *secret,
 		      size_t secret_len, char **out);

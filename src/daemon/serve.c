@@ -117,7 +117,18 @@ static int listen_unix(const char *path)
 	}
 	if (probe >= 0)
 		close(probe);
-	(void) unlink(path); /* stale: nobody answers on it */
+	/* A stale socket (nobody answers on it) goes; anything else at the path stays: the
+	 * daemon runs as root, and --socket /dev/null must not delete /dev/null. */
+	struct stat st;
+	if (lstat(path, &st) == 0) {
+		if (!S_ISSOCK(st.st_mode)) {
+			log_error("--socket %s: something other than a socket is there; remove it or "
+				  "pass another path",
+				  path);
+			return -1;
+		}
+		(void) unlink(path);
+	}
 
 	/* The longest backlog the kernel grants (it caps the number at net.core.somaxconn):
 	 * a burst of connections waits in the kernel while the loop is busy, rather than

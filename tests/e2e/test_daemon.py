@@ -1,5 +1,6 @@
 """The daemon as a whole: status schema, metrics, TCP with a token, start-up checks, shutdown, contention."""
 import json
+import os
 import socket
 import subprocess
 import threading
@@ -115,6 +116,22 @@ def test_tcp_listener_needs_the_token(make_daemon):
     assert e.value.code == 401
     good = urllib.request.Request(f"{base}/v1/devices", headers={"Authorization": f"Bearer {token}"})
     assert len(json.load(urllib.request.urlopen(good))["devices"]) == 2
+
+
+def test_a_socket_path_holding_something_else_is_left_alone(tmp_path):
+    """The daemon removes a stale socket, never anything else: as root, --socket /dev/null
+    once deleted /dev/null."""
+    for path in (tmp_path / "file", tmp_path / "fifo"):
+        if path.name == "file":
+            path.write_text("keep me")
+        else:
+            os.mkfifo(path)
+        r = subprocess.run([str(ZEROGPUD), "--simulate", "1x80G", "--gate", "off", "--socket",
+                            str(path), "--state-dir", str(tmp_path / "st")],
+                           capture_output=True, text=True, timeout=10)
+        assert r.returncode == 1
+        assert f"--socket {path}: something other than a socket is there" in r.stderr
+        assert path.exists() and (path.name == "fifo" or path.read_text() == "keep me")
 
 
 def test_listen_without_token_is_refused(tmp_path):

@@ -16,6 +16,7 @@ moments. Invariants are checked while it runs and at the end (docs/testing.md#cr
 Prints one JSON summary line last; exits 1 on any violation."""
 import argparse
 import base64
+import faulthandler
 import hashlib
 import hmac
 import json
@@ -132,10 +133,12 @@ def start_time(pid):
 # Clients: worker processes with a thread per client.
 # ---------------------------------------------------------------------------
 
-def spawn_child():
+def spawn_child(log):
     """The 'GPU work' of a lease: a process in a session of its own (the daemon kills the
-    group). Not our child for long: it is reaped by a thread, so it never lingers a zombie."""
+    group). Not our child for long: it is reaped by a thread, so it never lingers a zombie.
+    Logged, so that one whose client was killed before attaching it can be tidied away."""
     p = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    log(f"spawn {p.pid} {start_time(p.pid)}\n")
     threading.Thread(target=p.wait, daemon=True).start()
     return p
 
@@ -159,7 +162,7 @@ def native_cycle(sock, rnd, log):
             return "no_gpu"
         lease = ev["lease"]
         log(f"grant {lease}\n")
-        child = spawn_child()
+        child = spawn_child(log)
         st, _ = call(sock, "POST", f"/v1/leases/{lease}/attach", {"pid": child.pid})
         if st == 200:
             log(f"attach {lease} {child.pid} {start_time(child.pid)}\n")
@@ -207,7 +210,7 @@ def spaces_cycle(sock, rnd, log):
     finally:
         c.close()
     token = grant["allowToken"]
-    child = spawn_child()
+    child = spawn_child(log)
     st, reply = call(sock, "POST", f"/allow?allowToken={token}&pid={child.pid}")
     if st != 200:
         child.kill()
@@ -427,8 +430,12 @@ class Soak:
         os.makedirs(logs)
         per = max(1, a.clients // a.workers)
 
+        # Workers start as new interpreters: forking this process, whose threads may hold
+        # locks, could leave a child stuck on one.
+        ctx = mp.get_context("spawn")
+
         def spawn(i, seed):
-            p = mp.Process(target=worker, daemon=True,
+            p = ctx.Process(target=worker, daemon=True,
                            args=(self.d.sock, per, seed, a.spaces_share,
                                  os.path.join(logs, f"w{i}-{seed}.log"),
                                  os.path.join(logs, f"w{i}-{seed}.counts")))
@@ -519,7 +526,15 @@ class Soak:
         alive = [(lease, pid) for lease, pid, st in attached if start_time(pid) == st]
         if alive:
             self.violation(f"{len(alive)} process(es) of ended leases still run, e.g. {alive[:3]}")
-        for _, pid, st in attached:  # tidy up after a failure all the same
+        # Tidy up: after a failure, and the work a killed client spawned but never attached
+        # (nobody else's to kill).
+        spawned = []
+        for name in os.listdir(logs):
+            if name.endswith(".log"):
+                with open(os.path.join(logs, name)) as f:
+                    spawned += [(int(w[1]), int(w[2])) for w in (l.split() for l in f)
+                                if len(w) == 3 and w[0] == "spawn" and w[2] != "None"]
+        for pid, st in spawned + [(pid, st) for _, pid, st in attached]:
             if start_time(pid) == st:
                 try:
                     os.killpg(pid, signal.SIGKILL)
@@ -540,6 +555,8 @@ def main():
         ap.error("--duration > 0, --clients >= 1, --workers >= 1, 0 <= --spaces-share <= 1")
     print(f"soak: seed {a.seed}, {a.clients} clients in {a.workers} processes for {a.duration:g} s",
           flush=True)
+    # A soak that hangs says where, rather than running into its caller's timeout.
+    faulthandler.dump_traceback_later(a.duration + 180, exit=True)
     summary = Soak(a).run()
     print(json.dumps(summary), flush=True)
     sys.exit(1 if summary["violations"] else 0)

@@ -122,9 +122,10 @@ static int listen_unix(const char *path)
 	struct stat st;
 	if (lstat(path, &st) == 0) {
 		if (!S_ISSOCK(st.st_mode)) {
-			log_error("--socket %s: something other than a socket is there; remove it or "
-				  "pass another path",
-				  path);
+			log_error(
+				"--socket %s: something other than a socket is there; remove it or "
+				"pass another path",
+				path);
 			return -1;
 		}
 		(void) unlink(path);

@@ -18,6 +18,7 @@ moments. Invariants are checked while it runs and at the end (docs/testing.md#cr
 Prints one JSON summary line last; exits 1 on any violation."""
 import argparse
 import base64
+import ctypes
 import faulthandler
 import hashlib
 import hmac
@@ -139,7 +140,10 @@ def spawn_child(log):
     """The 'GPU work' of a lease: a process in a session of its own (the daemon kills the
     group). Not our child for long: it is reaped by a thread, so it never lingers a zombie.
     Logged, so that one whose client was killed before attaching it can be tidied away."""
-    p = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    # Its own stdio: one that outlives its client (killed before it could log or attach
+    # it) must not hold the soak's output open for whoever waits on it.
+    p = subprocess.Popen(["sleep", "120"], start_new_session=True, stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     log(f"spawn {p.pid} {start_time(p.pid)}\n")
     threading.Thread(target=p.wait, daemon=True).start()
     return p
@@ -241,6 +245,10 @@ def client_thread(sock, seed, spaces_share, log, counts, lock):
 
 
 def worker(sock, threads, seed, spaces_share, log_path, counts_path):
+    # Never outlive the soak (were it killed, its workers would hold its output open).
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() == 1:
+        os._exit(0)
     lock = threading.Lock()
     counts = {}
     f = open(log_path, "a", buffering=1)

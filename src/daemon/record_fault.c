@@ -50,7 +50,9 @@ static void on_probe(evutil_socket_t fd, short what, void *arg)
 	(void) fd;
 	(void) what;
 	int kept = f->pending;
-	if (write_kept(d) < 0 || (kept == 0 && d->ledger->ops->probe(d->ledger) < 0)) {
+	/* The probe too when the kept ends went in: they may have fit in the WAL's slack
+	 * while the disk is still full, and the next grant would fault again. */
+	if (write_kept(d) < 0 || d->ledger->ops->probe(d->ledger) < 0) {
 		snprintf(f->reason, sizeof(f->reason), "%s", d->ledger->error);
 		arm(f);
 		return;

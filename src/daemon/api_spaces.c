@@ -159,7 +159,10 @@ static void answer_granted(struct spaces_lease *sl, struct lease *l)
 	sl->req = NULL;
 }
 
-/* Replies to /schedule that no GPU came: `failed` in the stream, or a 503. */
+static void reply_refusal(struct call *c, const struct refusal *no);
+
+/* Replies to /schedule that no GPU came: `failed` in the stream, or a 503; a 429 when a
+ * shared ledger found the visitor's quota spent on other machines at the grant. */
 static void answer_no_gpu(struct spaces_lease *sl, const struct lease *l)
 {
 	if (sl->streaming) {
@@ -168,6 +171,18 @@ static void answer_no_gpu(struct spaces_lease *sl, const struct lease *l)
 		return;
 	}
 	struct call c = {.d = sl->d, .req = sl->req};
+	if (l->over_quota.refused) {
+		struct refusal no = {.status = 429,
+				     .code = "quota",
+				     .tier = l->req.tier,
+				     .cost_ms = quota_cost_ms(&sl->d->quota.cfg, &l->req),
+				     .left_ms = l->over_quota.left_ms,
+				     .wait_ms = l->over_quota.wait_ms};
+		snprintf(no.message, sizeof(no.message), "%s", l->message);
+		reply_refusal(&c, &no);
+		sl->req = NULL;
+		return;
+	}
 	/* The engine's reasons for a timeout already start with the hosted words. */
 	static const char words[] = "No GPU was available";
 	if (strncmp(l->message, words, sizeof(words) - 1) == 0)

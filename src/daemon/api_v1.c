@@ -258,6 +258,7 @@ static void stream_end(struct stream *s, const struct lease *l, int64_t now)
 		 * could not open its devices. */
 		const char *code = l->state == LEASE_CANCELLED	       ? "cancelled"
 				   : !l->granted_ms		       ? "no_gpu"
+				   : l->over_quota.refused	       ? "quota"
 				   : record_fault_active(&s->d->fault) ? "ledger_unavailable"
 								       : "internal";
 		stream_send(s, json_pack("{s:s, s:s, s:{s:s, s:s}}", "event", "failed", "lease",

@@ -35,7 +35,7 @@ static void release(struct zgpud *d, int i, int64_t now, bool in_time)
 			 "granting anyway",
 			 h.lease, (int) h.wait[0].pid, GRANT_HOLD_MAX_MS);
 	struct lease *l = engine_find(&d->engine, h.lease);
-	if (l && (l->state == LEASE_GRANTED || l->state == LEASE_ATTACHED))
+	if (l && !l->unwritten && (l->state == LEASE_GRANTED || l->state == LEASE_ATTACHED))
 		leases_tell_client(d, l, ENGINE_EV_GRANTED);
 }
 

@@ -106,10 +106,13 @@ static void not_given(struct zgpud *d, const struct lease *l)
 		memcpy(d->ungiven[d->nungiven++], l->id, LEASE_ID_LEN + 1);
 }
 
-/* Returns false when the grant could not be recorded: it is then never acknowledged. */
+/* Returns false when the grant could not be recorded: it is then never acknowledged.
+ * A shared ledger answers later (l->unwritten until then: leases_grant_written). */
 static bool grant_recorded(struct zgpud *d, struct lease *l)
 {
-	if (record_grant(d, l) == 0) {
+	int r = record_grant(d, l);
+	l->unwritten = r == 1;
+	if (r >= 0) {
 		log_info("lease %s: granted %d %s GPU(s) to app %s for %g s%s", l->id, l->ngrants,
 			 lease_size_name(l->req.size), l->req.app,
 			 (double) l->req.duration_ms / 1000.0,
@@ -224,8 +227,9 @@ static void on_lease_event(void *ctx, struct lease *l, enum engine_event ev)
 			take_over_resident(d, l);
 		else
 			d->metrics.cold_grants++;
-		if (grant_hold(d, l))
-			return; /* told once the evicted workers' memory is freed */
+		if (grant_hold(d, l) || l->unwritten)
+			return; /* told once the evicted workers' memory is freed, and the
+				 * shared ledger has the row */
 		break;
 	case ENGINE_EV_EXPIRED:
 		log_info("lease %s: deadline passed (%.0f s); grace %.1f s", l->id,
@@ -249,6 +253,44 @@ static void on_lease_event(void *ctx, struct lease *l, enum engine_event ev)
 		break;
 	}
 	leases_tell_client(d, l, ev);
+}
+
+void leases_grant_written(struct zgpud *d, const char *id, int r, const struct ledger_visitor *v,
+			  const char *why)
+{
+	struct lease *l = engine_find(&d->engine, id);
+	if (!l || !l->unwritten)
+		return; /* ended before the ledger answered: its end follows the grant there */
+	l->unwritten = false;
+	if (r == 0) {
+		bool held = false;
+		for (int i = 0; i < d->holds.nheld && !held; i++)
+			held = strcmp(d->holds.held[i].lease, l->id) == 0;
+		if (!held)
+			leases_tell_client(d, l, ENGINE_EV_GRANTED);
+		return;
+	}
+	if (r == -EDQUOT && v) {
+		/* Other machines' grants spent the visitor's quota while this call waited:
+		 * the hosted wording, with what the shared ledger says is left. */
+		const struct quota_config *qc = &d->quota.cfg;
+		int64_t now = clock_wall_ms();
+		int64_t left = qc->daily_ms[l->req.tier] - v->used_ms - v->reserved_ms;
+		l->over_quota.refused = true;
+		l->over_quota.left_ms = left > 0 ? left : 0;
+		l->over_quota.wait_ms = v->window_start ? v->window_start + qc->window_ms - now : 0;
+		quota_message(l->message, sizeof(l->message), l->req.tier,
+			      quota_cost_ms(qc, &l->req), l->over_quota.left_ms,
+			      l->over_quota.wait_ms);
+		log_info("lease %s: not given: the shared ledger says visitor %s is over quota",
+			 l->id, l->req.quota_key);
+	} else {
+		snprintf(l->message, sizeof(l->message),
+			 "zerogpud could not record the grant in its ledger: %.140s", why);
+		log_error("lease %s: cannot record the grant, so it is not given: %s", l->id, why);
+	}
+	engine_end(&d->engine, l, true, clock_mono_ms(), NULL);
+	after_engine_call(d);
 }
 
 void leases_tell_client(struct zgpud *d, struct lease *l, enum engine_event ev)

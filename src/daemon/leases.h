@@ -26,6 +26,7 @@
 #include "daemon/core/engine.h"
 #include "daemon/core/lease.h"
 #include "daemon/core/quota.h"
+#include "daemon/sys/ledger.h"
 
 struct zgpud;
 
@@ -164,6 +165,12 @@ enum lease_state leases_release_keep(struct zgpud *d, struct lease *l, int64_t *
 
 /* Forgets the residents whose processes have exited (killed from outside, crashed). */
 void leases_forget_dead_residents(struct zgpud *d);
+
+/* A shared ledger's answer to lease id's grant (record_grant): r 0 gives it to its client;
+ * -EDQUOT (the visitor's quota was spent elsewhere: v has their figures there) or another
+ * error fails it. */
+void leases_grant_written(struct zgpud *d, const char *id, int r, const struct ledger_visitor *v,
+			  const char *why);
 
 /* Tells l's client of ev (what the engine's hook does after its own work; a grant that
  * waited for evicted memory is told later, grant_hold.h). */

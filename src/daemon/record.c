@@ -11,6 +11,7 @@
 #include "common/log.h"
 #include "daemon/sys/ledger.h"
 #include "daemon/sys/proc.h"
+#include "daemon/leases.h"
 #include "daemon/zgpud.h"
 
 static void devices_text(const struct zgpud *d, const struct lease *l, char *out, size_t size)
@@ -37,6 +38,17 @@ static int written(struct zgpud *d, int r)
 	return r;
 }
 
+/* A shared ledger's answer to a grant: the lease service gives it or fails it. */
+static void on_grant_written(void *arg, int r, const struct ledger_visitor *v, const char *why)
+{
+	struct zgpud *d = *(struct zgpud **) arg;
+	const char *id = (const char *) arg + sizeof(struct zgpud *);
+	if (r == -EIO && d->ledger->ops->probe(d->ledger) < 0)
+		record_fault_enter(d);
+	leases_grant_written(d, id, r, v, why);
+	free(arg);
+}
+
 int record_grant(struct zgpud *d, const struct lease *l)
 {
 	if (record_fault_active(&d->fault))
@@ -57,7 +69,32 @@ int record_grant(struct zgpud *d, const struct lease *l)
 		.requested_ms = l->req.duration_ms,
 		.started_at = zgpud_wall_ms(d, l->granted_ms),
 	};
-	return written(d, d->ledger->ops->lease_granted(d->ledger, &row));
+	if (!d->ledger->ops->grant_async)
+		return written(d, d->ledger->ops->lease_granted(d->ledger, &row));
+	const struct quota_config *qc = &d->quota.cfg;
+	struct ledger_grant_quota q = {
+		.key = l->req.quota_key,
+		.cost_ms = l->req.reserved_ms,
+		.limit_ms = qc->daily_ms[l->req.tier],
+		.window_ms = qc->window_ms,
+		.overage = qc->overage[l->req.tier],
+	};
+	/* The answer's context: the daemon and the lease's id (the lease may end first). */
+	char *ctx = malloc(sizeof(struct zgpud *) + LEASE_ID_LEN + 1);
+	if (!ctx) {
+		snprintf(d->ledger->error, sizeof(d->ledger->error), "out of memory");
+		return -ENOMEM;
+	}
+	memcpy(ctx, &d, sizeof(d));
+	memcpy(ctx + sizeof(d), l->id, LEASE_ID_LEN + 1);
+	int r = d->ledger->ops->grant_async(d->ledger, &row, &q, on_grant_written, ctx);
+	if (r < 0) {
+		free(ctx);
+		if (d->ledger->ops->probe(d->ledger) < 0)
+			record_fault_enter(d);
+		return r;
+	}
+	return 1;
 }
 
 int record_attach(struct zgpud *d, const struct lease *l)
@@ -66,12 +103,15 @@ int record_attach(struct zgpud *d, const struct lease *l)
 							 l->proc.pgid, l->proc.start));
 }
 
-static void visitor_row(struct ledger_visitor *v, const struct quota_account *a)
+static void visitor_row(const struct quota_config *qc, struct ledger_visitor *v,
+			const struct quota_account *a)
 {
 	v->key = a->key;
 	v->tier = lease_tier_name(a->tier);
 	v->window_start = a->window_start;
 	v->used_ms = a->used_ms;
+	v->limit_ms = qc->daily_ms[a->tier];
+	v->overage = qc->overage[a->tier];
 }
 
 int record_end(struct zgpud *d, const struct lease *l, int64_t now, const struct quota_account *a)
@@ -80,9 +120,11 @@ int record_end(struct zgpud *d, const struct lease *l, int64_t now, const struct
 	const char *state = lease_state_name(l->state);
 	struct ledger_visitor v;
 	if (a)
-		visitor_row(&v, a);
-	/* In a fault, ends wait in order behind those already waiting. */
-	if (!record_fault_active(&d->fault) &&
+		visitor_row(&d->quota.cfg, &v, a);
+	/* In a fault, ends wait in order behind those already waiting; a shared ledger
+	 * keeps its own in order, and writes them once it is reachable again. */
+	bool queues = d->ledger->ops->flush != NULL;
+	if ((queues || !record_fault_active(&d->fault)) &&
 	    written(d, d->ledger->ops->lease_ended(d->ledger, l->id, state, zgpud_wall_ms(d, now),
 						   used, charged, a ? &v : NULL)) == 0)
 		return 0;
@@ -181,7 +223,7 @@ static int settle(struct zgpud *d, const struct open_lease *o, int64_t now_wall,
 		if (!a->window_start)
 			a->window_start = now_wall;
 		quota_settle(a, 0, charged);
-		visitor_row(&v, a);
+		visitor_row(&d->quota.cfg, &v, a);
 	}
 	if (d->ledger->ops->lease_ended(d->ledger, o->id, "expired", now_wall, used, charged,
 					a ? &v : NULL) < 0) {
@@ -191,6 +233,43 @@ static int settle(struct zgpud *d, const struct open_lease *o, int64_t now_wall,
 	log_info("lease %s: settled as expired after a restart (app %s, used %.1f s)", o->id,
 		 o->app, (double) used / 1000.0);
 	return 0;
+}
+
+/* What a shared ledger says a visitor has used, after a grant or an end anywhere: the
+ * book follows (its own reservations stay its own). */
+static void on_visitor_seen(void *arg, const char *key, int64_t window_start, int64_t used_ms)
+{
+	struct zgpud *d = arg;
+	struct quota_account *a = quota_find(&d->quota, key);
+	if (!a)
+		return;
+	a->window_start = window_start;
+	a->used_ms = used_ms;
+}
+
+static void on_ledger_down(void *arg, const char *why)
+{
+	struct zgpud *d = arg;
+	(void) why; /* the ledger's error says it */
+	record_fault_enter(d);
+}
+
+int record_serve(struct zgpud *d)
+{
+	struct ledger_hooks hooks = {
+		.visitor_seen = on_visitor_seen,
+		.down = on_ledger_down,
+		.arg = d,
+	};
+	return d->ledger->ops->serve ? d->ledger->ops->serve(d->ledger, d->base, &hooks) : 0;
+}
+
+void record_flush(struct zgpud *d, int64_t timeout_ms)
+{
+	if (d->ledger && d->ledger->ops->flush && d->ledger->ops->flush(d->ledger, timeout_ms) < 0)
+		log_error("the ledger could not take every lease end within %lld ms (%s): the next "
+			  "start settles the rest as expired",
+			  (long long) timeout_ms, d->ledger->error);
 }
 
 int record_recover(struct zgpud *d, int64_t grace_ms)

@@ -19,7 +19,8 @@ struct zgpud;
 /* A write the disk refuses (full, read-only, I/O error) puts the daemon in a fault
  * (record_fault.h): grants wait for the ledger, ends are kept until it takes writes. */
 
-/* Records l's grant. 0; -EAGAIN in a fault (the grant must not be given); -errno. */
+/* Records l's grant. 0; 1 when a shared ledger answers later, through
+ * leases_grant_written(); -EAGAIN in a fault (the grant must not be given); -errno. */
 int record_grant(struct zgpud *d, const struct lease *l);
 int record_attach(struct zgpud *d, const struct lease *l);
 /* Records l's end; with a (the visitor charged, already settled), their new total too.
@@ -53,6 +54,11 @@ int record_visitor_reset(struct zgpud *d, const char *key);
  * LEASE_TIER_FREE when none was given. 0 or -errno. */
 int record_visitor_tier_set(struct zgpud *d, const char *key, enum lease_tier tier);
 int record_visitor_tier(struct zgpud *d, const char *key, enum lease_tier *tier);
+
+/* Hands the ledger to the event loop (a shared ledger's queries run on it from now on). */
+int record_serve(struct zgpud *d);
+/* Waits (running the loop) up to timeout_ms for a shared ledger's queued writes. */
+void record_flush(struct zgpud *d, int64_t timeout_ms);
 
 /* Settles every lease the ledger holds as open (a previous run died): kills
  * its process if that very process still runs, and records it as expired.

@@ -286,8 +286,10 @@ static int open_gate(struct zgpud *d, const struct settings *o)
  * 2. End every lease (queued: cancelled; held: failed, attached processes
  *    killed): the ledger records each end, the clients hear why.
  * 3. Give those last lines a moment to leave, then close every connection.
- * 4. Only then close the ledger and free what the engine and the APIs hold.
+ * 4. Only then close the ledger (a shared one first writes what it has queued,
+ *    for up to LEDGER_FLUSH_MS) and free what the engine and the APIs hold.
  */
+#define LEDGER_FLUSH_MS 5000
 static void shut_down(struct zgpud *d)
 {
 	d->stopping = true;
@@ -309,6 +311,7 @@ static void shut_down(struct zgpud *d)
 	leases_free(d);
 	gpu_memory_close(d->gpu_memory);
 	gate_close(&d->gate);
+	record_flush(d, LEDGER_FLUSH_MS); /* a shared ledger's queued ends */
 	record_fault_release(d);
 	ledger_close(d->ledger);
 	d->ledger = NULL;
@@ -320,6 +323,29 @@ static void shut_down(struct zgpud *d)
 /* ------------------------------------------------------------------------
  * Serving.
  * ------------------------------------------------------------------------ */
+
+/* The ledger the settings name: SQLite in the state directory, or a shared PostgreSQL. */
+static int open_ledger(struct zgpud *d, const struct settings *o)
+{
+	char err[512];
+	if (o->ledger[0]) {
+		if (ledger_open_pg(&d->ledger, o->ledger, o->node, err, sizeof(err)) < 0) {
+			log_error("%s", err);
+			return -1;
+		}
+		log_info("ledger: PostgreSQL, as node %s", o->node);
+		return 0;
+	}
+	char ledger_path[PATH_MAX + 32];
+	snprintf(ledger_path, sizeof(ledger_path), "%s/ledger.db", o->state_dir);
+	if (ledger_open_sqlite(&d->ledger, ledger_path, err, sizeof(err)) < 0) {
+		log_error("%s", err);
+		return -1;
+	}
+	snprintf(d->ledger->node, sizeof(d->ledger->node), "%s", o->node);
+	make_private(ledger_path);
+	return 0;
+}
 
 int serve_open(struct zgpud *d, const struct settings *o)
 {
@@ -362,13 +388,8 @@ int serve_open(struct zgpud *d, const struct settings *o)
 	if (open_gate(d, o) < 0)
 		return -1;
 
-	char ledger_path[PATH_MAX + 32], err[512];
-	snprintf(ledger_path, sizeof(ledger_path), "%s/ledger.db", o->state_dir);
-	if (ledger_open_sqlite(&d->ledger, ledger_path, err, sizeof(err)) < 0) {
-		log_error("%s", err);
+	if (open_ledger(d, o) < 0)
 		return -1;
-	}
-	make_private(ledger_path);
 	if (record_fault_init(d) < 0) {
 		log_error("out of memory at start-up");
 		return -1;
@@ -383,7 +404,8 @@ int serve_open(struct zgpud *d, const struct settings *o)
 		log_info("settled %d lease(s) left open by the previous run", settled);
 
 	struct engine_hooks hooks = leases_engine_hooks(d);
-	if (engine_init(&d->engine, &d->inv, &o->cfg, &hooks) < 0 || leases_init(d) < 0) {
+	if (engine_init(&d->engine, &d->inv, &o->cfg, &hooks) < 0 || leases_init(d) < 0 ||
+	    record_serve(d) < 0) {
 		log_error("out of memory at start-up");
 		return -1;
 	}

@@ -217,6 +217,52 @@ QUOTA_SETTER(set_quota_pro, LEASE_TIER_PRO)
 QUOTA_SETTER(set_quota_enterprise, LEASE_TIER_ENTERPRISE)
 SECONDS_SETTER(set_quota_window, quota.window_ms, false)
 
+#define OVERAGE_SETTER(name, tier)                                                                 \
+	static int name(struct settings *s, const char *v, char *err, size_t errlen)               \
+	{                                                                                          \
+		if (strcmp(v, "allow") && strcmp(v, "deny"))                                       \
+			return bad(err, errlen, "takes allow or deny, not '%s'", v);               \
+		s->quota.overage[tier] = strcmp(v, "allow") == 0;                                  \
+		return 0;                                                                          \
+	}
+OVERAGE_SETTER(set_overage_anonymous, LEASE_TIER_ANONYMOUS)
+OVERAGE_SETTER(set_overage_free, LEASE_TIER_FREE)
+OVERAGE_SETTER(set_overage_pro, LEASE_TIER_PRO)
+OVERAGE_SETTER(set_overage_enterprise, LEASE_TIER_ENTERPRISE)
+
+/* sqlite (the default), postgresql (libpq's PG* environment says where), or a
+ * postgresql:// or postgres:// URL; libpq checks the rest when it connects. */
+static int set_ledger(struct settings *s, const char *v, char *err, size_t errlen)
+{
+	if (strcmp(v, "sqlite") == 0) {
+		s->ledger[0] = '\0';
+		return 0;
+	}
+	if (strcmp(v, "postgresql") == 0)
+		return copy(s->ledger, sizeof(s->ledger), "postgresql://", err, errlen);
+	if (strncmp(v, "postgresql://", 13) && strncmp(v, "postgres://", 11))
+		return bad(err, errlen,
+			   "takes sqlite, postgresql (from libpq's PG* environment) or a "
+			   "postgresql://[USER[:PASSWORD]@]HOST[:PORT]/DB URL, not '%.64s'",
+			   v);
+	return copy(s->ledger, sizeof(s->ledger), v, err, errlen);
+}
+
+static int set_node(struct settings *s, const char *v, char *err, size_t errlen)
+{
+	size_t n = strlen(v);
+	bool ok = n > 0 && n < sizeof(s->node) && (isalnum((unsigned char) v[0]));
+	for (size_t i = 0; ok && i < n; i++)
+		ok = isalnum((unsigned char) v[i]) || strchr("._-", v[i]);
+	if (!ok)
+		return bad(err, errlen,
+			   "takes a node name of 1 to %zu letters, digits, '.', '_' or '-' "
+			   "(starting with a letter or digit), not '%.80s'",
+			   sizeof(s->node) - 1, v);
+	strcpy(s->node, v);
+	return 0;
+}
+
 static int set_visitor_secret(struct settings *s, const char *v, char *err, size_t errlen)
 {
 	return secret(s->visitor_secret, v, err, errlen);
@@ -371,6 +417,8 @@ static int set_cgroup_root(struct settings *s, const char *v, char *err, size_t 
 static const struct setting table[] = {
 	{"server", "socket", "socket", set_socket},
 	{"server", "state_dir", "state-dir", set_state_dir},
+	{"server", "node", "node", set_node},
+	{"ledger", "url", "ledger", set_ledger},
 	{"server", "listen", "listen", set_listen},
 	{"server", "token", "token", set_token},
 	{"server", "token_file", "token-file", set_token_file},
@@ -395,6 +443,10 @@ static const struct setting table[] = {
 	{"quota", "pro", "quota-pro", set_quota_pro},
 	{"quota", "enterprise", "quota-enterprise", set_quota_enterprise},
 	{"quota", "window", "quota-window", set_quota_window},
+	{"overage", "anonymous", "overage-anonymous", set_overage_anonymous},
+	{"overage", "free", "overage-free", set_overage_free},
+	{"overage", "pro", "overage-pro", set_overage_pro},
+	{"overage", "enterprise", "overage-enterprise", set_overage_enterprise},
 	{"accounts", "free", "apps-free", set_hosting_free},
 	{"accounts", "pro", "apps-pro", set_hosting_pro},
 	{"accounts", "org", "apps-org", set_hosting_org},
@@ -418,6 +470,16 @@ static const struct setting table[] = {
  * Defaults, the file, the command line.
  * ------------------------------------------------------------------------ */
 
+/* The hostname, up to its first dot; "localhost" when there is none. */
+static void default_node(char *out, size_t size)
+{
+	char host[256] = "";
+	if (gethostname(host, sizeof(host) - 1) < 0 || !host[0])
+		strcpy(host, "localhost");
+	host[strcspn(host, ".")] = '\0';
+	snprintf(out, size, "%s", host);
+}
+
 static void defaults(struct settings *s)
 {
 	memset(s, 0, sizeof(*s));
@@ -439,6 +501,7 @@ static void defaults(struct settings *s)
 	s->aging_bound_ms = s->cfg.sched.aging_bound_ms;
 	s->backfill_ms = s->cfg.sched.backfill_ms;
 	(void) zgpu_default_socket_path(s->socket_path, sizeof(s->socket_path));
+	default_node(s->node, sizeof(s->node));
 	const char *home = getenv("HOME"), *xdg = getenv("XDG_STATE_HOME");
 	if (geteuid() == 0)
 		snprintf(s->state_dir, sizeof(s->state_dir), "/var/lib/zerogpu");

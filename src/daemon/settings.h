@@ -22,6 +22,10 @@
 struct settings {
 	char socket_path[sizeof(((struct sockaddr_un *) 0)->sun_path)];
 	char state_dir[PATH_MAX];
+	/* [ledger]: "" for SQLite in the state directory, else a PostgreSQL conninfo (a
+	 * postgresql:// URL, or "postgresql" alone for libpq's PG* environment). */
+	char ledger[1024];
+	char node[64]; /* this machine's name in a shared ledger: the hostname */
 	char listen[128];		/* ADDR:PORT, or empty for no TCP listener */
 	int max_connections;		/* open connections in all; 0: from RLIMIT_NOFILE */
 	int max_connections_per_client; /* per uid or address; 0: an eighth of the total */

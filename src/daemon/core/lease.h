@@ -116,6 +116,15 @@ struct lease {
 	bool warm;
 	struct lease_process warm_proc;
 	bool kept; /* released with its process kept resident, which now owns l->proc */
+	/* Granted, but its row is not committed yet (a shared ledger answers later,
+	 * record.c): its client hears of the grant once it is. */
+	bool unwritten;
+	/* The shared ledger refused the grant: the visitor's quota was spent on other
+	 * machines meanwhile (what they had left, and until when, as it said). */
+	struct lease_quota_refusal {
+		bool refused;
+		int64_t left_ms, wait_ms;
+	} over_quota;
 	char message[LEASE_MESSAGE_MAX]; /* why it failed or expired, for the client */
 
 	struct heap_node timer;	  /* the one pending deadline of this lease */

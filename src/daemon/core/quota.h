@@ -24,6 +24,9 @@ struct quota_config {
 					      */
 	int64_t window_ms;		     /* 24 h */
 	int xlarge_factor;		     /* 2 */
+	/* Tiers whose calls past the quota are granted, their seconds recorded as overage
+	 * (for the operator to charge back) rather than refused. None by default. */
+	bool overage[LEASE__TIER_COUNT];
 };
 
 void quota_config_default(struct quota_config *c);

@@ -1,6 +1,7 @@
 /*
- * ledger — the durable record of leases, behind a small interface so that a
- * PostgreSQL backend can serve several machines later. SQLite is the default.
+ * ledger — the durable record of leases, behind a small interface: SQLite in the
+ * state directory (the default, one machine), or PostgreSQL shared by several
+ * machines (ledger_pg.c; docs/cluster.md).
  *
  * Every grant, attach and end is committed before the client hears of it, so
  * a daemon killed with -9 loses nothing it acknowledged. On start-up the leases
@@ -10,9 +11,12 @@
 #ifndef ZGPU_DAEMON_SYS_LEDGER_H
 #define ZGPU_DAEMON_SYS_LEDGER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+
+#include <event2/event.h>
 
 #define LEDGER_DEVICES_MAX 2048
 
@@ -34,6 +38,34 @@ struct ledger_visitor {
 	const char *key, *tier;
 	char tier_buf[16]; /* where visitor_load puts the tier */
 	int64_t window_start, used_ms;
+	int64_t reserved_ms; /* a shared ledger's: held by granted leases on every node */
+	/* For a backend shared by several daemons (PostgreSQL), which settles the end
+	 * itself from the charge: the tier's daily quota, and whether it allows overage. */
+	int64_t limit_ms;
+	bool overage;
+};
+
+/* What a grant takes from its visitor's quota, for a backend shared by several daemons:
+ * it reserves cost_ms only if that fits in limit_ms (or overage is allowed), atomically. */
+struct ledger_grant_quota {
+	const char *key; /* "" when the call is not metered */
+	int64_t cost_ms, limit_ms, window_ms;
+	bool overage;
+};
+
+/* A grant written (r 0), refused for the visitor's quota (-EDQUOT, v says what they have
+ * used), or not written (-EIO, why says; the lease must not be given). */
+typedef void (*ledger_granted_fn)(void *arg, int r, const struct ledger_visitor *v,
+				  const char *why);
+
+/* What an asynchronous backend tells the daemon, from its loop. */
+struct ledger_hooks {
+	/* A visitor's figures as the shared ledger has them after a grant or an end. */
+	void (*visitor_seen)(void *arg, const char *key, int64_t window_start, int64_t used_ms);
+	/* The backend cannot be reached (why), or can again. */
+	void (*down)(void *arg, const char *why);
+	void (*up)(void *arg);
+	void *arg;
 };
 
 /* An account (who owns apps) or an app, as listed. */
@@ -93,6 +125,17 @@ struct ledger_ops {
 	/* A write that changes nothing, committed: 0 when the ledger takes writes (after a
 	 * fault: its disk full or read-only, record_fault.h). */
 	int (*probe)(struct ledger *lg);
+	/*
+	 * Asynchronous backends (PostgreSQL) only; NULL for SQLite. serve: the loop runs
+	 * from now on, and writes go through it: lease_attached and lease_ended are then
+	 * queued in order and retried until written (they return 0), and grants go
+	 * through grant_async, whose done is called from the loop. flush: waits (running
+	 * the loop) up to timeout_ms for the queued writes; 0 when all are written.
+	 */
+	int (*serve)(struct ledger *lg, struct event_base *base, const struct ledger_hooks *hooks);
+	int (*grant_async)(struct ledger *lg, const struct ledger_lease *row,
+			   const struct ledger_grant_quota *q, ledger_granted_fn done, void *arg);
+	int (*flush)(struct ledger *lg, int64_t timeout_ms);
 	void (*close)(struct ledger *lg);
 };
 
@@ -103,6 +146,7 @@ int ledger_kind_index(const char *kind);
 struct ledger {
 	const struct ledger_ops *ops;
 	char error[256]; /* the backend's message for the last failure */
+	char node[64];	 /* the node whose leases this daemon writes and settles */
 };
 
 /*
@@ -112,6 +156,15 @@ struct ledger {
  */
 int ledger_open_sqlite(struct ledger **out, const char *path, char *err, size_t errlen);
 
+/*
+ * Opens the PostgreSQL ledger at conninfo (a postgresql:// URL or key=value words,
+ * libpq's PG* environment filling the rest) for node, migrating its schema once
+ * whoever else starts at the same time. Start-up waits for the database (the loop
+ * is not running yet); from serve() on, nothing does.
+ */
+int ledger_open_pg(struct ledger **out, const char *conninfo, const char *node, char *err,
+		   size_t errlen);
+
 static inline void ledger_close(struct ledger *lg)
 {
 	if (lg)
@@ -119,6 +172,6 @@ static inline void ledger_close(struct ledger *lg)
 }
 
 /* The schema version this build writes. */
-#define LEDGER_SCHEMA_VERSION 2
+#define LEDGER_SCHEMA_VERSION 3
 
 #endif

@@ -1,0 +1,205 @@
+"""Several daemons on one PostgreSQL ledger (docs/cluster.md): one set of quotas, each
+node settling its own leases, PostgreSQL going away and coming back. A real server:
+pgcluster.py makes one for this module in a temporary directory."""
+import signal
+import threading
+import time
+
+import pytest
+
+from conftest import SECRET, Daemon
+from pgcluster import PgCluster, available, wait_until
+
+
+@pytest.fixture(scope="module")
+def pg():
+    why = available()
+    assert why is None, why  # the README's install step installs it; CI too
+    c = PgCluster().start()
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def db(pg):
+    return pg.database()
+
+
+@pytest.fixture
+def nodes(tmp_path, pg, db):
+    """make(name, *args): a daemon on its own socket and state, as node `name`."""
+    started = []
+
+    def make(name, *args, start=True):
+        (tmp_path / name).mkdir(exist_ok=True)
+        d = Daemon(tmp_path / name, "--simulate", "4x80G", "--ledger", pg.url(db), "--node",
+                   name, "--visitor-secret", SECRET, *args)
+        started.append(d)
+        return d.start() if start else d
+
+    yield make
+    for d in started:
+        if d.proc and d.proc.poll() is None:
+            rc = d.stop()
+            assert rc == 0, f"zerogpud exited {rc}:\n{d.log_text()}"
+
+
+def rows(pg, db, sql):
+    return pg.psql(sql, db)
+
+
+def visitor(pg, db, key):
+    r = rows(pg, db, f"SELECT used_ms, reserved_ms FROM visitors WHERE key = '{key}'")
+    return tuple(int(x) for x in r[0]) if r else None
+
+
+def test_two_nodes_draw_on_one_quota_and_never_overspend(pg, db, nodes):
+    a = nodes("alpha", "--quota-anonymous", "10")
+    b = nodes("beta", "--quota-anonymous", "10")
+    results, lock = [], threading.Lock()
+    go = threading.Barrier(8)
+
+    def ask(d):
+        c = d.http(timeout=15)
+        go.wait()
+        c.send("POST", "/v1/leases", {"visitor_ip": "198.51.100.9", "duration_s": 3})
+        status, _ = c.read_head()
+        ev = c.event() if status == 200 else None
+        if status != 200:
+            c.read_body()
+        with lock:
+            results.append((d, status, ev, c))
+
+    threads = [threading.Thread(target=ask, args=(d,)) for d in (a, b) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    granted = [r for r in results if r[2] and r[2]["event"] == "granted"]
+    # 3 s each against 10 s: three at most, whichever node they came to.
+    assert 1 <= len(granted) <= 3, [(r[1], r[2]) for r in results]
+    assert len(granted) == 3
+    refused = [r for r in results if r not in granted]
+    for _, status, ev, _ in refused:
+        # Refused up front by the node's own book (429), or at the grant by the shared
+        # ledger when the other node's grants had spent it.
+        assert status == 429 or (ev["event"] == "failed" and ev["error"]["code"] == "quota"
+                                 and "exceeded your GPU quota" in ev["error"]["message"]), ev
+    used, reserved = visitor(pg, db, "ip:198.51.100.9")
+    assert reserved == 9000 and used == 0
+    for r in results:
+        r[3].close()
+
+    def settled():
+        return visitor(pg, db, "ip:198.51.100.9")[1] == 0
+    assert wait_until(settled, 5)
+    used, _ = visitor(pg, db, "ip:198.51.100.9")
+    charged = rows(pg, db, "SELECT coalesce(sum(charged_ms), 0), count(*) FROM leases "
+                           "WHERE quota_key = 'ip:198.51.100.9' AND ended_at IS NOT NULL")
+    assert used == int(charged[0][0]) and int(charged[0][1]) == 3
+    # Both nodes' rows name their node.
+    by_node = dict(rows(pg, db, "SELECT node, count(*) FROM leases GROUP BY node"))
+    assert set(by_node) <= {"alpha", "beta"} and sum(int(n) for n in by_node.values()) == 3
+
+
+def test_concurrent_visitors_on_both_nodes_totals_exact(pg, db, nodes):
+    a = nodes("alpha", "--quota-anonymous", "30")
+    b = nodes("beta", "--quota-anonymous", "30")
+    visitors = [f"203.0.113.{i}" for i in range(1, 7)]
+
+    def run(d, ip, n):
+        for _ in range(n):
+            d.cli("run", "--visitor-ip", ip, "-d", "4", "--", "true")
+
+    threads = [threading.Thread(target=run, args=(d, ip, 5)) for ip in visitors for d in (a, b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for ip in visitors:
+        key = f"ip:{ip}"
+        assert wait_until(lambda: visitor(pg, db, key)[1] == 0, 5)
+        used, _ = visitor(pg, db, key)
+        total, n = rows(pg, db, f"SELECT coalesce(sum(charged_ms), 0), count(*) FROM leases "
+                                f"WHERE quota_key = '{key}'")[0]
+        assert used == int(total) and used <= 30000
+        # 10 calls of 4 s (each charged 1 s) against 30 s: none refused for quota.
+        assert int(n) == 10, (ip, n)
+
+
+def test_postgres_down_and_back(pg, db, nodes):
+    a = nodes("alpha")
+    held, ev = a.acquire({"visitor_ip": "192.0.2.50", "duration_s": 30})
+    assert ev["event"] == "granted"
+    lease = ev["lease"]
+    pg.stop_server("fast")
+    try:
+        def refused():
+            s, body = a.call("POST", "/v1/leases", {"duration_s": 5, "max_wait_s": 1})
+            return s == 503 and body["error"]["code"] == "ledger_unavailable" and body
+        body = wait_until(refused, 5)
+        assert body, "new requests were not refused while PostgreSQL was down"
+        assert "PostgreSQL" in body["error"]["message"]
+        time.sleep(0.3)
+        held.close()  # its end is kept until the database is back
+        time.sleep(0.3)
+    finally:
+        pg.start_server()
+
+    def serves():
+        return a.cli("run", "-d", "5", "--", "true").returncode == 0
+    assert wait_until(serves, 10, step=0.2), a.log_text()
+    got = rows(pg, db, "SELECT id, state, used_ms, charged_ms FROM leases "
+                       "WHERE quota_key = 'ip:192.0.2.50'")
+    assert len(got) == 1 and got[0][1] == "released", got
+    assert got[0][0] == lease
+    used, reserved = visitor(pg, db, "ip:192.0.2.50")
+    assert reserved == 0 and used == int(got[0][3]) == 1000  # charged once
+    assert "connected again" in a.log_text()
+
+
+def test_kill9_settles_its_own_node_only(pg, db, nodes, tmp_path):
+    a = nodes("alpha")
+    b = nodes("beta")
+    ca, ev = a.acquire({"visitor_ip": "192.0.2.60", "duration_s": 60})
+    assert ev["event"] == "granted"
+    cb, ev = b.acquire({"visitor_ip": "192.0.2.61", "duration_s": 60})
+    assert ev["event"] == "granted"
+    a.proc.send_signal(signal.SIGKILL)
+    a.proc.wait()
+    a.log.close()
+    ca.close()
+    again = nodes("alpha")
+    state = dict(rows(pg, db, "SELECT node, state FROM leases"))
+    assert state["alpha"] == "expired"
+    assert state["beta"] == "granted"
+    open_b = rows(pg, db, "SELECT count(*) FROM leases WHERE node = 'beta' AND ended_at IS NULL")
+    assert open_b == [["1"]]
+    cb.close()
+    assert wait_until(lambda: rows(pg, db, "SELECT state FROM leases WHERE node = 'beta'")
+                      == [["released"]], 5)
+    assert again.proc.poll() is None
+
+
+def test_migrations_raced_by_several_daemons(pg, db, nodes):
+    ds = [nodes(f"n{i}", start=False) for i in range(4)]
+    threads = [threading.Thread(target=d.start) for d in ds]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for d in ds:
+        assert d.proc.poll() is None, d.log_text()
+    versions = rows(pg, db, "SELECT version, count(*) FROM zerogpu_migrations GROUP BY version")
+    assert versions and all(n == "1" for _, n in versions)
+    for d in ds:
+        assert d.cli("run", "-d", "5", "--", "true").returncode == 0
+
+
+def test_unreachable_at_start_is_a_clear_error(tmp_path):
+    d = Daemon(tmp_path, "--simulate", "1x80G", "--ledger",
+               "postgresql://zerogpu@127.0.0.1:1/none?connect_timeout=2")
+    with pytest.raises(RuntimeError) as e:
+        d.start()
+    assert "connecting to PostgreSQL" in str(e.value)
+    d.log.close()

@@ -94,6 +94,63 @@ static const char *ledger_code(int r)
 	return disk_fault(r) ? "ledger_unavailable" : "ledger";
 }
 
+/*
+ * A change's reply waits for the ledger's answer (a shared ledger answers from the
+ * loop): the call is deferred, and its reply made by the change's `done`.
+ */
+struct pending {
+	struct call *c; /* deferred (http_defer) */
+	char name[65], other[65];
+	char token[RECORD_APP_TOKEN_MAX];
+	int tier;
+	struct usage_sum *sum;
+};
+
+static struct pending *pending_new(struct call *c)
+{
+	struct pending *p = calloc(1, sizeof(*p));
+	if (!p) {
+		http_reply_error(c, 500, "internal", "out of memory");
+		return NULL;
+	}
+	if (!(p->c = http_defer(c))) {
+		free(p);
+		return NULL;
+	}
+	return p;
+}
+
+/* Whether the reply can still be sent; frees p when not (the client hung up). */
+static bool pending_live(struct pending *p)
+{
+	if (!http_deferred_gone(p->c))
+		return true;
+	http_deferred_done(p->c);
+	free(p);
+	return false;
+}
+
+static void pending_free(struct pending *p)
+{
+	http_deferred_done(p->c);
+	free(p);
+}
+
+static void account_added(void *arg, int r)
+{
+	struct pending *p = arg;
+	if (r >= 0)
+		log_info("account %s (%s) added", p->name, p->other);
+	if (!pending_live(p))
+		return;
+	if (r < 0)
+		http_reply_error(p->c, status_for(r), r == -EEXIST ? "exists" : ledger_code(r),
+				 "%s", p->c->d->ledger->error);
+	else
+		http_reply_json(p->c, 200, json_pack("{s:s, s:s}", "name", p->name, "kind", p->other));
+	pending_free(p);
+}
+
 static void post_account(struct call *c)
 {
 	static const char *const fields[] = {"name", "kind"};
@@ -112,14 +169,11 @@ static void post_account(struct call *c)
 		http_reply_error(c, 400, "bad_request",
 				 "unknown account kind '%.32s': use " LEDGER_KINDS, kind);
 	} else {
-		int r = record_account_add(c->d, name, kind);
-		if (r < 0) {
-			http_reply_error(c, status_for(r), r == -EEXIST ? "exists" : ledger_code(r),
-					 "%s", c->d->ledger->error);
-		} else {
-			log_info("account %s (%s) added", name, kind);
-			http_reply_json(c, 200,
-					json_pack("{s:s, s:s}", "name", name, "kind", kind));
+		struct pending *p = pending_new(c);
+		if (p) {
+			snprintf(p->name, sizeof(p->name), "%s", name);
+			snprintf(p->other, sizeof(p->other), "%s", kind);
+			record_account_add(c->d, name, kind, account_added, p);
 		}
 	}
 	json_decref(o);
@@ -181,6 +235,27 @@ static void get_accounts(struct call *c)
 	reply_listing(c, true);
 }
 
+static void app_added(void *arg, int r)
+{
+	struct pending *p = arg;
+	if (r >= 0)
+		log_info("app %s added to account %s", p->name, p->other);
+	if (!pending_live(p))
+		return;
+	if (r < 0)
+		http_reply_error(p->c, status_for(r),
+				 r == -EDQUOT	? "hosting_limit"
+				 : r == -EEXIST ? "exists"
+				 : r == -ENOENT ? "no_such_account"
+						: ledger_code(r),
+				 "%s", p->c->d->ledger->error);
+	else
+		http_reply_json(p->c, 200,
+				json_pack("{s:s, s:s, s:s}", "name", p->name, "account", p->other,
+					  "token", p->token));
+	pending_free(p);
+}
+
 static void post_app(struct call *c)
 {
 	static const char *const fields[] = {"name", "account"};
@@ -189,26 +264,17 @@ static void post_app(struct call *c)
 		return;
 	const char *name = json_string_value(json_object_get(o, "name"));
 	const char *account = json_string_value(json_object_get(o, "account"));
-	char token[RECORD_APP_TOKEN_MAX];
 	if (!valid_name(name)) {
 		http_reply_error(c, 400, "bad_request",
 				 "app name '%.64s' is not valid: use 1 to 64 letters, digits, '.', "
 				 "'_' or '-'",
 				 name);
 	} else {
-		int r = record_app_add(c->d, name, account, token);
-		if (r < 0) {
-			http_reply_error(c, status_for(r),
-					 r == -EDQUOT	? "hosting_limit"
-					 : r == -EEXIST ? "exists"
-					 : r == -ENOENT ? "no_such_account"
-							: ledger_code(r),
-					 "%s", c->d->ledger->error);
-		} else {
-			log_info("app %s added to account %s", name, account);
-			http_reply_json(c, 200,
-					json_pack("{s:s, s:s, s:s}", "name", name, "account",
-						  account, "token", token));
+		struct pending *p = pending_new(c);
+		if (p) {
+			snprintf(p->name, sizeof(p->name), "%s", name);
+			snprintf(p->other, sizeof(p->other), "%.64s", account);
+			record_app_add(c->d, name, account, p->token, app_added, p);
 		}
 	}
 	json_decref(o);
@@ -219,33 +285,54 @@ static void get_apps(struct call *c)
 	reply_listing(c, false);
 }
 
+static void app_removed(void *arg, int r)
+{
+	struct pending *p = arg;
+	if (r >= 0)
+		log_info("app %s removed", p->name);
+	if (!pending_live(p))
+		return;
+	if (r < 0)
+		http_reply_error(p->c, status_for(r), r == -ENOENT ? "no_such_app" : ledger_code(r),
+				 "%s", p->c->d->ledger->error);
+	else
+		http_reply_json(p->c, 200, json_pack("{s:s}", "removed", p->name));
+	pending_free(p);
+}
+
 static void delete_app(struct call *c)
 {
-	int r = record_app_remove(c->d, c->arg);
-	if (r < 0) {
-		http_reply_error(c, status_for(r), r == -ENOENT ? "no_such_app" : ledger_code(r),
-				 "%s", c->d->ledger->error);
+	struct pending *p = pending_new(c);
+	if (!p)
 		return;
-	}
-	log_info("app %s removed", c->arg);
-	http_reply_json(c, 200, json_pack("{s:s}", "removed", c->arg));
+	snprintf(p->name, sizeof(p->name), "%s", c->arg);
+	record_app_remove(c->d, c->arg, app_removed, p);
+}
+
+static void quota_was_reset(void *arg, int r)
+{
+	struct pending *p = arg;
+	struct call *c = p->c;
+	if (r > 0)
+		log_info("quota of %s reset", c->arg);
+	if (!pending_live(p))
+		return;
+	if (r < 0)
+		http_reply_error(c, status_for(r), ledger_code(r), "%s", c->d->ledger->error);
+	else if (r == 0)
+		http_reply_error(c, 404, "no_such_visitor", "no GPU use is recorded for '%.200s'",
+				 c->arg);
+	else
+		http_reply_json(c, 200, json_pack("{s:s}", "reset", c->arg));
+	pending_free(p);
 }
 
 static void post_quota_reset(struct call *c)
 {
 	/* The path is /v1/quota/VISITOR/reset: arg is the visitor. */
-	int r = record_visitor_reset(c->d, c->arg);
-	if (r < 0) {
-		http_reply_error(c, 500, "ledger", "%s", c->d->ledger->error);
-		return;
-	}
-	if (r == 0) {
-		http_reply_error(c, 404, "no_such_visitor", "no GPU use is recorded for '%.200s'",
-				 c->arg);
-		return;
-	}
-	log_info("quota of %s reset", c->arg);
-	http_reply_json(c, 200, json_pack("{s:s}", "reset", c->arg));
+	struct pending *p = pending_new(c);
+	if (p)
+		record_visitor_reset(c->d, p->c->arg, quota_was_reset, p);
 }
 
 /* "since" as Unix seconds, or how long ago: 90m, 24h, 7d. */
@@ -271,20 +358,84 @@ static int parse_since(const char *v, int64_t now, int64_t *out)
 }
 
 struct usage_sum {
-	json_t *apps;
-	int64_t leases, used_ms, charged_ms;
+	int64_t since;
+	json_t *apps, *overage;
+	json_t *app; /* the item of the app the rows are at (they come ordered by app) */
+	int64_t leases, used_ms, charged_ms, overage_ms;
 };
 
+static json_t *usage_json(int64_t leases, int64_t used_ms, int64_t charged_ms, int64_t overage_ms)
+{
+	return json_pack("{s:I, s:f, s:f, s:f}", "leases", (json_int_t) leases, "used_s",
+			 (double) used_ms / 1000.0, "charged_s", (double) charged_ms / 1000.0,
+			 "overage_s", (double) overage_ms / 1000.0);
+}
+
+/* Adds n to the number at key of o. */
+static void add_to(json_t *o, const char *key, double n)
+{
+	json_t *v = json_object_get(o, key);
+	if (json_is_integer(v))
+		json_integer_set(v, json_integer_value(v) + (json_int_t) n);
+	else
+		json_real_set(v, json_number_value(v) + n);
+}
+
+/* One row per app and node: the app's item sums its nodes, which it lists. */
 static void usage_item(const struct ledger_usage *u, void *arg)
 {
 	struct usage_sum *sum = arg;
-	json_array_append_new(sum->apps, json_pack("{s:s, s:I, s:f, s:f}", "app", u->app, "leases",
-						   (json_int_t) u->leases, "used_s",
-						   (double) u->used_ms / 1000.0, "charged_s",
-						   (double) u->charged_ms / 1000.0));
+	const char *at = sum->app ? json_string_value(json_object_get(sum->app, "app")) : NULL;
+	if (!at || strcmp(at, u->app) != 0) {
+		sum->app = usage_json(0, 0, 0, 0);
+		json_object_set_new(sum->app, "app", json_string(u->app));
+		json_object_set_new(sum->app, "nodes", json_array());
+		json_array_append_new(sum->apps, sum->app);
+	}
+	json_t *node = usage_json(u->leases, u->used_ms, u->charged_ms, u->overage_ms);
+	json_object_set_new(node, "node", json_string(u->node));
+	json_array_append_new(json_object_get(sum->app, "nodes"), node);
+	add_to(sum->app, "leases", (double) u->leases);
+	add_to(sum->app, "used_s", (double) u->used_ms / 1000.0);
+	add_to(sum->app, "charged_s", (double) u->charged_ms / 1000.0);
+	add_to(sum->app, "overage_s", (double) u->overage_ms / 1000.0);
 	sum->leases += u->leases;
 	sum->used_ms += u->used_ms;
 	sum->charged_ms += u->charged_ms;
+	sum->overage_ms += u->overage_ms;
+}
+
+static void overage_item(const struct ledger_overage *o, void *arg)
+{
+	struct usage_sum *sum = arg;
+	json_array_append_new(sum->overage,
+			      json_pack("{s:s, s:s, s:I, s:f}", "visitor", o->visitor, "app", o->app,
+					"leases", (json_int_t) o->leases, "overage_s",
+					(double) o->overage_ms / 1000.0));
+}
+
+static void usage_summed(void *arg, int r)
+{
+	struct pending *p = arg;
+	struct usage_sum *sum = p->sum;
+	struct ledger *lg = p->c->d->ledger;
+	if (http_deferred_gone(p->c)) {
+		json_decref(sum->apps);
+		json_decref(sum->overage);
+	} else if (r < 0) {
+		json_decref(sum->apps);
+		json_decref(sum->overage);
+		http_reply_error(p->c, status_for(r), ledger_code(r), "%s", lg->error);
+	} else {
+		http_reply_json(p->c, 200,
+				json_pack("{s:I, s:s, s:o, s:o, s:o}", "since_ms",
+					  (json_int_t) sum->since, "node", lg->node, "apps",
+					  sum->apps, "overage", sum->overage, "total",
+					  usage_json(sum->leases, sum->used_ms, sum->charged_ms,
+						     sum->overage_ms)));
+	}
+	free(sum);
+	pending_free(p);
 }
 
 static void get_usage(struct call *c)
@@ -311,17 +462,20 @@ static void get_usage(struct call *c)
 			since_text);
 		return;
 	}
-	struct usage_sum sum = {.apps = json_array()};
-	if (c->d->ledger->ops->usage(c->d->ledger, app, since, usage_item, &sum) < 0) {
-		json_decref(sum.apps);
-		http_reply_error(c, 500, "ledger", "%s", c->d->ledger->error);
+	struct pending *p = pending_new(c);
+	struct usage_sum *sum = p ? calloc(1, sizeof(*sum)) : NULL;
+	if (!sum) {
+		if (p) {
+			http_reply_error(p->c, 500, "internal", "out of memory");
+			pending_free(p);
+		}
 		return;
 	}
-	http_reply_json(c, 200,
-			json_pack("{s:I, s:o, s:{s:I, s:f, s:f}}", "since_ms", (json_int_t) since,
-				  "apps", sum.apps, "total", "leases", (json_int_t) sum.leases,
-				  "used_s", (double) sum.used_ms / 1000.0, "charged_s",
-				  (double) sum.charged_ms / 1000.0));
+	sum->apps = json_array();
+	sum->overage = json_array();
+	sum->since = since;
+	p->sum = sum;
+	record_usage(c->d, app, since, usage_item, overage_item, sum, usage_summed, p);
 }
 
 /* A signed-in visitor's key, "user:NAME"; replies 400 and returns false otherwise. */
@@ -335,6 +489,22 @@ static bool user_key(struct call *c)
 			 "always anonymous",
 			 c->arg);
 	return false;
+}
+
+static void tier_was_set(void *arg, int r)
+{
+	struct pending *p = arg;
+	struct call *c = p->c;
+	const char *tier = lease_tier_name((enum lease_tier) p->tier);
+	if (r >= 0)
+		log_info("visitor %s: tier %s", c->arg, tier);
+	if (!pending_live(p))
+		return;
+	if (r < 0)
+		http_reply_error(c, status_for(r), ledger_code(r), "%s", c->d->ledger->error);
+	else
+		http_reply_json(c, 200, json_pack("{s:s, s:s}", "visitor", c->arg, "tier", tier));
+	pending_free(p);
 }
 
 static void put_visitor_tier(struct call *c)
@@ -358,14 +528,11 @@ static void put_visitor_tier(struct call *c)
 		return;
 	}
 	json_decref(o);
-	if (record_visitor_tier_set(c->d, c->arg, (enum lease_tier) tier) < 0) {
-		http_reply_error(c, 500, "ledger", "%s", c->d->ledger->error);
+	struct pending *p = pending_new(c);
+	if (!p)
 		return;
-	}
-	log_info("visitor %s: tier %s", c->arg, lease_tier_name((enum lease_tier) tier));
-	http_reply_json(c, 200,
-			json_pack("{s:s, s:s}", "visitor", c->arg, "tier",
-				  lease_tier_name((enum lease_tier) tier)));
+	p->tier = tier;
+	record_visitor_tier_set(c->d, p->c->arg, (enum lease_tier) tier, tier_was_set, p);
 }
 
 static void get_visitor_tier(struct call *c)

@@ -151,6 +151,54 @@ void http_on_close(struct zgpud *d, struct evhttp_connection *conn,
 		evhttp_connection_set_closecb(conn, fn, arg);
 }
 
+struct deferred_call {
+	struct call c; /* first: a struct call * is one of these */
+	char arg[128];
+	struct evhttp_connection *conn;
+	bool gone;
+};
+
+static void deferred_closed(struct evhttp_connection *conn, void *arg)
+{
+	struct deferred_call *df = arg;
+	(void) conn;
+	df->gone = true; /* evhttp frees the request with its connection */
+	df->c.req = NULL;
+}
+
+struct call *http_defer(struct call *c)
+{
+	struct deferred_call *df = calloc(1, sizeof(*df));
+	if (!df) {
+		http_reply_error(c, 500, "internal", "out of memory");
+		return NULL;
+	}
+	df->c = *c;
+	TAILQ_INIT(&df->c.query);
+	if (c->arg) {
+		snprintf(df->arg, sizeof(df->arg), "%s", c->arg);
+		df->c.arg = df->arg;
+	}
+	df->c.path = NULL;
+	df->conn = evhttp_request_get_connection(c->req);
+	if (df->conn)
+		http_on_close(c->d, df->conn, deferred_closed, df);
+	return &df->c;
+}
+
+bool http_deferred_gone(const struct call *c)
+{
+	return ((const struct deferred_call *) c)->gone;
+}
+
+void http_deferred_done(struct call *c)
+{
+	struct deferred_call *df = (struct deferred_call *) c;
+	if (!df->gone && df->conn)
+		http_on_close(c->d, df->conn, NULL, NULL);
+	free(df);
+}
+
 /* ------------------------------------------------------------------------
  * Routing and authentication.
  * ------------------------------------------------------------------------ */

@@ -67,6 +67,17 @@ void http_on_close(struct zgpud *d, struct evhttp_connection *conn,
  * that far yet (a peek at the socket: EOF and nothing left to read). */
 bool http_peer_gone(struct evhttp_connection *conn);
 
+/*
+ * A call whose reply comes later, from the loop (a shared ledger answers a query):
+ * a copy of c that outlives the handler, with its path argument (not its query).
+ * Reply to it as to any call, then http_deferred_done(); if the client hung up
+ * meanwhile (http_deferred_gone), only the latter. NULL when out of memory: a 500
+ * was sent.
+ */
+struct call *http_defer(struct call *c);
+bool http_deferred_gone(const struct call *c);
+void http_deferred_done(struct call *c);
+
 /* Copies the request body into *body (NUL-terminated, caller frees); bodies over
  * ZGPUD_MAX_BODY never reach a route. -ENOMEM replies 500. */
 int http_take_body(struct call *c, char **body, size_t *len);

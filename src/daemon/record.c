@@ -312,38 +312,129 @@ int record_app_for_token(struct zgpud *d, const char *token, char *app, size_t s
 	return d->ledger->ops->app_by_token(d->ledger, hash, app, size);
 }
 
-int record_account_add(struct zgpud *d, const char *name, const char *kind)
+/* A registry change on its way: the ledger's answer goes through written() (a shared
+ * ledger out of reach is a fault, as a full disk is) to the caller. */
+struct registry_call {
+	struct zgpud *d;
+	record_done_fn done;
+	void *arg;
+	char reset_key[QUOTA_KEY_MAX + 1]; /* a visitor whose window starts over, or "" */
+};
+
+static void registry_answered(void *arg, int r)
 {
-	return written(d, d->ledger->ops->account_add(d->ledger, name, kind, clock_wall_ms()));
+	struct registry_call *k = arg;
+	r = written(k->d, r);
+	if (r >= 0 && k->reset_key[0]) {
+		struct quota_account *a = quota_find(&k->d->quota, k->reset_key);
+		if (a)
+			quota_reset(a);
+		if (a)
+			r = 1;
+	}
+	k->done(k->arg, r);
+	free(k);
 }
 
-int record_app_add(struct zgpud *d, const char *name, const char *account,
-		   char token[RECORD_APP_TOKEN_MAX])
+/* The call's context, or NULL having answered done with -ENOMEM. */
+static struct registry_call *registry_call(struct zgpud *d, record_done_fn done, void *arg)
+{
+	struct registry_call *k = calloc(1, sizeof(*k));
+	if (!k) {
+		snprintf(d->ledger->error, sizeof(d->ledger->error), "out of memory");
+		done(arg, -ENOMEM);
+		return NULL;
+	}
+	k->d = d;
+	k->done = done;
+	k->arg = arg;
+	return k;
+}
+
+/* How a change went: at once (a synchronous ledger, or a refusal before any query),
+ * or later through registry_answered. */
+static void registry_started(struct registry_call *k, int r, bool async)
+{
+	if (!async || r < 0)
+		registry_answered(k, r);
+}
+
+void record_account_add(struct zgpud *d, const char *name, const char *kind, record_done_fn done,
+			void *arg)
+{
+	struct registry_call *k = registry_call(d, done, arg);
+	const struct ledger_ops *ops = d->ledger->ops;
+	if (!k)
+		return;
+	int64_t now = clock_wall_ms();
+	if (ops->account_add_async)
+		registry_started(k, ops->account_add_async(d->ledger, name, kind, now,
+							   registry_answered, k),
+				 true);
+	else
+		registry_started(k, ops->account_add(d->ledger, name, kind, now), false);
+}
+
+void record_app_add(struct zgpud *d, const char *name, const char *account,
+		    char token[RECORD_APP_TOKEN_MAX], record_done_fn done, void *arg)
 {
 	unsigned char raw[24];
 	char hash[65];
+	struct registry_call *k = registry_call(d, done, arg);
+	const struct ledger_ops *ops = d->ledger->ops;
+	if (!k)
+		return;
 	if (getrandom(raw, sizeof(raw), 0) != (ssize_t) sizeof(raw)) {
 		snprintf(d->ledger->error, sizeof(d->ledger->error),
 			 "no randomness for the app token");
-		return -EIO;
+		registry_started(k, -EPROTO, false);
+		return;
 	}
 	int n = sprintf(token, APP_TOKEN_PREFIX);
 	for (size_t i = 0; i < sizeof(raw); i++)
 		n += sprintf(token + n, "%02x", raw[i]);
 	sha256_hex(token, hash);
-	return written(d, d->ledger->ops->app_add(d->ledger, name, account, hash, d->hosting_limit,
-						  clock_wall_ms()));
+	int64_t now = clock_wall_ms();
+	if (ops->app_add_async)
+		registry_started(k, ops->app_add_async(d->ledger, name, account, hash,
+						       d->hosting_limit, now, registry_answered,
+						       k),
+				 true);
+	else
+		registry_started(k,
+				 ops->app_add(d->ledger, name, account, hash, d->hosting_limit,
+					      now),
+				 false);
 }
 
-int record_app_remove(struct zgpud *d, const char *name)
+void record_app_remove(struct zgpud *d, const char *name, record_done_fn done, void *arg)
 {
-	return written(d, d->ledger->ops->app_remove(d->ledger, name));
+	struct registry_call *k = registry_call(d, done, arg);
+	const struct ledger_ops *ops = d->ledger->ops;
+	if (!k)
+		return;
+	if (ops->app_remove_async)
+		registry_started(
+			k, ops->app_remove_async(d->ledger, name, registry_answered, k), true);
+	else
+		registry_started(k, ops->app_remove(d->ledger, name), false);
 }
 
-int record_visitor_tier_set(struct zgpud *d, const char *key, enum lease_tier tier)
+void record_visitor_tier_set(struct zgpud *d, const char *key, enum lease_tier tier,
+			     record_done_fn done, void *arg)
 {
-	return written(d, d->ledger->ops->visitor_tier_set(d->ledger, key, lease_tier_name(tier),
-							   clock_wall_ms()));
+	struct registry_call *k = registry_call(d, done, arg);
+	const struct ledger_ops *ops = d->ledger->ops;
+	if (!k)
+		return;
+	const char *name = lease_tier_name(tier);
+	int64_t now = clock_wall_ms();
+	if (ops->visitor_tier_set_async)
+		registry_started(k, ops->visitor_tier_set_async(d->ledger, key, name, now,
+								registry_answered, k),
+				 true);
+	else
+		registry_started(k, ops->visitor_tier_set(d->ledger, key, name, now), false);
 }
 
 int record_visitor_tier(struct zgpud *d, const char *key, enum lease_tier *tier)
@@ -358,13 +449,35 @@ int record_visitor_tier(struct zgpud *d, const char *key, enum lease_tier *tier)
 	return r < 0 ? r : 0;
 }
 
-int record_visitor_reset(struct zgpud *d, const char *key)
+void record_visitor_reset(struct zgpud *d, const char *key, record_done_fn done, void *arg)
 {
-	struct quota_account *a = quota_find(&d->quota, key);
-	int r = written(d, d->ledger->ops->visitor_reset(d->ledger, key));
-	if (r < 0)
-		return r;
-	if (a)
-		quota_reset(a);
-	return a || r > 0 ? 1 : 0;
+	struct registry_call *k = registry_call(d, done, arg);
+	const struct ledger_ops *ops = d->ledger->ops;
+	if (!k)
+		return;
+	snprintf(k->reset_key, sizeof(k->reset_key), "%s", key);
+	if (ops->visitor_reset_async)
+		registry_started(
+			k, ops->visitor_reset_async(d->ledger, key, registry_answered, k), true);
+	else
+		registry_started(k, ops->visitor_reset(d->ledger, key), false);
+}
+
+void record_usage(struct zgpud *d, const char *app, int64_t since,
+		  void (*usage_fn)(const struct ledger_usage *u, void *arg),
+		  void (*overage_fn)(const struct ledger_overage *o, void *arg), void *fn_arg,
+		  record_done_fn done, void *arg)
+{
+	struct ledger *lg = d->ledger;
+	if (lg->ops->usage_async) {
+		int r = lg->ops->usage_async(lg, app, since, usage_fn, overage_fn, fn_arg, done,
+					     arg);
+		if (r < 0)
+			done(arg, r);
+		return;
+	}
+	int r = lg->ops->usage(lg, app, since, usage_fn, fn_arg);
+	if (r == 0)
+		r = lg->ops->overage(lg, app, since, overage_fn, fn_arg);
+	done(arg, r);
 }

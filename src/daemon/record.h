@@ -13,6 +13,7 @@
 
 #include "daemon/core/lease.h"
 #include "daemon/core/quota.h"
+#include "daemon/sys/ledger.h"
 
 struct zgpud;
 
@@ -36,24 +37,39 @@ int record_app_for_token(struct zgpud *d, const char *token, char *app, size_t s
 
 #define RECORD_APP_TOKEN_MAX 64 /* "zgpa_" and 48 hex digits (192 random bits), and a NUL */
 
-/* Adds an account of kind (free, pro, org). 0, -EEXIST, or -errno (ledger->error says). */
-int record_account_add(struct zgpud *d, const char *name, const char *kind);
 /*
- * Adds app to account with a fresh token, written into token (shown once:
- * the ledger keeps its SHA-256). 0; -EEXIST; -ENOENT no such account;
- * -EDQUOT past the account's hosting limit; -errno (ledger->error says).
+ * The registry's changes. Each ends with done(arg, r): at once with SQLite, from the
+ * loop with a shared ledger; r < 0 with d->ledger->error saying why.
  */
-int record_app_add(struct zgpud *d, const char *name, const char *account,
-		   char token[RECORD_APP_TOKEN_MAX]);
-/* Removes app (its token stops working). 0, -ENOENT, or -errno. */
-int record_app_remove(struct zgpud *d, const char *name);
+typedef void (*record_done_fn)(void *arg, int r);
+
+/* Adds an account of kind (free, pro, org). r: 0, -EEXIST, or -errno. */
+void record_account_add(struct zgpud *d, const char *name, const char *kind, record_done_fn done,
+			void *arg);
+/*
+ * Adds app to account with a fresh token, written into token before this returns
+ * (shown once: the ledger keeps its SHA-256). r: 0; -EEXIST; -ENOENT no such
+ * account; -EDQUOT past the account's hosting limit; -errno.
+ */
+void record_app_add(struct zgpud *d, const char *name, const char *account,
+		    char token[RECORD_APP_TOKEN_MAX], record_done_fn done, void *arg);
+/* Removes app (its token stops working). r: 0, -ENOENT, or -errno. */
+void record_app_remove(struct zgpud *d, const char *name, record_done_fn done, void *arg);
 /* Starts key's quota window over, in the ledger and in memory (what is reserved stays
- * reserved). 1 when the visitor was known, 0 when not, -errno. */
-int record_visitor_reset(struct zgpud *d, const char *key);
-/* The tier the operator gave signed-in visitor key ("user:NAME"): set; and read, as
- * LEASE_TIER_FREE when none was given. 0 or -errno. */
-int record_visitor_tier_set(struct zgpud *d, const char *key, enum lease_tier tier);
+ * reserved). r: 1 when the visitor was known, 0 when not, -errno. */
+void record_visitor_reset(struct zgpud *d, const char *key, record_done_fn done, void *arg);
+/* The tier the operator gave signed-in visitor key ("user:NAME"): set (r: 0 or -errno);
+ * and read, as LEASE_TIER_FREE when none was given (0 or -errno). */
+void record_visitor_tier_set(struct zgpud *d, const char *key, enum lease_tier tier,
+			     record_done_fn done, void *arg);
 int record_visitor_tier(struct zgpud *d, const char *key, enum lease_tier *tier);
+
+/* Usage since (Unix ms) by app and node, then overage by visitor and app, through the
+ * two functions; then done(arg, r). */
+void record_usage(struct zgpud *d, const char *app, int64_t since,
+		  void (*usage_fn)(const struct ledger_usage *u, void *arg),
+		  void (*overage_fn)(const struct ledger_overage *o, void *arg), void *fn_arg,
+		  record_done_fn done, void *arg);
 
 /* Hands the ledger to the event loop (a shared ledger's queries run on it from now on). */
 int record_serve(struct zgpud *d);

@@ -28,7 +28,9 @@ static int write_kept(struct zgpud *d)
 		struct ledger_visitor v = {.key = e->key,
 					   .tier = e->tier,
 					   .window_start = e->window_start,
-					   .used_ms = e->visitor_used_ms};
+					   .used_ms = e->visitor_used_ms,
+					   .limit_ms = e->limit_ms,
+					   .overage = e->overage};
 		int r = d->ledger->ops->lease_ended(d->ledger, e->id, e->state, e->ended_at,
 						    e->used_ms, e->charged_ms,
 						    e->has_visitor ? &v : NULL);
@@ -133,6 +135,8 @@ int record_fault_keep_end(struct zgpud *d, const char *id, const char *state, in
 		snprintf(e->tier, sizeof(e->tier), "%s", v->tier);
 		e->window_start = v->window_start;
 		e->visitor_used_ms = v->used_ms;
+		e->limit_ms = v->limit_ms;
+		e->overage = v->overage;
 	}
 	*f->tail = e;
 	f->tail = &e->next;

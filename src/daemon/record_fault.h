@@ -33,7 +33,8 @@ struct record_pending_end {
 	int64_t ended_at, used_ms, charged_ms;
 	bool has_visitor;
 	char key[LEASE_TEXT_MAX + 9], tier[16];
-	int64_t window_start, visitor_used_ms;
+	int64_t window_start, visitor_used_ms, limit_ms;
+	bool overage;
 };
 
 struct record_fault {

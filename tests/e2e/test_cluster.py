@@ -203,3 +203,63 @@ def test_unreachable_at_start_is_a_clear_error(tmp_path):
         d.start()
     assert "connecting to PostgreSQL" in str(e.value)
     d.log.close()
+
+
+def test_registry_and_hosting_limits_across_nodes(pg, db, nodes):
+    a = nodes("alpha", "--apps-free", "2")
+    b = nodes("beta", "--apps-free", "2")
+    assert a.cli("account", "add", "acme", "--kind", "free").returncode == 0
+    r = b.cli("account", "add", "acme", "--kind", "free")
+    assert r.returncode != 0 and "already exists" in r.stderr
+    status, one = a.call("POST", "/v1/apps", {"name": "one", "account": "acme"})
+    assert status == 200
+    status, two = b.call("POST", "/v1/apps", {"name": "two", "account": "acme"})
+    assert status == 200
+    # The account's limit counts the apps added on every node.
+    for d in (a, b):
+        status, body = d.call("POST", "/v1/apps", {"name": "three", "account": "acme"})
+        assert status == 403 and body["error"]["code"] == "hosting_limit", body
+        assert "hosts 2 apps" in body["error"]["message"]
+    status, body = b.call("POST", "/v1/apps", {"name": "one", "account": "acme"})
+    assert status in (403, 409)
+    status, body = a.call("POST", "/v1/apps", {"name": "x", "account": "nobody"})
+    assert status == 404 and body["error"]["code"] == "no_such_account"
+    # A token made on one node works on the other, once it has heard (NOTIFY).
+    def knows(d, app):
+        _, listing = d.get("/v1/apps")
+        return app in [x["name"] for x in listing["apps"]]
+    assert wait_until(lambda: knows(a, "two") and knows(b, "one"), 5)
+    _, accounts = b.get("/v1/accounts")
+    assert accounts["accounts"][0]["name"] == "acme" and accounts["accounts"][0]["apps"] == 2
+    # Removed on beta: its token stops working on alpha too.
+    assert b.call("DELETE", "/v1/apps/one")[0] == 200
+    assert wait_until(lambda: not knows(a, "one"), 5)
+    assert b.call("DELETE", "/v1/apps/one")[0] == 404
+    # Tiers and quota resets are shared too.
+    assert a.cli("visitor", "tier", "user:zoe", "pro").returncode == 0
+    assert wait_until(lambda: b.get("/v1/visitors/user:zoe/tier")[1].get("tier") == "pro", 5)
+
+
+def test_usage_and_overage_across_nodes(pg, db, nodes):
+    a = nodes("alpha", "--quota-pro", "3", "--overage-pro", "allow")
+    b = nodes("beta", "--quota-pro", "3", "--overage-pro", "allow")
+    from conftest import visitor_token
+    pro = visitor_token("ann", "pro")
+    assert a.cli("run", "--app", "paint", "--visitor-token", pro, "-d", "2", "--",
+                 "sleep", "1.2").returncode == 0
+    r = b.cli("run", "--app", "paint", "--visitor-token", pro, "-d", "2", "--", "sleep", "1.2")
+    assert r.returncode == 0, r.stderr
+    assert b.cli("run", "--app", "tts", "--", "true").returncode == 0
+    for d in (a, b):
+        status, u = d.get("/v1/usage")
+        assert status == 200, u
+        paint = [x for x in u["apps"] if x["app"] == "paint"][0]
+        assert paint["leases"] == 2 and paint["charged_s"] == 4
+        assert sorted(n["node"] for n in paint["nodes"]) == ["alpha", "beta"]
+        assert u["overage"] == [{"visitor": "user:ann", "app": "paint", "leases": 1,
+                                 "overage_s": 1.0}]
+        assert u["total"]["leases"] == 3
+    lines = a.cli("usage").stdout.splitlines()
+    assert [line.split()[:2] for line in lines[1:4]] == [["paint", "alpha"], ["paint", "beta"],
+                                                        ["tts", "beta"]]
+    assert visitor(pg, db, "user:ann") == (4000, 0)

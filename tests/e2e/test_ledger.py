@@ -107,7 +107,7 @@ def test_a_newer_ledger_is_refused(tmp_path):
                         "--state-dir", str(tmp_path / "state")], capture_output=True, text=True,
                        timeout=10)
     assert r.returncode == 1
-    assert "schema version 99, newer than this zerogpud knows (3): upgrade zerogpud" in r.stderr
+    assert "schema version 99, newer than this zerogpud knows (4): upgrade zerogpud" in r.stderr
 
 
 def test_ledger_is_in_wal_mode(daemon1):

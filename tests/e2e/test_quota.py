@@ -138,3 +138,24 @@ def test_quota_replies_match_the_openapi_schema(make_daemon):
     status, body = d.call("POST", "/v1/leases", {"visitor_ip": "10.5.5.5", "duration_s": 60})
     assert status == 429
     check("QuotaError", body)
+
+
+def test_overage_is_granted_and_recorded_for_a_tier_that_allows_it(make_daemon):
+    d = make_daemon("--simulate", "1x80G", "--visitor-secret", SECRET, "--quota-pro", "3",
+                    "--overage-pro", "allow", "--quota-anonymous", "3")
+    pro = token("alice", "pro")
+    assert d.cli("run", "--visitor-token", pro, "-d", "2", "--", "sleep", "1.2").returncode == 0
+    # 2 s used of 3: a 2 s call does not fit, and is granted anyway (pro allows overage).
+    r = d.cli("run", "--visitor-token", pro, "-d", "2", "--", "sleep", "1.2")
+    assert r.returncode == 0, r.stderr
+    _, q = d.get("/v1/quota/user:alice")
+    assert q["used_s"] == 4 and q["left_s"] == 0
+    # A tier that does not allow it is refused as before.
+    assert d.cli("run", "--visitor-ip", "10.9.9.9", "-d", "4", "--", "true").returncode == 125
+    _, u = d.get("/v1/usage")
+    assert u["overage"] == [{"visitor": "user:alice", "app": "default", "leases": 1,
+                             "overage_s": 1.0}]
+    assert u["total"]["overage_s"] == 1.0
+    lines = d.cli("usage", "--overage").stdout.splitlines()
+    assert lines[0].split() == ["VISITOR", "APP", "LEASES", "OVERAGE"]
+    assert lines[1].split() == ["user:alice", "default", "1", "1", "s"]

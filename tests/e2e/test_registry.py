@@ -125,18 +125,32 @@ def test_quota_reset(make_daemon):
 
 
 def test_a_version_1_ledger_is_upgraded(tmp_path):
-    d = Daemon(tmp_path, "--simulate", "1x80G").start()
-    assert d.stop() == 0
+    # A ledger as the first release wrote it (migration 1), with a lease in it.
+    (tmp_path / "state").mkdir()
     db = sqlite3.connect(tmp_path / "state" / "ledger.db")
-    db.executescript("DROP TABLE apps; DROP TABLE accounts; DROP TABLE visitor_tiers; "
-                     "PRAGMA user_version = 1;")
+    db.executescript(
+        "CREATE TABLE leases (id TEXT PRIMARY KEY, app TEXT NOT NULL, task TEXT NOT NULL,"
+        " visitor TEXT NOT NULL, tier TEXT NOT NULL, size TEXT NOT NULL, gpus INTEGER NOT NULL,"
+        " devices TEXT NOT NULL, requested_ms INTEGER NOT NULL, started_at INTEGER NOT NULL,"
+        " ended_at INTEGER, used_ms INTEGER, charged_ms INTEGER, state TEXT NOT NULL,"
+        " quota_key TEXT NOT NULL, pid INTEGER, pgid INTEGER, pid_start INTEGER) WITHOUT ROWID;"
+        "CREATE TABLE visitors (key TEXT PRIMARY KEY, tier TEXT NOT NULL,"
+        " window_start INTEGER NOT NULL, used_ms INTEGER NOT NULL) WITHOUT ROWID;"
+        "CREATE INDEX leases_open ON leases(started_at) WHERE ended_at IS NULL;"
+        "INSERT INTO leases VALUES ('0123456789abcdef0123456789abcdef', 'old', 'x', 'v', 'free',"
+        " 'large', 1, 'GPU-x', 60000, 1000, 2000, 1000, 1000, 'released', '', 0, 0, 0);"
+        "PRAGMA user_version = 1;")
     db.close()
     again = Daemon(tmp_path, "--simulate", "1x80G").start()
     assert again.cli("account", "add", "acme", "--kind", "free").returncode == 0
     assert again.cli("visitor", "tier", "user:ann", "pro").returncode == 0
+    assert again.cli("run", "--app", "new", "--", "true").returncode == 0
     db = sqlite3.connect(tmp_path / "state" / "ledger.db")
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 4
+    # The old row has no node; the new one names this machine's.
+    nodes = dict(db.execute("SELECT app, node FROM leases"))
     db.close()
+    assert nodes["old"] == "" and nodes["new"] == socket.gethostname().split(".")[0]
     assert again.stop() == 0
 
 
@@ -150,8 +164,15 @@ def test_usage_by_app(daemon4):
     assert u["total"]["leases"] == 3
     _, only = daemon4.get("/v1/usage?app=tts")
     assert [a["app"] for a in only["apps"]] == ["tts"]
+    # One ledger, one node: this machine's, named in each row.
+    node = socket.gethostname().split(".")[0]
+    assert u["node"] == node
+    assert [n["node"] for n in by_app["painter"]["nodes"]] == [node]
+    assert by_app["painter"]["nodes"][0]["charged_s"] == 3
+    assert u["overage"] == [] and u["total"]["overage_s"] == 0
     lines = daemon4.cli("usage").stdout.splitlines()
-    assert lines[0].split() == ["APP", "LEASES", "USED", "CHARGED"]
+    assert lines[0].split() == ["APP", "NODE", "LEASES", "USED", "CHARGED", "OVERAGE"]
+    assert lines[1].split()[0:3] == ["painter", node, "2"]
     assert lines[-1].split()[0:2] == ["(all)", "3"]
     assert daemon4.call("GET", "/v1/usage?since=yesterday")[0] == 400
     assert daemon4.cli("usage", "--since", "tomorrow").returncode == 2

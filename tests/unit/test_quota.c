@@ -53,6 +53,23 @@ static void parallel_requests_cannot_overspend(void **state)
 	assert_int_equal(wait, 24 * HOUR);
 }
 
+static void a_tier_that_allows_overage_is_never_refused(void **state)
+{
+	struct quota_account *pro = quota_add(&book, "user:p", LEASE_TIER_PRO, 0, 0);
+	struct quota_account *free_ = quota_add(&book, "user:f", LEASE_TIER_FREE, 0, 0);
+	int64_t left, wait;
+	cfg.overage[LEASE_TIER_PRO] = true;
+	/* 2400 s a day for pro: a third 1000 s request goes past it, and is reserved. */
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(quota_reserve(&cfg, pro, 1000 * S, HOUR, &left, &wait), 0);
+	assert_int_equal(pro->reserved_ms, 3000 * S);
+	assert_int_equal(quota_left_ms(&cfg, pro, HOUR), 0);
+	/* Other tiers keep their limit. */
+	assert_int_equal(quota_reserve(&cfg, free_, 301 * S, HOUR, &left, &wait), -122);
+	cfg.overage[LEASE_TIER_PRO] = false;
+	assert_int_equal(quota_reserve(&cfg, pro, 1 * S, HOUR, &left, &wait), -122);
+}
+
 static void the_window_resets_24_hours_after_first_use(void **state)
 {
 	struct quota_account *a = quota_add(&book, "user:y", LEASE_TIER_ANONYMOUS, 0, 0);
@@ -124,6 +141,8 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(reserve_then_settle_to_the_charge, setup, teardown),
+		cmocka_unit_test_setup_teardown(a_tier_that_allows_overage_is_never_refused, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(parallel_requests_cannot_overspend, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(the_window_resets_24_hours_after_first_use, setup,

@@ -87,7 +87,7 @@ int quota_reserve(const struct quota_config *c, struct quota_account *a, int64_t
 		  int64_t now, int64_t *left_ms, int64_t *wait_ms)
 {
 	int64_t left = quota_left_ms(c, a, now);
-	if (cost_ms > left) {
+	if (cost_ms > left && !c->overage[a->tier]) {
 		*left_ms = left;
 		/* A window opens at first use; with none open, what is held now frees first. */
 		*wait_ms = a->window_start ? a->window_start + c->window_ms - now : 0;

@@ -63,8 +63,9 @@ void quota_roll(const struct quota_config *c, struct quota_account *a, int64_t n
 int64_t quota_left_ms(const struct quota_config *c, struct quota_account *a, int64_t now);
 
 /*
- * Reserves cost_ms for a. Returns 0, or -EDQUOT when it does not fit; then
- * *left_ms is what is left and *wait_ms how long until the window resets.
+ * Reserves cost_ms for a. Returns 0, or -EDQUOT when it does not fit (and a's
+ * tier allows no overage); then *left_ms is what is left and *wait_ms how long
+ * until the window resets.
  */
 int quota_reserve(const struct quota_config *c, struct quota_account *a, int64_t cost_ms,
 		  int64_t now, int64_t *left_ms, int64_t *wait_ms);

@@ -58,6 +58,10 @@ struct ledger_grant_quota {
 typedef void (*ledger_granted_fn)(void *arg, int r, const struct ledger_visitor *v,
 				  const char *why);
 
+/* The end of an asynchronous registry change or listing: r as the synchronous op
+ * returns it (its message in lg->error when negative). */
+typedef void (*ledger_done_fn)(void *arg, int r);
+
 /* What an asynchronous backend tells the daemon, from its loop. */
 struct ledger_hooks {
 	/* A visitor's figures as the shared ledger has them after a grant or an end. */
@@ -80,10 +84,16 @@ struct ledger_app {
 	int64_t created_at;
 };
 
-/* GPU time by app since some moment. */
+/* GPU time by app and node since some moment. */
 struct ledger_usage {
-	const char *app;
-	int64_t leases, used_ms, charged_ms;
+	const char *app, *node;
+	int64_t leases, used_ms, charged_ms, overage_ms;
+};
+
+/* Seconds past the quota (tiers that allow overage), by visitor and app. */
+struct ledger_overage {
+	const char *visitor, *app;
+	int64_t leases, overage_ms;
 };
 
 struct ledger;
@@ -113,9 +123,13 @@ struct ledger_ops {
 			void *arg);
 	/* Which app a token (by its SHA-256, hex) belongs to: 1 and name filled, or 0. */
 	int (*app_by_token)(struct ledger *lg, const char *token_sha256, char *name, size_t size);
-	/* Leases started at or after since (Unix ms), summed by app; app NULL for all. */
+	/* Leases started at or after since (Unix ms), summed by app and node (of every node
+	 * sharing the ledger); app NULL for all. */
 	int (*usage)(struct ledger *lg, const char *app, int64_t since,
 		     void (*fn)(const struct ledger_usage *u, void *arg), void *arg);
+	/* The same leases' overage, summed by visitor and app (only those with some). */
+	int (*overage)(struct ledger *lg, const char *app, int64_t since,
+		       void (*fn)(const struct ledger_overage *o, void *arg), void *arg);
 	/* Forgets a visitor's window: their quota starts over. 1 when there was one. */
 	int (*visitor_reset)(struct ledger *lg, const char *key);
 	/* The tier the operator gave a signed-in visitor (key "user:NAME"): set, and read
@@ -136,6 +150,25 @@ struct ledger_ops {
 	int (*grant_async)(struct ledger *lg, const struct ledger_lease *row,
 			   const struct ledger_grant_quota *q, ledger_granted_fn done, void *arg);
 	int (*flush)(struct ledger *lg, int64_t timeout_ms);
+	/* The registry's changes and the usage listing, answered from the loop (done is
+	 * never called from within the call). The registry's reads (lists, app tokens,
+	 * tiers) stay synchronous: the backend keeps a copy in memory, read again when
+	 * any daemon changes it. */
+	int (*account_add_async)(struct ledger *lg, const char *name, const char *kind,
+				 int64_t now, ledger_done_fn done, void *arg);
+	int (*app_add_async)(struct ledger *lg, const char *name, const char *account,
+			     const char *token_sha256, int limit_for_kind[3], int64_t now,
+			     ledger_done_fn done, void *arg);
+	int (*app_remove_async)(struct ledger *lg, const char *name, ledger_done_fn done,
+				void *arg);
+	int (*visitor_reset_async)(struct ledger *lg, const char *key, ledger_done_fn done,
+				   void *arg);
+	int (*visitor_tier_set_async)(struct ledger *lg, const char *key, const char *tier,
+				      int64_t now, ledger_done_fn done, void *arg);
+	int (*usage_async)(struct ledger *lg, const char *app, int64_t since,
+			   void (*usage_fn)(const struct ledger_usage *u, void *arg),
+			   void (*overage_fn)(const struct ledger_overage *o, void *arg),
+			   void *fn_arg, ledger_done_fn done, void *arg);
 	void (*close)(struct ledger *lg);
 };
 
@@ -170,8 +203,5 @@ static inline void ledger_close(struct ledger *lg)
 	if (lg)
 		lg->ops->close(lg);
 }
-
-/* The schema version this build writes. */
-#define LEDGER_SCHEMA_VERSION 3
 
 #endif

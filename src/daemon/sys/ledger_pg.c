@@ -22,6 +22,8 @@
 #include "daemon/sys/ledger_pg_schema.h"
 #include "daemon/sys/pg_conn.h"
 
+struct registry;
+
 struct ledger_pg {
 	struct ledger base;
 	char *conninfo;
@@ -29,6 +31,9 @@ struct ledger_pg {
 	struct pg_conn *pg; /* from serve() on */
 	struct event_base *loop;
 	struct ledger_hooks hooks;
+	struct registry *registry; /* the registry's copy in memory */
+	int limits[3];		   /* the hosting limits last given, for messages */
+	bool closing;		   /* answers still queued are dropped, not given */
 };
 
 /* ------------------------------------------------------------------------
@@ -61,6 +66,16 @@ struct params {
 	char store[PARAMS_STORE];
 };
 
+/* A NULL parameter. */
+static void p_null(struct params *p)
+{
+	if (p->n == PG_CONN_PARAMS_MAX) {
+		p->overflow = true;
+		return;
+	}
+	p->off[p->n++] = -1;
+}
+
 static void p_text(struct params *p, const char *s)
 {
 	size_t len = strlen(s ? s : "") + 1;
@@ -89,7 +104,7 @@ static void p_bool(struct params *p, bool b)
 static void p_values(const struct params *p, const char *v[PG_CONN_PARAMS_MAX])
 {
 	for (int i = 0; i < p->n; i++)
-		v[i] = p->store + p->off[i];
+		v[i] = p->off[i] < 0 ? NULL : p->store + p->off[i];
 }
 
 static void grant_params(const struct ledger_pg *s, const struct ledger_lease *r,
@@ -245,6 +260,10 @@ static void on_granted(void *arg, const PGresult *res, const char *why)
 	struct pg_grant *g = arg;
 	struct ledger_visitor v = {.key = g->key};
 	int r = 0;
+	if (g->s->closing) { /* the daemon is past its leases: nobody to tell */
+		free(g);
+		return;
+	}
 	if (!res || *why || PQntuples(res) != 1) {
 		fail(g->s, "recording a grant", why);
 		r = -EIO;
@@ -384,75 +403,483 @@ static int pg_unsettled(struct ledger *lg, void (*fn)(const struct ledger_lease 
 	return r;
 }
 
-static int not_yet(struct ledger *lg)
+/* ------------------------------------------------------------------------
+ * The registry: a copy in memory for the reads (app tokens on every request,
+ * tiers on every visitor token minted), read again at each connect and when
+ * any daemon changes it (NOTIFY zerogpu_registry); changes on the loop.
+ * ------------------------------------------------------------------------ */
+
+static const char SQL_REGISTRY[] =
+	"SELECT 'a', name, kind, created_at, '' FROM accounts UNION ALL "
+	"SELECT 'p', name, account, created_at, token_sha256 FROM apps UNION ALL "
+	"SELECT 't', key, tier, set_at, '' FROM visitor_tiers";
+
+/* Rows of the copy, by kind, each sorted (strcmp) by the column it is looked up by. */
+struct registry_index {
+	int *rows;
+	int n;
+	int col;
+};
+
+static const PGresult *sorting; /* qsort's context: one thread */
+
+static int by_col(const void *a, const void *b, int col)
 {
-	snprintf(lg->error, sizeof(lg->error),
-		 "the registry is not served with a PostgreSQL ledger yet");
+	return strcmp(PQgetvalue(sorting, *(const int *) a, col),
+		      PQgetvalue(sorting, *(const int *) b, col));
+}
+
+static int by_name(const void *a, const void *b)
+{
+	return by_col(a, b, 1);
+}
+
+static int by_token(const void *a, const void *b)
+{
+	return by_col(a, b, 4);
+}
+
+static void index_build(struct registry_index *ix, const PGresult *res, char kind, int col)
+{
+	ix->n = 0;
+	ix->col = col;
+	for (int i = 0; i < PQntuples(res); i++)
+		if (PQgetvalue(res, i, 0)[0] == kind)
+			ix->rows[ix->n++] = i;
+	sorting = res;
+	qsort(ix->rows, (size_t) ix->n, sizeof(int), col == 4 ? by_token : by_name);
+	sorting = NULL;
+}
+
+/* The row whose column is key, or -1. */
+static int index_find(const struct registry_index *ix, const PGresult *res, const char *key)
+{
+	int lo = 0, hi = ix->n - 1;
+	while (lo <= hi) {
+		int mid = lo + (hi - lo) / 2;
+		int c = strcmp(PQgetvalue(res, ix->rows[mid], ix->col), key);
+		if (c == 0)
+			return ix->rows[mid];
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid - 1;
+	}
+	return -1;
+}
+
+struct registry {
+	PGresult *res; /* the copy: NULL until first read */
+	int *storage;
+	struct registry_index accounts, apps, tokens, tiers;
+};
+
+static void registry_free(struct registry *g)
+{
+	PQclear(g->res);
+	free(g->storage);
+	memset(g, 0, sizeof(*g));
+}
+
+static int registry_take(struct registry *g, const PGresult *res)
+{
+	PGresult *copy = PQcopyResult(res, PG_COPYRES_ATTRS | PG_COPYRES_TUPLES);
+	int n = PQntuples(res);
+	int *storage = malloc(sizeof(int) * (size_t) (4 * n + 1));
+	if (!copy || !storage) {
+		PQclear(copy);
+		free(storage);
+		return -ENOMEM;
+	}
+	registry_free(g);
+	g->res = copy;
+	g->storage = storage;
+	g->accounts.rows = storage;
+	g->apps.rows = storage + n;
+	g->tokens.rows = storage + 2 * n;
+	g->tiers.rows = storage + 3 * n;
+	index_build(&g->accounts, copy, 'a', 1);
+	index_build(&g->apps, copy, 'p', 1);
+	index_build(&g->tokens, copy, 'p', 4);
+	index_build(&g->tiers, copy, 't', 1);
+	return 0;
+}
+
+/* A registry change or a listing in flight. */
+struct pg_call {
+	struct ledger_pg *s;
+	ledger_done_fn done;
+	void *arg;
+	const char *what;
+	int r;
+	/* Turns a successful result into the op's answer (>= 0), or a refusal. */
+	int (*answer)(struct pg_call *k, const PGresult *res);
+	char name[160]; /* the app, account or visitor, for messages */
+	void (*usage_fn)(const struct ledger_usage *u, void *arg);
+	void (*overage_fn)(const struct ledger_overage *o, void *arg);
+	void *fn_arg;
+};
+
+static void on_registry_read(void *arg, const PGresult *res, const char *why);
+
+/* Reads the registry again; k (NULL for a read nobody waits for) is answered once it
+ * is in. */
+static void registry_reload(struct ledger_pg *s, struct pg_call *k)
+{
+	if (!k && !(k = calloc(1, sizeof(*k))))
+		return; /* the next change or reconnect reads it */
+	k->s = s;
+	if (pg_conn_query(s->pg, SQL_REGISTRY, 0, NULL, on_registry_read, k) < 0) {
+		if (k->done)
+			k->done(k->arg, k->r);
+		free(k);
+	}
+}
+
+static void on_registry_read(void *arg, const PGresult *res, const char *why)
+{
+	struct pg_call *k = arg;
+	struct ledger_pg *s = k->s;
+	if (res && !*why && registry_take(s->registry, res) < 0)
+		fail(s, "reading the registry", "out of memory");
+	if (k->done)
+		k->done(k->arg, k->r);
+	free(k);
+}
+
+static void on_call_result(void *arg, const PGresult *res, const char *why)
+{
+	struct pg_call *k = arg;
+	struct ledger_pg *s = k->s;
+	if (!res) {
+		k->r = fail(s, k->what, why);
+	} else if (*why) {
+		const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+		if (state && strcmp(state, "23505") == 0) { /* unique_violation */
+			snprintf(s->base.error, sizeof(s->base.error), "account '%s' already exists",
+				 k->name);
+			k->r = -EEXIST; /* only adding an account can meet it: apps say 'exists' */
+		} else {
+			k->r = fail(s, k->what, why);
+		}
+	} else {
+		k->r = k->answer(k, res);
+	}
+	/* A change is answered once this daemon's copy has it: its reads see its writes. */
+	if (k->r >= 0 && k->answer != NULL && !k->usage_fn && !s->closing) {
+		registry_reload(s, k);
+		return;
+	}
+	k->done(k->arg, k->r);
+	free(k);
+}
+
+static int call_async(struct ledger_pg *s, const char *what, const char *sql,
+		      const struct params *p, int (*answer)(struct pg_call *, const PGresult *),
+		      const char *name, ledger_done_fn done, void *arg, struct pg_call **out)
+{
+	struct pg_call *k = calloc(1, sizeof(*k));
+	if (!k)
+		return fail(s, what, "out of memory");
+	k->s = s;
+	k->done = done;
+	k->arg = arg;
+	k->what = what;
+	k->answer = answer;
+	snprintf(k->name, sizeof(k->name), "%s", name ? name : "");
+	if (out)
+		*out = k;
+	const char *v[PG_CONN_PARAMS_MAX];
+	p_values(p, v);
+	if (!s->pg || pg_conn_query(s->pg, sql, p->n, v, on_call_result, k) < 0) {
+		free(k);
+		return fail(s, what, "not connected to PostgreSQL");
+	}
+	return 0;
+}
+
+static int answer_done(struct pg_call *k, const PGresult *res)
+{
+	(void) k, (void) res;
+	return 0;
+}
+
+static int pg_account_add_async(struct ledger *lg, const char *name, const char *kind,
+				int64_t now, ledger_done_fn done, void *arg)
+{
+	struct ledger_pg *s = (struct ledger_pg *) lg;
+	struct params p = {.n = 0};
+	p_text(&p, name);
+	p_text(&p, kind);
+	p_int(&p, now);
+	return call_async(s, "adding an account",
+			  "INSERT INTO accounts (name, kind, created_at) VALUES ($1, $2, $3::bigint)",
+			  &p, answer_done, name, done, arg, NULL);
+}
+
+static int answer_app_add(struct pg_call *k, const PGresult *res)
+{
+	struct ledger_pg *s = k->s;
+	const char *code = PQntuples(res) == 1 ? PQgetvalue(res, 0, 0) : "";
+	if (strcmp(code, "ok") == 0)
+		return 0;
+	if (strcmp(code, "exists") == 0) {
+		snprintf(s->base.error, sizeof(s->base.error), "app '%s' already exists", k->name);
+		return -EEXIST;
+	}
+	if (strcmp(code, "no_account") == 0) {
+		snprintf(s->base.error, sizeof(s->base.error),
+			 "no account '%s': add it first with 'zerogpu account add %s --kind "
+			 "free|pro|org'",
+			 k->name + strlen(k->name) + 1, k->name + strlen(k->name) + 1);
+		return -ENOENT;
+	}
+	char kind[16] = "";
+	int count = 0;
+	if (sscanf(code, "limit %15s %d", kind, &count) == 2) {
+		snprintf(s->base.error, sizeof(s->base.error),
+			 "account '%s' already hosts %d app%s, the most a %s account may host "
+			 "(across every node); remove one, or use a pro (%d) or org (%d) account",
+			 k->name + strlen(k->name) + 1, count, count == 1 ? "" : "s", kind,
+			 s->limits[1], s->limits[2]);
+		return -EDQUOT;
+	}
+	return fail(s, "adding an app", code);
+}
+
+static int pg_app_add_async(struct ledger *lg, const char *name, const char *account,
+			    const char *token_sha256, int limit_for_kind[3], int64_t now,
+			    ledger_done_fn done, void *arg)
+{
+	struct ledger_pg *s = (struct ledger_pg *) lg;
+	struct params p = {.n = 0};
+	p_text(&p, name);
+	p_text(&p, account);
+	p_text(&p, token_sha256);
+	for (int i = 0; i < 3; i++)
+		p_int(&p, limit_for_kind[i]);
+	p_int(&p, now);
+	memcpy(s->limits, limit_for_kind, sizeof(s->limits));
+	/* The name, a NUL, then the account: both for the messages. */
+	char names[160];
+	snprintf(names, sizeof(names), "%.70s%c%.70s", name, '\0', account);
+	struct pg_call *k = NULL;
+	int r = call_async(s, "adding an app",
+			   "SELECT zerogpu_app_add($1, $2, $3, $4::integer, $5::integer, "
+			   "$6::integer, $7::bigint)",
+			   &p, answer_app_add, NULL, done, arg, &k);
+	if (r == 0)
+		memcpy(k->name, names, sizeof(names));
+	return r;
+}
+
+static int answer_removed(struct pg_call *k, const PGresult *res)
+{
+	if (strcmp(PQcmdTuples((PGresult *) res), "0") != 0)
+		return 0;
+	snprintf(k->s->base.error, sizeof(k->s->base.error), "no app '%s'", k->name);
+	return -ENOENT;
+}
+
+static int pg_app_remove_async(struct ledger *lg, const char *name, ledger_done_fn done,
+			       void *arg)
+{
+	struct ledger_pg *s = (struct ledger_pg *) lg;
+	struct params p = {.n = 0};
+	p_text(&p, name);
+	return call_async(s, "removing an app", "DELETE FROM apps WHERE name = $1", &p,
+			  answer_removed, name, done, arg, NULL);
+}
+
+/* 1 when the visitor had a window, 0 when not. */
+static int answer_reset(struct pg_call *k, const PGresult *res)
+{
+	(void) k;
+	return strcmp(PQcmdTuples((PGresult *) res), "0") != 0;
+}
+
+static int pg_visitor_reset_async(struct ledger *lg, const char *key, ledger_done_fn done,
+				  void *arg)
+{
+	struct ledger_pg *s = (struct ledger_pg *) lg;
+	struct params p = {.n = 0};
+	p_text(&p, key);
+	/* What is reserved stays reserved: those leases still run, and settle later. */
+	return call_async(s, "resetting a visitor's quota",
+			  "UPDATE visitors SET used_ms = 0, window_start = 0 WHERE key = $1", &p,
+			  answer_reset, key, done, arg, NULL);
+}
+
+static int pg_tier_set_async(struct ledger *lg, const char *key, const char *tier, int64_t now,
+			     ledger_done_fn done, void *arg)
+{
+	struct ledger_pg *s = (struct ledger_pg *) lg;
+	struct params p = {.n = 0};
+	p_text(&p, key);
+	p_text(&p, tier);
+	p_int(&p, now);
+	return call_async(s, "recording a visitor's tier",
+			  "INSERT INTO visitor_tiers (key, tier, set_at) VALUES ($1, $2, $3::bigint) "
+			  "ON CONFLICT (key) DO UPDATE SET tier = excluded.tier, set_at = "
+			  "excluded.set_at",
+			  &p, answer_done, key, done, arg, NULL);
+}
+
+/* The usage rows (kind 'u') and then the overage rows ('o'), in one answer. */
+static int answer_usage(struct pg_call *k, const PGresult *res)
+{
+	for (int i = 0; i < PQntuples(res); i++) {
+		if (PQgetvalue(res, i, 0)[0] == 'u') {
+			struct ledger_usage u = {PQgetvalue(res, i, 1), PQgetvalue(res, i, 2),
+						 col_int(res, i, 3), col_int(res, i, 4),
+						 col_int(res, i, 5), col_int(res, i, 6)};
+			k->usage_fn(&u, k->fn_arg);
+		} else {
+			struct ledger_overage o = {PQgetvalue(res, i, 2), PQgetvalue(res, i, 1),
+						   col_int(res, i, 3), col_int(res, i, 6)};
+			k->overage_fn(&o, k->fn_arg);
+		}
+	}
+	return 0;
+}
+
+static int pg_usage_async(struct ledger *lg, const char *app, int64_t since,
+			  void (*usage_fn)(const struct ledger_usage *u, void *arg),
+			  void (*overage_fn)(const struct ledger_overage *o, void *arg), void *fn_arg,
+			  ledger_done_fn done, void *arg)
+{
+	struct ledger_pg *s = (struct ledger_pg *) lg;
+	struct params p = {.n = 0};
+	p_int(&p, since);
+	if (app)
+		p_text(&p, app);
+	else
+		p_null(&p); /* every app */
+	struct pg_call *k = NULL;
+	int r = call_async(
+		s, "summing usage",
+		"SELECT * FROM (SELECT 'u' AS k, app, node, count(*)::bigint, "
+		"coalesce(sum(used_ms), 0)::bigint, coalesce(sum(charged_ms), 0)::bigint, "
+		"coalesce(sum(overage_ms), 0)::bigint FROM leases WHERE started_at >= $1::bigint "
+		"AND ($2::text IS NULL OR app = $2) GROUP BY app, node UNION ALL "
+		"SELECT 'o', app, quota_key, count(*)::bigint, 0, 0, "
+		"coalesce(sum(overage_ms), 0)::bigint FROM leases WHERE started_at >= $1::bigint "
+		"AND ($2::text IS NULL OR app = $2) AND overage_ms > 0 GROUP BY app, quota_key) "
+		"x ORDER BY k DESC, app COLLATE \"C\", node COLLATE \"C\"",
+		&p, answer_usage, app, done, arg, &k);
+	if (r == 0) {
+		k->usage_fn = usage_fn;
+		k->overage_fn = overage_fn;
+		k->fn_arg = fn_arg;
+	}
+	return r;
+}
+
+/* The synchronous reads, from the copy. */
+
+static int pg_account_list(struct ledger *lg, void (*fn)(const struct ledger_account *a, void *arg),
+			   void *arg)
+{
+	struct ledger_pg *s = (struct ledger_pg *) lg;
+	const struct registry *g = s->registry;
+	for (int i = 0; i < g->accounts.n; i++) {
+		int row = g->accounts.rows[i], apps = 0;
+		const char *name = PQgetvalue(g->res, row, 1);
+		for (int j = 0; j < g->apps.n; j++)
+			apps += strcmp(PQgetvalue(g->res, g->apps.rows[j], 2), name) == 0;
+		struct ledger_account a = {name, PQgetvalue(g->res, row, 2), apps,
+					   col_int(g->res, row, 3)};
+		fn(&a, arg);
+	}
+	return 0;
+}
+
+static int pg_app_list(struct ledger *lg, void (*fn)(const struct ledger_app *a, void *arg),
+		       void *arg)
+{
+	struct ledger_pg *s = (struct ledger_pg *) lg;
+	const struct registry *g = s->registry;
+	for (int i = 0; i < g->apps.n; i++) {
+		int row = g->apps.rows[i];
+		struct ledger_app a = {PQgetvalue(g->res, row, 1), PQgetvalue(g->res, row, 2),
+				       col_int(g->res, row, 3)};
+		fn(&a, arg);
+	}
+	return 0;
+}
+
+static int pg_app_by_token(struct ledger *lg, const char *token_sha256, char *name, size_t size)
+{
+	struct ledger_pg *s = (struct ledger_pg *) lg;
+	const struct registry *g = s->registry;
+	int row = g->res ? index_find(&g->tokens, g->res, token_sha256) : -1;
+	if (row < 0)
+		return 0;
+	snprintf(name, size, "%s", PQgetvalue(g->res, row, 1));
+	return 1;
+}
+
+static int pg_tier_get(struct ledger *lg, const char *key, char *tier, size_t size)
+{
+	struct ledger_pg *s = (struct ledger_pg *) lg;
+	const struct registry *g = s->registry;
+	int row = g->res ? index_find(&g->tiers, g->res, key) : -1;
+	if (row < 0)
+		return 0;
+	snprintf(tier, size, "%s", PQgetvalue(g->res, row, 2));
+	return 1;
+}
+
+/* The synchronous changes exist for SQLite; this ledger answers on the loop. */
+static int sync_refused(struct ledger *lg)
+{
+	snprintf(lg->error, sizeof(lg->error), "the PostgreSQL ledger answers on the loop");
 	return -EOPNOTSUPP;
 }
 
 static int pg_account_add(struct ledger *lg, const char *name, const char *kind, int64_t now)
 {
 	(void) name, (void) kind, (void) now;
-	return not_yet(lg);
-}
-
-static int pg_account_list(struct ledger *lg, void (*fn)(const struct ledger_account *a, void *arg),
-			   void *arg)
-{
-	(void) fn, (void) arg;
-	return not_yet(lg);
+	return sync_refused(lg);
 }
 
 static int pg_app_add(struct ledger *lg, const char *name, const char *account,
 		      const char *token_sha256, int limit_for_kind[3], int64_t now)
 {
 	(void) name, (void) account, (void) token_sha256, (void) limit_for_kind, (void) now;
-	return not_yet(lg);
+	return sync_refused(lg);
 }
 
 static int pg_app_remove(struct ledger *lg, const char *name)
 {
 	(void) name;
-	return not_yet(lg);
-}
-
-static int pg_app_list(struct ledger *lg, void (*fn)(const struct ledger_app *a, void *arg),
-		       void *arg)
-{
-	(void) fn, (void) arg;
-	return not_yet(lg);
-}
-
-static int pg_app_by_token(struct ledger *lg, const char *token_sha256, char *name, size_t size)
-{
-	(void) lg, (void) token_sha256, (void) name, (void) size;
-	return 0;
+	return sync_refused(lg);
 }
 
 static int pg_usage(struct ledger *lg, const char *app, int64_t since,
 		    void (*fn)(const struct ledger_usage *u, void *arg), void *arg)
 {
 	(void) app, (void) since, (void) fn, (void) arg;
-	return not_yet(lg);
+	return sync_refused(lg);
+}
+
+static int pg_overage(struct ledger *lg, const char *app, int64_t since,
+		      void (*fn)(const struct ledger_overage *o, void *arg), void *arg)
+{
+	(void) app, (void) since, (void) fn, (void) arg;
+	return sync_refused(lg);
 }
 
 static int pg_visitor_reset(struct ledger *lg, const char *key)
 {
 	(void) key;
-	return not_yet(lg);
+	return sync_refused(lg);
 }
 
 static int pg_tier_set(struct ledger *lg, const char *key, const char *tier, int64_t now)
 {
 	(void) key, (void) tier, (void) now;
-	return not_yet(lg);
-}
-
-static int pg_tier_get(struct ledger *lg, const char *key, char *tier, size_t size)
-{
-	(void) lg, (void) key, (void) tier, (void) size;
-	return 0;
+	return sync_refused(lg);
 }
 
 /* Whether the database takes writes: connected, with nothing kept waiting. */
@@ -469,6 +896,7 @@ static int pg_probe(struct ledger *lg)
 static void on_up(void *arg)
 {
 	struct ledger_pg *s = arg;
+	registry_reload(s, NULL); /* it may have changed while this daemon was away */
 	if (s->hooks.up)
 		s->hooks.up(s->hooks.arg);
 }
@@ -482,11 +910,18 @@ static void on_down(void *arg, const char *why)
 		s->hooks.down(s->hooks.arg, s->base.error);
 }
 
+static void on_notify(void *arg, const char *channel, const char *payload)
+{
+	struct ledger_pg *s = arg;
+	(void) channel, (void) payload; /* zerogpu_registry, and the table that changed */
+	registry_reload(s, NULL);
+}
+
 static int pg_serve(struct ledger *lg, struct event_base *base, const struct ledger_hooks *hooks)
 {
 	struct ledger_pg *s = (struct ledger_pg *) lg;
 	static const char *const channels[] = {"zerogpu_registry", NULL};
-	struct pg_conn_hooks h = {.up = on_up, .down = on_down, .arg = s};
+	struct pg_conn_hooks h = {.up = on_up, .down = on_down, .notify = on_notify, .arg = s};
 	s->hooks = *hooks;
 	s->loop = base;
 	/* Taken over by the loop: the start-up connection is done with. */
@@ -522,9 +957,13 @@ static int pg_flush(struct ledger *lg, int64_t timeout_ms)
 static void pg_close(struct ledger *lg)
 {
 	struct ledger_pg *s = (struct ledger_pg *) lg;
+	s->closing = true;
 	pg_conn_free(s->pg);
 	if (s->sync)
 		PQfinish(s->sync);
+	if (s->registry)
+		registry_free(s->registry);
+	free(s->registry);
 	free(s->conninfo);
 	free(s);
 }
@@ -546,10 +985,17 @@ static const struct ledger_ops pg_ops = {
 	.visitor_tier_set = pg_tier_set,
 	.visitor_tier_get = pg_tier_get,
 	.usage = pg_usage,
+	.overage = pg_overage,
 	.probe = pg_probe,
 	.serve = pg_serve,
 	.grant_async = pg_grant_async,
 	.flush = pg_flush,
+	.account_add_async = pg_account_add_async,
+	.app_add_async = pg_app_add_async,
+	.app_remove_async = pg_app_remove_async,
+	.visitor_reset_async = pg_visitor_reset_async,
+	.visitor_tier_set_async = pg_tier_set_async,
+	.usage_async = pg_usage_async,
 	.close = pg_close,
 };
 
@@ -620,8 +1066,9 @@ int ledger_open_pg(struct ledger **out, const char *conninfo, const char *node, 
 	}
 	s->base.ops = &pg_ops;
 	snprintf(s->base.node, sizeof(s->base.node), "%s", node);
+	s->registry = calloc(1, sizeof(*s->registry));
 	s->sync = PQconnectdb(conninfo);
-	int r = 0;
+	int r = s->registry ? 0 : fail(s, "opening the ledger", "out of memory");
 	if (!s->sync || PQstatus(s->sync) != CONNECTION_OK)
 		r = fail(s, "connecting to PostgreSQL",
 			 s->sync ? PQerrorMessage(s->sync) : "out of memory");
@@ -630,6 +1077,12 @@ int ledger_open_pg(struct ledger **out, const char *conninfo, const char *node, 
 			     NULL);
 	if (r == 0)
 		r = migrate(s);
+	PGresult *res = NULL;
+	if (r == 0)
+		r = run_sync(s, "reading the registry", SQL_REGISTRY, NULL, &res);
+	if (r == 0 && registry_take(s->registry, res) < 0)
+		r = fail(s, "reading the registry", "out of memory");
+	PQclear(res);
 	if (r < 0) {
 		snprintf(err, errlen, "the PostgreSQL ledger: %s", s->base.error);
 		pg_close(&s->base);

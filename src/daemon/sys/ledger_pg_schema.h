@@ -109,7 +109,36 @@ static const char *const ledger_pg_migrations[] = {
 	"    UPDATE leases SET overage_ms = o_overage_ms WHERE id = p_id;"
 	"  END IF;"
 	"  o_window_start := v.window_start; o_used_ms := v.used_ms + p_charged_ms;"
-	" END $$;",
+	" END $$;"
+	/* An app, within its account's hosting limit whichever daemon adds it: the
+	 * account's row is locked while its apps are counted. Returns 'ok',
+	 * 'no_account', 'limit <kind> <count>' or 'exists'. */
+	"CREATE FUNCTION zerogpu_app_add(p_name text, p_account text, p_token text,"
+	"  p_free integer, p_pro integer, p_org integer, p_now bigint) RETURNS text"
+	" LANGUAGE plpgsql AS $$"
+	" DECLARE k text; n integer; lim integer;"
+	" BEGIN"
+	"  SELECT kind INTO k FROM accounts WHERE name = p_account FOR UPDATE;"
+	"  IF NOT FOUND THEN RETURN 'no_account'; END IF;"
+	"  SELECT count(*) INTO n FROM apps WHERE account = p_account;"
+	"  lim := CASE k WHEN 'free' THEN p_free WHEN 'pro' THEN p_pro ELSE p_org END;"
+	"  IF n >= lim THEN RETURN 'limit ' || k || ' ' || n; END IF;"
+	"  INSERT INTO apps (name, account, token_sha256, created_at)"
+	"    VALUES (p_name, p_account, p_token, p_now);"
+	"  RETURN 'ok';"
+	" EXCEPTION WHEN unique_violation THEN RETURN 'exists';"
+	" END $$;"
+	/* Every daemon keeps the registry in memory (app tokens are checked on every
+	 * request): a change anywhere tells them all to read it again. */
+	"CREATE FUNCTION zerogpu_registry_changed() RETURNS trigger"
+	" LANGUAGE plpgsql AS $$"
+	" BEGIN PERFORM pg_notify('zerogpu_registry', TG_TABLE_NAME); RETURN NULL; END $$;"
+	"CREATE TRIGGER accounts_changed AFTER INSERT OR UPDATE OR DELETE ON accounts"
+	"  FOR EACH STATEMENT EXECUTE FUNCTION zerogpu_registry_changed();"
+	"CREATE TRIGGER apps_changed AFTER INSERT OR UPDATE OR DELETE ON apps"
+	"  FOR EACH STATEMENT EXECUTE FUNCTION zerogpu_registry_changed();"
+	"CREATE TRIGGER visitor_tiers_changed AFTER INSERT OR UPDATE OR DELETE ON visitor_tiers"
+	"  FOR EACH STATEMENT EXECUTE FUNCTION zerogpu_registry_changed();",
 };
 
 #endif

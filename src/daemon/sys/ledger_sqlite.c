@@ -62,6 +62,10 @@ static const char *const migrations[] = {
 	"  tier TEXT NOT NULL CHECK (tier IN ('anonymous', 'free', 'pro', 'enterprise')),"
 	"  set_at INTEGER NOT NULL"
 	") WITHOUT ROWID;",
+	/* 4: the node that granted each lease (as in a shared ledger), and the seconds a
+	 * lease ran past its visitor's quota where their tier allows overage */
+	"ALTER TABLE leases ADD COLUMN node TEXT NOT NULL DEFAULT '';"
+	"ALTER TABLE leases ADD COLUMN overage_ms INTEGER NOT NULL DEFAULT 0;",
 };
 
 /* Below this much free space the ledger counts as full: a write that fits in the WAL's
@@ -141,6 +145,7 @@ static int sq_granted(struct ledger *lg, const struct ledger_lease *r)
 	sqlite3_bind_int64(st, 10, r->started_at);
 	sqlite3_bind_text(st, 11, r->state, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 12, r->quota_key ? r->quota_key : "", -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 13, s->base.node, -1, SQLITE_STATIC);
 	return step_done(s, st, "recording a grant");
 }
 
@@ -179,11 +184,15 @@ static int sq_ended(struct ledger *lg, const char *id, const char *state, int64_
 	if (v && sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
 		return fail_db(s, SQLITE_ERROR, "starting a settlement");
 	sqlite3_stmt *st = s->end;
+	/* v's total includes this charge: what of it lies past the quota is overage. */
+	int64_t past = v && v->overage ? v->used_ms - v->limit_ms : 0;
+	int64_t overage = past <= 0 ? 0 : past < charged_ms ? past : charged_ms;
 	sqlite3_bind_text(st, 1, state, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 2, ended_at);
 	sqlite3_bind_int64(st, 3, used_ms);
 	sqlite3_bind_int64(st, 4, charged_ms);
 	sqlite3_bind_text(st, 5, id, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 6, overage);
 	int r = step_done(s, st, "recording a lease's end");
 	if (v) {
 		if (r == 0)
@@ -445,9 +454,9 @@ static int sq_usage(struct ledger *lg, const char *app, int64_t since,
 	struct ledger_sqlite *s = (struct ledger_sqlite *) lg;
 	sqlite3_stmt *st;
 	int r = prepare(s,
-			"SELECT app, count(*), total(used_ms), total(charged_ms) FROM leases "
-			"WHERE started_at >= ?1 AND (?2 IS NULL OR app = ?2) GROUP BY app ORDER BY "
-			"app",
+			"SELECT app, node, count(*), total(used_ms), total(charged_ms), "
+			"total(overage_ms) FROM leases WHERE started_at >= ?1 AND (?2 IS NULL OR "
+			"app = ?2) GROUP BY app, node ORDER BY app, node",
 			&st);
 	if (r == 0) {
 		sqlite3_bind_int64(st, 1, since);
@@ -455,10 +464,38 @@ static int sq_usage(struct ledger *lg, const char *app, int64_t since,
 			sqlite3_bind_text(st, 2, app, -1, SQLITE_STATIC);
 	}
 	while (r == 0 && (r = step_once(s, st, "summing usage")) == 1) {
-		struct ledger_usage u = {col_text(st, 0), sqlite3_column_int64(st, 1),
-					 (int64_t) sqlite3_column_double(st, 2),
-					 (int64_t) sqlite3_column_double(st, 3)};
+		struct ledger_usage u = {col_text(st, 0), col_text(st, 1),
+					 sqlite3_column_int64(st, 2),
+					 (int64_t) sqlite3_column_double(st, 3),
+					 (int64_t) sqlite3_column_double(st, 4),
+					 (int64_t) sqlite3_column_double(st, 5)};
 		fn(&u, arg);
+		r = 0;
+	}
+	sqlite3_finalize(st);
+	return r < 0 ? r : 0;
+}
+
+static int sq_overage(struct ledger *lg, const char *app, int64_t since,
+		      void (*fn)(const struct ledger_overage *o, void *arg), void *arg)
+{
+	struct ledger_sqlite *s = (struct ledger_sqlite *) lg;
+	sqlite3_stmt *st;
+	int r = prepare(s,
+			"SELECT quota_key, app, count(*), total(overage_ms) FROM leases WHERE "
+			"started_at >= ?1 AND (?2 IS NULL OR app = ?2) AND overage_ms > 0 GROUP BY "
+			"quota_key, app ORDER BY quota_key, app",
+			&st);
+	if (r == 0) {
+		sqlite3_bind_int64(st, 1, since);
+		if (app)
+			sqlite3_bind_text(st, 2, app, -1, SQLITE_STATIC);
+	}
+	while (r == 0 && (r = step_once(s, st, "summing overage")) == 1) {
+		struct ledger_overage o = {col_text(st, 0), col_text(st, 1),
+					   sqlite3_column_int64(st, 2),
+					   (int64_t) sqlite3_column_double(st, 3)};
+		fn(&o, arg);
 		r = 0;
 	}
 	sqlite3_finalize(st);
@@ -541,6 +578,7 @@ static const struct ledger_ops sqlite_ops = {
 	.visitor_tier_set = sq_tier_set,
 	.visitor_tier_get = sq_tier_get,
 	.usage = sq_usage,
+	.overage = sq_overage,
 	.probe = sq_probe,
 	.close = sq_close,
 };
@@ -615,16 +653,16 @@ int ledger_open_sqlite(struct ledger **out, const char *path, char *err, size_t 
 	if (r == 0 &&
 	    (sqlite3_prepare_v2(s->db,
 				"INSERT INTO leases (id, app, task, visitor, tier, size, gpus, "
-				"devices, requested_ms, started_at, state, quota_key) VALUES "
-				"(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+				"devices, requested_ms, started_at, state, quota_key, node) VALUES "
+				"(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
 				-1, &s->insert, NULL) != SQLITE_OK ||
 	     sqlite3_prepare_v2(s->db,
 				"UPDATE leases SET pid = ?, pgid = ?, pid_start = ?, state = "
 				"'attached' WHERE id = ?",
 				-1, &s->attach, NULL) != SQLITE_OK ||
 	     sqlite3_prepare_v2(s->db,
-				"UPDATE leases SET state = ?, ended_at = ?, used_ms = ?, "
-				"charged_ms = ? WHERE id = ?",
+				"UPDATE leases SET state = ?1, ended_at = ?2, used_ms = ?3, "
+				"charged_ms = ?4, overage_ms = ?6 WHERE id = ?5",
 				-1, &s->end, NULL) != SQLITE_OK ||
 	     sqlite3_prepare_v2(s->db,
 				"SELECT id, app, visitor, devices, requested_ms, started_at, "

@@ -42,6 +42,7 @@ struct pg_conn {
 	PGresult *last; /* the head query's latest result, until its results end */
 	int pending;
 	bool down_told; /* the hooks heard of this outage already */
+	bool closing;	/* being freed: the queue's callbacks queue nothing new */
 };
 
 static void on_io(evutil_socket_t fd, short what, void *arg);
@@ -379,13 +380,16 @@ void pg_conn_free(struct pg_conn *c)
 {
 	if (!c)
 		return;
+	c->closing = true;
 	unwatch(c);
 	PQclear(c->last);
 	if (c->pg)
 		PQfinish(c->pg);
 	struct pg_query *q = c->head;
+	c->head = NULL;
 	while (q) {
 		struct pg_query *next = q->next;
+		q->done(q->arg, NULL, "zerogpud is stopping");
 		free_query(q);
 		q = next;
 	}
@@ -417,6 +421,8 @@ int pg_conn_query(struct pg_conn *c, const char *sql, int nparams, const char *c
 {
 	if (nparams > PG_CONN_PARAMS_MAX)
 		return -EINVAL;
+	if (c->closing)
+		return -ESHUTDOWN;
 	struct pg_query *q = calloc(1, sizeof(*q));
 	if (!q)
 		return -ENOMEM;

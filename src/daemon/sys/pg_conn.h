@@ -46,6 +46,8 @@ struct pg_conn_hooks {
  */
 struct pg_conn *pg_conn_new(struct event_base *base, const char *conninfo,
 			    const char *const *listen, const struct pg_conn_hooks *hooks);
+/* Frees c: queries still queued get their callbacks (NULL result) and may queue nothing
+ * more (pg_conn_query says -ESHUTDOWN). */
 void pg_conn_free(struct pg_conn *c);
 
 /* Whether the connection is up now. */
@@ -55,7 +57,8 @@ int pg_conn_pending(const struct pg_conn *c);
 
 /*
  * Queues sql with its text parameters (copied; NULL is SQL NULL). done is
- * called once, from the loop, never from within this call. 0, or -ENOMEM.
+ * called once, from the loop, never from within this call. 0, -ENOMEM, or -ESHUTDOWN
+ * (c is being freed).
  * While the connection is down the query waits for it.
  */
 int pg_conn_query(struct pg_conn *c, const char *sql, int nparams, const char *const *params,

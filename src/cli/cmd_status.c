@@ -174,10 +174,12 @@ static int status_exec(const struct cli_globals *g, int argc, char **argv)
 	json_t *devices = json_object_get(st, "devices");
 	json_t *leases = json_object_get(st, "leases");
 	json_t *queue = json_object_get(st, "queue");
-	printf("zerogpud %s, %zu %s device(s), %zu lease(s), %zu waiting, up %.0f s\n\n",
-	       str(st, "version"), json_array_size(devices), str(st, "device_source"),
-	       json_array_size(leases), json_array_size(queue),
-	       json_number_value(json_object_get(st, "uptime_s")));
+	json_t *ledger = json_object_get(st, "ledger");
+	printf("zerogpud %s on node %s (%s ledger), %zu %s device(s), %zu lease(s), %zu "
+	       "waiting, up %.0f s\n\n",
+	       str(st, "version"), str(st, "node"), str(ledger, "backend"),
+	       json_array_size(devices), str(st, "device_source"), json_array_size(leases),
+	       json_array_size(queue), json_number_value(json_object_get(st, "uptime_s")));
 	print_gate(st);
 	print_devices(devices);
 	if (json_array_size(leases)) {

@@ -356,14 +356,16 @@ static void get_queue(struct call *c)
 	http_reply_json(c, 200, json_pack("{s:o}", "queue", queue_json(&v)));
 }
 
-/* Whether the ledger takes writes; when not, why, since when, and what waits for it. */
+/* Which ledger, whether it takes writes; when not, why, since when, and what waits for it. */
 static json_t *ledger_json(const struct zgpud *d, int64_t now)
 {
 	const struct record_fault *f = &d->fault;
+	const char *backend = d->ledger->ops->name;
 	if (!record_fault_active(f))
-		return json_pack("{s:b}", "writable", 1);
-	return json_pack("{s:b, s:s, s:f, s:i}", "writable", 0, "fault", f->reason, "since_s",
-			 (double) (now - f->since_ms) / 1000.0, "ends_waiting", f->pending);
+		return json_pack("{s:s, s:b}", "backend", backend, "writable", 1);
+	return json_pack("{s:s, s:b, s:s, s:f, s:i}", "backend", backend, "writable", 0, "fault",
+			 f->reason, "since_s", (double) (now - f->since_ms) / 1000.0,
+			 "ends_waiting", f->pending);
 }
 
 static void get_status(struct call *c)
@@ -387,8 +389,10 @@ static void get_status(struct call *c)
 	/* Why there is no gate, when there is none: the operator's next step. */
 	if (o && d->gate.mode == GATE_OFF)
 		json_object_set_new(o, "gate_reason", json_string(d->gate.why_off));
-	if (o)
+	if (o) {
+		json_object_set_new(o, "node", json_string(d->ledger->node));
 		json_object_set_new(o, "ledger", ledger_json(d, now));
+	}
 	http_reply_json(c, 200, o);
 }
 

@@ -3,6 +3,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 
@@ -109,6 +110,10 @@ def test_status_table(daemon4):
     assert r.returncode == 0
     lines = r.stdout.splitlines()
     assert lines[0].startswith("zerogpud ") and "4 simulated device(s), 1 lease(s)" in lines[0]
+    node = socket.gethostname().split(".")[0]
+    assert f" on node {node} (sqlite ledger), " in lines[0]
+    st = json.loads(daemon4.cli("status", "--json").stdout)
+    assert st["node"] == node and st["ledger"]["backend"] == "sqlite"
     header = next(l for l in lines if l.startswith("INDEX"))
     assert header.split() == ["INDEX", "UUID", "NAME", "MEMORY", "FREE", "STATE", "LEASES",
                               "RESIDENTS"]

@@ -1,6 +1,7 @@
 """Several daemons on one PostgreSQL ledger (docs/cluster.md): one set of quotas, each
 node settling its own leases, PostgreSQL going away and coming back. A real server:
 pgcluster.py makes one for this module in a temporary directory."""
+import json
 import signal
 import threading
 import time
@@ -192,8 +193,11 @@ def test_migrations_raced_by_several_daemons(pg, db, nodes):
         assert d.proc.poll() is None, d.log_text()
     versions = rows(pg, db, "SELECT version, count(*) FROM zerogpu_migrations GROUP BY version")
     assert versions and all(n == "1" for _, n in versions)
-    for d in ds:
+    for i, d in enumerate(ds):
         assert d.cli("run", "-d", "5", "--", "true").returncode == 0
+        st = json.loads(d.cli("status", "--json").stdout)
+        assert st["node"] == f"n{i}" and st["ledger"] == {"backend": "postgresql",
+                                                          "writable": True}
 
 
 def test_unreachable_at_start_is_a_clear_error(tmp_path):

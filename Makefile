@@ -1,7 +1,7 @@
 # Thin wrapper over Meson for the README's commands. `make help` lists the targets.
 BUILD ?= build
 
-.PHONY: all help deps build demo test fuzz soak coverage bench bench-python evaluation install clean
+.PHONY: all help deps build demo test fuzz soak coverage bench bench-ledger bench-python evaluation install clean
 
 all: build
 
@@ -13,6 +13,7 @@ help:
 	@echo "make coverage  line coverage of src/daemon and src/lib over unit + e2e (gcovr)"
 	@echo "make soak    the crash soak for SOAK_SECONDS (default 600) (tests/soak/soak.py)"
 	@echo "make bench   run the lease-cycle benchmark"
+	@echo "make bench-ledger  grant latency with PostgreSQL beside SQLite"
 	@echo "make bench-python  time @zerogpu.GPU calls, warm and cold (and spaces.GPU)"
 	@echo "make evaluation  simulate and replay the workload; write docs/evaluation.md"
 	@echo "make deps    install the Debian packages needed (scripts/install-deps)"
@@ -53,6 +54,10 @@ evaluation: build
 
 bench: build
 	$(BUILD)/bench/lease_cycle
+
+# The grant latency with the PostgreSQL ledger beside SQLite (a PostgreSQL made for it).
+bench-ledger: build
+	python3 bench/ledger.py --build $(BUILD)
 
 # The Python package's call overhead; needs the test venv's packages (spaces).
 bench-python: build

@@ -6,6 +6,7 @@
  * It starts its own zerogpud on simulated devices, so it needs no setup:
  *	build/bench/lease_cycle [--daemon PATH] [--cycles N] [--clients N] [--seconds S]
  *	build/bench/lease_cycle --gate[=cgroup-v1|cgroup-v2]   (as root)
+ *	build/bench/lease_cycle --ledger postgresql://USER@HOST:PORT/DB
  * With --gate it runs a gated zerogpud (fake device nodes, the benchmark itself
  * in the app's gated cgroup) beside an ungated one, taking turns, and prints
  * what gating adds. Not a test: it prints what it measured.
@@ -367,6 +368,85 @@ static void result_free(struct result *r)
 }
 
 /*
+ * Single-client cycles against two daemons in rounds taking turns (the machine is
+ * noisy), each one's figures, and what the second adds to the first's. Returns the
+ * clients' errors.
+ */
+static int side_by_side(const char *const names[2], const char *const sockets[2], int cycles,
+			const char *what)
+{
+	enum { ROUNDS = 20 };
+	struct result sum[2] = {0}, r;
+	struct samples grant_delta = {0}, cycle_delta = {0}; /* per round: second - first */
+	for (int which = 0; which < 2; which++) {
+		run_clients(sockets[which], 1, 500, 0, &r); /* warm caches and allocators */
+		result_free(&r);
+	}
+	for (int round = 0; round < ROUNDS; round++) {
+		double grant50[2], cycle50[2];
+		for (int which = 0; which < 2; which++) {
+			run_clients(sockets[which], 1, cycles / ROUNDS, 0, &r);
+			grant50[which] = quantile(&r.grant, 0.5);
+			cycle50[which] = quantile(&r.cycle, 0.5);
+			merge(&sum[which], &r);
+			result_free(&r);
+		}
+		sample_add(&grant_delta, (int64_t) (grant50[1] - grant50[0]));
+		sample_add(&cycle_delta, (int64_t) (cycle50[1] - cycle50[0]));
+	}
+	printf("%d single-client cycles each, in %d rounds taking turns\n\n", cycles, ROUNDS);
+	printf("%-36s %10s %9s %9s %9s\n", "", "per second", "p50 us", "p99 us", "max us");
+	double grant50[2], cycle50[2];
+	for (int i = 0; i < 2; i++) {
+		char label[64];
+		grant50[i] = quantile(&sum[i].grant, 0.5);
+		cycle50[i] = quantile(&sum[i].cycle, 0.5);
+		snprintf(label, sizeof(label), "%s: full cycle (acquire..release)", names[i]);
+		printf("%-36s %10.0f %9.1f %9.1f %9.1f\n", label, sum[i].cycles_per_s, cycle50[i],
+		       quantile(&sum[i].cycle, 0.99), quantile(&sum[i].cycle, 1.0));
+		snprintf(label, sizeof(label), "%s: grant latency (acquire)", names[i]);
+		printf("%-36s %10s %9.1f %9.1f %9.1f\n", label, "", grant50[i],
+		       quantile(&sum[i].grant, 0.99), quantile(&sum[i].grant, 1.0));
+	}
+	/* The machine drifts between rounds: the median of the rounds' own differences is
+	 * the steadier answer; the difference of the pooled medians is shown beside it. */
+	printf("\n%s adds to the p50 grant latency: %.1f us (median of %d rounds' "
+	       "differences; pooled: %.1f us)\n",
+	       what, quantile(&grant_delta, 0.5), ROUNDS, grant50[1] - grant50[0]);
+	printf("%s adds to the p50 full cycle:    %.1f us (median of %d rounds' differences; "
+	       "pooled: %.1f us)\n",
+	       what, quantile(&cycle_delta, 0.5), ROUNDS, cycle50[1] - cycle50[0]);
+	free(grant_delta.us);
+	free(cycle_delta.us);
+	int errors = sum[0].errors + sum[1].errors;
+	result_free(&sum[0]);
+	result_free(&sum[1]);
+	return errors;
+}
+
+/*
+ * --ledger URL: a zerogpud on its SQLite ledger beside one on the PostgreSQL at URL,
+ * side by side: what the shared ledger adds to a grant.
+ */
+static int ledger_comparison(const char *daemon, const char *url, int cycles)
+{
+	struct daemon sqlite, pg;
+	char ledger[1024];
+	snprintf(ledger, sizeof(ledger), "%s", url);
+	char *with_pg[] = {"--gate", "off", "--ledger", ledger, NULL};
+	start_daemon(&sqlite, daemon, NULL);
+	start_daemon(&pg, daemon, with_pg);
+	printf("ledger: SQLite (state directory) vs PostgreSQL (%s)\n", url);
+	const char *const names[2] = {"sqlite", "postgresql"};
+	const char *const sockets[2] = {sqlite.socket_path, pg.socket_path};
+	int errors = side_by_side(names, sockets, cycles, "postgresql");
+	int sqlite_exit = stop_daemon(&sqlite), pg_exit = stop_daemon(&pg);
+	printf("client errors: %d; zerogpud exit status %d (sqlite), %d (postgresql)\n", errors,
+	       sqlite_exit, pg_exit);
+	return errors || sqlite_exit || pg_exit ? 1 : 0;
+}
+
+/*
  * --gate: an ungated and a gated zerogpud side by side, single-client cycles in
  * rounds taking turns (the machine is noisy), and what gating adds.
  */
@@ -393,26 +473,10 @@ static int gate_comparison(const char *daemon, const char *mode, int cycles)
 	remember_home();
 	join_app(gated.socket_path);
 
-	enum { ROUNDS = 20 };
-	struct result sum[2] = {0}, r;
-	struct samples grant_delta = {0}, cycle_delta = {0}; /* per round: gated - ungated */
-	run_clients(plain.socket_path, 1, 500, 0, &r);	     /* warm caches and allocators */
-	result_free(&r);
-	run_clients(gated.socket_path, 1, 500, 0, &r);
-	result_free(&r);
-	for (int round = 0; round < ROUNDS; round++) {
-		double grant50[2], cycle50[2];
-		for (int which = 0; which < 2; which++) {
-			const char *socket = which ? gated.socket_path : plain.socket_path;
-			run_clients(socket, 1, cycles / ROUNDS, 0, &r);
-			grant50[which] = quantile(&r.grant, 0.5);
-			cycle50[which] = quantile(&r.cycle, 0.5);
-			merge(&sum[which], &r);
-			result_free(&r);
-		}
-		sample_add(&grant_delta, (int64_t) (grant50[1] - grant50[0]));
-		sample_add(&cycle_delta, (int64_t) (cycle50[1] - cycle50[0]));
-	}
+	printf("gate: %s\n", mode);
+	const char *const names[2] = {"ungated", "gated"};
+	const char *const sockets[2] = {plain.socket_path, gated.socket_path};
+	int errors = side_by_side(names, sockets, cycles, "gating");
 	go_home();
 	int plain_exit = stop_daemon(&plain), gated_exit = stop_daemon(&gated);
 	for (int k = 0; k < NDEVICES; k++) {
@@ -421,44 +485,14 @@ static int gate_comparison(const char *daemon, const char *mode, int cycles)
 		unlink(path);
 	}
 	rmdir(nodes);
-
-	printf("gate: %s; %d single-client cycles each, in %d rounds taking turns\n\n", mode,
-	       cycles, ROUNDS);
-	printf("%-36s %10s %9s %9s %9s\n", "", "per second", "p50 us", "p99 us", "max us");
-	const char *names[2] = {"ungated", "gated"};
-	double grant50[2], cycle50[2];
-	for (int i = 0; i < 2; i++) {
-		char label[64];
-		grant50[i] = quantile(&sum[i].grant, 0.5);
-		cycle50[i] = quantile(&sum[i].cycle, 0.5);
-		snprintf(label, sizeof(label), "%s: full cycle (acquire..release)", names[i]);
-		printf("%-36s %10.0f %9.1f %9.1f %9.1f\n", label, sum[i].cycles_per_s, cycle50[i],
-		       quantile(&sum[i].cycle, 0.99), quantile(&sum[i].cycle, 1.0));
-		snprintf(label, sizeof(label), "%s: grant latency (acquire)", names[i]);
-		printf("%-36s %10s %9.1f %9.1f %9.1f\n", label, "", grant50[i],
-		       quantile(&sum[i].grant, 0.99), quantile(&sum[i].grant, 1.0));
-	}
-	/* The machine drifts between rounds: the median of the rounds' own differences is
-	 * the steadier answer; the difference of the pooled medians is shown beside it. */
-	printf("\ngating adds to the p50 grant latency: %.1f us (median of %d rounds' "
-	       "differences; pooled: %.1f us)\n",
-	       quantile(&grant_delta, 0.5), ROUNDS, grant50[1] - grant50[0]);
-	printf("gating adds to the p50 full cycle:    %.1f us (median of %d rounds' differences; "
-	       "pooled: %.1f us)\n",
-	       quantile(&cycle_delta, 0.5), ROUNDS, cycle50[1] - cycle50[0]);
-	free(grant_delta.us);
-	free(cycle_delta.us);
-	printf("client errors: %d; zerogpud exit status %d (ungated), %d (gated)\n",
-	       sum[0].errors + sum[1].errors, plain_exit, gated_exit);
-	int failed = sum[0].errors || sum[1].errors || plain_exit || gated_exit;
-	result_free(&sum[0]);
-	result_free(&sum[1]);
-	return failed ? 1 : 0;
+	printf("client errors: %d; zerogpud exit status %d (ungated), %d (gated)\n", errors,
+	       plain_exit, gated_exit);
+	return errors || plain_exit || gated_exit ? 1 : 0;
 }
 
 int main(int argc, char **argv)
 {
-	const char *daemon = NULL, *gate = NULL;
+	const char *daemon = NULL, *gate = NULL, *ledger = NULL;
 	int cycles = 20000, clients = 64;
 	double seconds = 5;
 	static const struct option opts[] = {
@@ -467,6 +501,7 @@ int main(int argc, char **argv)
 		{"clients", required_argument, NULL, 'n'},
 		{"seconds", required_argument, NULL, 's'},
 		{"gate", optional_argument, NULL, 'g'},
+		{"ledger", required_argument, NULL, 'l'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -488,6 +523,9 @@ int main(int argc, char **argv)
 		case 'g':
 			gate = optarg ? optarg : "cgroup-v2";
 			break;
+		case 'l':
+			ledger = optarg;
+			break;
 		default:
 			printf("Usage: lease_cycle [--daemon PATH] [--cycles N] [--clients N] "
 			       "[--seconds S]\n"
@@ -496,7 +534,10 @@ int main(int argc, char **argv)
 			       "on 4 simulated devices,\nand the raw Unix-socket round trip as "
 			       "the floor. Defaults: 20000 cycles, 64 clients for 5 s.\n"
 			       "--gate (as root): an ungated and a gated zerogpud side by side, "
-			       "and what gating adds.\n");
+			       "and what gating adds.\n"
+			       "       lease_cycle --ledger postgresql://... [--cycles N]\n"
+			       "--ledger: a zerogpud on SQLite and one on that PostgreSQL side by "
+			       "side, and what the shared ledger adds.\n");
 			return o == 'h' ? 0 : 2;
 		}
 	}
@@ -526,6 +567,8 @@ int main(int argc, char **argv)
 	       NDEVICES);
 	if (gate)
 		return gate_comparison(daemon, gate, cycles);
+	if (ledger)
+		return ledger_comparison(daemon, ledger, cycles);
 
 	struct samples raw = {0};
 	raw_round_trips(cycles, &raw);

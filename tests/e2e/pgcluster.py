@@ -61,13 +61,13 @@ class PgCluster:
             argv = ["runuser", "-u", self.user, "--"] + argv
         return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=120)
 
-    def start(self):
+    def start(self, durable=False):
+        """Makes and starts the cluster. Tests need no durability (fsync off, faster);
+        a benchmark asks for PostgreSQL's defaults (durable=True)."""
+        self.durable = durable
         self._run("initdb", "-D", str(self.data), "-U", "zerogpu", "-A", "trust",
                   "--no-sync", "-E", "UTF8", "--locale", "C")
-        self.started = True
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.dir / "server.log"), "-w",
-                  "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 "
-                  "-c fsync=off -c max_connections=200", "start")
+        self.start_server()
         return self
 
     def stop_server(self, mode="fast"):
@@ -75,9 +75,12 @@ class PgCluster:
         self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop", check=False)
 
     def start_server(self):
+        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 " \
+                  "-c max_connections=200"
+        if not self.durable:
+            options += " -c fsync=off"
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.dir / "server.log"), "-w",
-                  "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 "
-                  "-c fsync=off -c max_connections=200", "start")
+                  "-o", options, "start")
 
     def url(self, db="postgres"):
         return f"postgresql://zerogpu@127.0.0.1:{self.port}/{db}"

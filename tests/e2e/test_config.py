@@ -53,11 +53,18 @@ def test_options_override_the_file(make_daemon, tmp_path):
      ":2: unknown setting 'max_durration' in [leases]; known: max_duration default_duration "
      "default_max_wait grace"),
     ("[server]\nsocket = /tmp/x\n[quotas]\nfree = 1\n",
-     ":4: unknown section [quotas]; known: [server], [devices], [leases], [scheduler]"),
+     ":4: unknown section [quotas]; known: [server], [ledger], [devices], [leases], [scheduler]"),
     ("[leases]\ngrace = 1\n\ngrace = -1\n", ":4: [leases] grace takes seconds >= 0, not '-1'"),
     ("[devices]\nsplit = 4\n", ":2: [devices] split takes 1 or 2, not '4'"),
     ("[scheduler]\npolicy = random\n", ":2: [scheduler] policy takes priority or fifo, not 'random'"),
     ("this is not ini\n", ":1: not an INI line (expected [section] or key = value)"),
+    ("[ledger]\nurl = mysql://db/zerogpu\n",
+     ":2: [ledger] url takes sqlite, postgresql (from libpq's PG* environment) or a "
+     "postgresql://[USER[:PASSWORD]@]HOST[:PORT]/DB URL, not 'mysql://db/zerogpu'"),
+    ("[overage]\npro = maybe\n", ":2: [overage] pro takes allow or deny, not 'maybe'"),
+    ("[server]\nnode = -gpu1\n",
+     ":2: [server] node takes a node name of 1 to 63 letters, digits, '.', '_' or '-' "
+     "(starting with a letter or digit), not '-gpu1'"),
 ])
 def test_bad_files_are_refused_with_file_line_and_reason(tmp_path, text, message):
     conf = tmp_path / "bad.conf"

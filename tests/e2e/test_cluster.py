@@ -128,12 +128,16 @@ def test_concurrent_visitors_on_both_nodes_totals_exact(pg, db, nodes):
         assert int(n) == 10, (ip, n)
 
 
-def test_postgres_down_and_back(pg, db, nodes):
+@pytest.mark.parametrize("how", ["fast", "immediate"])
+def test_postgres_down_and_back(pg, db, nodes, how):
     a = nodes("alpha")
-    held, ev = a.acquire({"visitor_ip": "192.0.2.50", "duration_s": 30})
-    assert ev["event"] == "granted"
-    lease = ev["lease"]
-    pg.stop_server("fast")
+    b = nodes("beta")
+    held = []
+    for i, d in enumerate((a, a, b)):
+        c, ev = d.acquire({"visitor_ip": f"192.0.2.5{i}", "duration_s": 30})
+        assert ev["event"] == "granted"
+        held.append((c, ev["lease"], f"ip:192.0.2.5{i}"))
+    pg.stop_server(how)  # "immediate" is a crash: connections cut mid-stream
     try:
         def refused():
             s, body = a.call("POST", "/v1/leases", {"duration_s": 5, "max_wait_s": 1})
@@ -141,21 +145,30 @@ def test_postgres_down_and_back(pg, db, nodes):
         body = wait_until(refused, 5)
         assert body, "new requests were not refused while PostgreSQL was down"
         assert "PostgreSQL" in body["error"]["message"]
+        _, st = a.get("/v1/status")
+        assert st["ledger"]["writable"] is False and "PostgreSQL" in st["ledger"]["fault"]
+        status, _ = a.call("POST", "/v1/accounts", {"name": "x", "kind": "free"})
+        assert status == 503
         time.sleep(0.3)
-        held.close()  # its end is kept until the database is back
-        time.sleep(0.3)
+        for c, _, _ in held[:2]:
+            c.close()  # their ends are kept until the database is back
+        held[2][0].close()
+        time.sleep(0.5)
     finally:
         pg.start_server()
 
-    def serves():
-        return a.cli("run", "-d", "5", "--", "true").returncode == 0
-    assert wait_until(serves, 10, step=0.2), a.log_text()
-    got = rows(pg, db, "SELECT id, state, used_ms, charged_ms FROM leases "
-                       "WHERE quota_key = 'ip:192.0.2.50'")
-    assert len(got) == 1 and got[0][1] == "released", got
-    assert got[0][0] == lease
-    used, reserved = visitor(pg, db, "ip:192.0.2.50")
-    assert reserved == 0 and used == int(got[0][3]) == 1000  # charged once
+    for d in (a, b):
+        assert wait_until(lambda: d.cli("run", "-d", "5", "--", "true").returncode == 0, 10,
+                          step=0.2), d.log_text()
+    for _, lease, key in held:
+        def settled():
+            return rows(pg, db, f"SELECT state, charged_ms FROM leases WHERE id = '{lease}'")
+        assert wait_until(lambda: settled() and settled()[0][0] == "released", 5), settled()
+        used, reserved = visitor(pg, db, key)
+        # Charged once: the visitor's total is the lease's one charge (whole seconds).
+        charged = int(settled()[0][1])
+        assert reserved == 0 and used == charged and charged in (1000, 2000, 3000)
+    assert rows(pg, db, "SELECT count(*) FROM leases WHERE ended_at IS NULL") == [["0"]]
     assert "connected again" in a.log_text()
 
 
@@ -267,3 +280,42 @@ def test_usage_and_overage_across_nodes(pg, db, nodes):
     assert [line.split()[:2] for line in lines[1:4]] == [["paint", "alpha"], ["paint", "beta"],
                                                         ["tts", "beta"]]
     assert visitor(pg, db, "user:ann") == (4000, 0)
+
+
+def test_spaces_calls_on_two_nodes_share_the_visitors_quota(pg, db, nodes):
+    import httpx
+    from conftest import free_tcp_port, visitor_token
+    admin = "an admin token for the cluster tests, long enough"
+    ds = []
+    for name in ("alpha", "beta"):
+        port = free_tcp_port()
+        d = nodes(name, "--listen", f"127.0.0.1:{port}", "--token", admin, "--spaces-app",
+                  "demo", "--quota-free", "10")
+        d.url = f"http://127.0.0.1:{port}"
+        ds.append(d)
+    alice = visitor_token("alice", "free")
+    first = httpx.post(ds[0].url + "/schedule",
+                       params={"durationSeconds": 6, "token": alice, "cgroupPath": "/"},
+                       timeout=10)
+    assert first.status_code == 200, first.text
+    # beta has never seen alice: its own book lets the call through, and the shared
+    # ledger refuses the grant (6 s held on alpha + 6 s > 10 s), in the hosted words.
+    second = httpx.post(ds[1].url + "/schedule",
+                        params={"durationSeconds": 6, "token": alice, "cgroupPath": "/"},
+                        timeout=10)
+    assert second.status_code == 429, second.text
+    body = second.json()
+    assert body["left"] == 4 and body["error"]["code"] == "quota"
+    assert body["error"]["message"].startswith(
+        "You have exceeded your free GPU quota (6s requested vs. 4s left).")
+    # What fits still goes through on beta.
+    third = httpx.post(ds[1].url + "/schedule",
+                       params={"durationSeconds": 4, "token": alice, "cgroupPath": "/"},
+                       timeout=10)
+    assert third.status_code == 200, third.text
+    for d, res in ((ds[0], first), (ds[1], third)):
+        r = httpx.post(d.url + "/release", params={"allowToken": res.json()["allowToken"]},
+                       timeout=10)
+        assert r.status_code == 204, r.text  # no worker allowed itself: nothing charged
+    assert wait_until(lambda: visitor(pg, db, "user:alice") == (0, 0), 5), \
+        visitor(pg, db, "user:alice")

@@ -37,6 +37,12 @@ static int refuse(struct refusal *no, int status, const char *code, const char *
 /* The ledger cannot be written (record_fault.h): nothing is granted that it cannot record. */
 static int refuse_ledger_fault(const struct zgpud *d, struct refusal *no)
 {
+	if (d->ledger->ops->serve) /* a shared ledger: the network, not a disk */
+		return refuse(no, 503, "ledger_unavailable",
+			      "zerogpud cannot reach its ledger (%s) for %.0f s, so it grants no "
+			      "lease until it can; it tries again every second",
+			      d->fault.reason,
+			      (double) (clock_mono_ms() - d->fault.since_ms) / 1000.0);
 	return refuse(no, 503, "ledger_unavailable",
 		      "zerogpud cannot write its ledger (%s) for %.0f s, so it grants no lease "
 		      "until it can: free space in, or make writable, its state directory %s",

@@ -319,3 +319,23 @@ def test_spaces_calls_on_two_nodes_share_the_visitors_quota(pg, db, nodes):
         assert r.status_code == 204, r.text  # no worker allowed itself: nothing charged
     assert wait_until(lambda: visitor(pg, db, "user:alice") == (0, 0), 5), \
         visitor(pg, db, "user:alice")
+
+
+def test_a_host_name_is_looked_up_on_the_loop(pg, db, tmp_path):
+    # libpq would look the name up with a blocking getaddrinfo(); the daemon looks it up
+    # itself (evdns, /etc/hosts here) and hands libpq the addresses, at each reconnect.
+    d = Daemon(tmp_path, "--simulate", "1x80G", "--ledger",
+               f"postgresql://zerogpu@localhost:{pg.port}/{db}", "--node", "named",
+               "--log-level", "debug").start()
+    try:
+        assert d.cli("run", "-d", "5", "--", "true").returncode == 0
+        pg.stop_server("fast")
+        pg.start_server()
+        assert wait_until(lambda: d.cli("run", "-d", "5", "--", "true").returncode == 0, 10,
+                          step=0.2), d.log_text()
+        assert rows(pg, db, "SELECT count(*) FROM leases WHERE node = 'named' AND ended_at "
+                            "IS NOT NULL") == [["2"]]
+        looked_up = [line for line in d.log_text().splitlines() if ": localhost is " in line]
+        assert len(looked_up) == 2 and "127.0.0.1" in looked_up[0], d.log_text()
+    finally:
+        assert d.stop() == 0, d.log_text()

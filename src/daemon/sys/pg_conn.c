@@ -1,12 +1,18 @@
 /* pg_conn — one PostgreSQL connection on the event loop (pg_conn.h). */
 #include "daemon/sys/pg_conn.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <event2/dns.h>
+#include <event2/util.h>
+#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/log.h"
+
+#define PG_CONN_ADDRS_MAX 8
 
 struct pg_query {
 	struct pg_query *next;
@@ -19,6 +25,7 @@ struct pg_query {
 
 enum pg_state {
 	PG_DOWN,       /* waiting for the retry timer */
+	PG_RESOLVING,  /* the host's name being looked up (evdns) */
 	PG_CONNECTING, /* PQconnectPoll in progress */
 	PG_LISTENING,  /* LISTEN sent, its result awaited */
 	PG_IDLE,       /* up, nothing in flight */
@@ -43,6 +50,16 @@ struct pg_conn {
 	int pending;
 	bool down_told; /* the hooks heard of this outage already */
 	bool closing;	/* being freed: the queue's callbacks queue nothing new */
+	/* libpq looks host names up with a blocking getaddrinfo(): a name is looked up
+	 * here instead, on the loop (evdns), and handed to libpq as hostaddr. */
+	char *resolve;	/* the host's name, or NULL: an address, a socket, several hosts */
+	struct evdns_base *dns;
+	struct evdns_getaddrinfo_request *lookup;
+	/* The name's addresses, and the name once per address: libpq tries each in turn
+	 * (host and hostaddr as parallel lists), naming the host for TLS and .pgpass. */
+	char hostaddr[PG_CONN_ADDRS_MAX * (INET6_ADDRSTRLEN + 1)];
+	char hosts[1024];
+	char why[256]; /* a lookup's failure, for lose() */
 };
 
 static void on_io(evutil_socket_t fd, short what, void *arg);
@@ -87,14 +104,24 @@ static void arm_retry(struct pg_conn *c)
 	evtimer_add(c->retry, &tv);
 }
 
-/* libpq's message, on one line. */
+/* libpq's message, on one line: its line breaks and indents become one space. */
 static void error_text(const struct pg_conn *c, char *out, size_t size)
 {
-	const char *m = c->pg ? PQerrorMessage(c->pg) : "out of memory";
-	snprintf(out, size, "%s", m && *m ? m : "the connection was lost");
-	for (char *p = out; *p; p++)
-		if (*p == '\n')
-			*p = *(p + 1) ? ' ' : '\0';
+	const char *m = c->why[0] ? c->why : c->pg ? PQerrorMessage(c->pg) : "out of memory";
+	if (!m || !*m)
+		m = "the connection was lost";
+	size_t n = 0;
+	for (bool space = false; *m && n + 1 < size; m++) {
+		bool blank = *m == '\n' || *m == '\t' || *m == ' ';
+		if (blank && !space && n)
+			out[n++] = ' ';
+		else if (!blank)
+			out[n++] = *m;
+		space = blank;
+	}
+	while (n && out[n - 1] == ' ')
+		n--;
+	out[n] = '\0';
 }
 
 /* The connection is gone: every query fails, in order; a new one is tried later. */
@@ -109,6 +136,7 @@ static void lose(struct pg_conn *c)
 		PQfinish(c->pg);
 	c->pg = NULL;
 	c->state = PG_DOWN;
+	c->why[0] = '\0';
 	struct pg_query *q = c->head;
 	c->head = NULL;
 	c->tail = &c->head;
@@ -304,9 +332,29 @@ static void on_io(evutil_socket_t fd, short what, void *arg)
 		read_results(c);
 }
 
-static void start_connect(struct pg_conn *c)
+/* Starts libpq's connection, to the addresses looked up when there are some. */
+static void connect_to(struct pg_conn *c, const char *hostaddr)
 {
-	c->pg = PQconnectStart(c->conninfo);
+	char *err = NULL;
+	PQconninfoOption *opts = PQconninfoParse(c->conninfo, &err);
+	const char *keys[64], *values[64];
+	int n = 0;
+	for (PQconninfoOption *o = opts; o && o->keyword && n < 61; o++)
+		if (o->val && !(hostaddr && (strcmp(o->keyword, "hostaddr") == 0 ||
+					     strcmp(o->keyword, "host") == 0))) {
+			keys[n] = o->keyword;
+			values[n++] = o->val;
+		}
+	if (hostaddr) {
+		keys[n] = "host";
+		values[n++] = c->hosts;
+		keys[n] = "hostaddr";
+		values[n++] = hostaddr;
+	}
+	keys[n] = values[n] = NULL;
+	c->pg = opts ? PQconnectStartParams(keys, values, 0) : NULL;
+	PQconninfoFree(opts);
+	PQfreemem(err);
 	if (!c->pg || PQstatus(c->pg) == CONNECTION_BAD) {
 		lose(c);
 		return;
@@ -314,6 +362,66 @@ static void start_connect(struct pg_conn *c)
 	c->state = PG_CONNECTING;
 	/* libpq says to poll once the socket is writable. */
 	watch(c, EV_WRITE);
+}
+
+static void on_resolved(int result, struct evutil_addrinfo *res, void *arg)
+{
+	struct pg_conn *c = arg;
+	c->lookup = NULL;
+	if (result == EVUTIL_EAI_CANCEL)
+		return; /* being freed */
+	size_t na = 0, nh = 0;
+	int count = 0;
+	for (struct evutil_addrinfo *a = result == 0 ? res : NULL; a && count < PG_CONN_ADDRS_MAX;
+	     a = a->ai_next) {
+		char text[INET6_ADDRSTRLEN];
+		const void *addr = a->ai_family == AF_INET
+					   ? (const void *) &((struct sockaddr_in *) a->ai_addr)->sin_addr
+				   : a->ai_family == AF_INET6
+					   ? (const void *) &((struct sockaddr_in6 *) a->ai_addr)->sin6_addr
+					   : NULL;
+		if (!addr || !inet_ntop(a->ai_family, addr, text, sizeof(text)) ||
+		    nh + strlen(c->resolve) + 2 > sizeof(c->hosts))
+			continue;
+		na += (size_t) snprintf(c->hostaddr + na, sizeof(c->hostaddr) - na, "%s%s",
+					count ? "," : "", text);
+		nh += (size_t) snprintf(c->hosts + nh, sizeof(c->hosts) - nh, "%s%s",
+					count ? "," : "", c->resolve);
+		count++;
+	}
+	if (res)
+		evutil_freeaddrinfo(res);
+	if (!count) {
+		snprintf(c->why, sizeof(c->why), "cannot look up host \"%s\": %s", c->resolve,
+			 result ? evutil_gai_strerror(result) : "no address");
+		lose(c);
+		return;
+	}
+	log_debug("PostgreSQL at %s: %s is %s", c->where, c->resolve, c->hostaddr);
+	connect_to(c, c->hostaddr);
+}
+
+static void start_connect(struct pg_conn *c)
+{
+	if (!c->resolve) {
+		connect_to(c, NULL);
+		return;
+	}
+	struct evutil_addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+	c->state = PG_RESOLVING;
+	/* The answer may come at once (an /etc/hosts name): then on_resolved ran already. */
+	c->lookup = evdns_getaddrinfo(c->dns, c->resolve, NULL, &hints, on_resolved, c);
+}
+
+/* Which host name, if any, must be looked up before connecting: one name, not an
+ * address, not a socket directory, and no hostaddr given. */
+static char *name_to_resolve(const char *host, const char *hostaddr)
+{
+	unsigned char buf[sizeof(struct in6_addr)];
+	if (!host || !*host || hostaddr || host[0] == '/' || host[0] == '@' || strchr(host, ',') ||
+	    inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1)
+		return NULL;
+	return strdup(host);
 }
 
 static void on_retry(evutil_socket_t fd, short what, void *arg)
@@ -341,8 +449,13 @@ static void describe(struct pg_conn *c)
 		else if (strcmp(o->keyword, "dbname") == 0)
 			db = o->val;
 	}
+	if (!hostaddr)
+		hostaddr = getenv("PGHOSTADDR");
 	if (!host)
-		host = hostaddr ? hostaddr : getenv("PGHOST");
+		host = getenv("PGHOST");
+	c->resolve = name_to_resolve(host, hostaddr);
+	if (!host)
+		host = hostaddr;
 	if (!port)
 		port = getenv("PGPORT");
 	if (!db)
@@ -372,6 +485,10 @@ struct pg_conn *pg_conn_new(struct event_base *base, const char *conninfo,
 		return NULL;
 	}
 	describe(c);
+	if (c->resolve && !(c->dns = evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS))) {
+		pg_conn_free(c);
+		return NULL;
+	}
 	start_connect(c);
 	return c;
 }
@@ -397,6 +514,9 @@ void pg_conn_free(struct pg_conn *c)
 		event_free(c->retry);
 	if (c->kick)
 		event_free(c->kick);
+	if (c->dns)
+		evdns_base_free(c->dns, 1); /* a lookup under way is cancelled */
+	free(c->resolve);
 	free(c->conninfo);
 	free(c);
 }

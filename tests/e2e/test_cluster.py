@@ -339,3 +339,18 @@ def test_a_host_name_is_looked_up_on_the_loop(pg, db, tmp_path):
         assert len(looked_up) == 2 and "127.0.0.1" in looked_up[0], d.log_text()
     finally:
         assert d.stop() == 0, d.log_text()
+
+
+def test_the_connection_from_libpqs_environment(pg, db, tmp_path, monkeypatch):
+    # `--ledger postgresql`: where, who and which database come from PG* variables.
+    for k, v in {"PGHOST": "127.0.0.1", "PGPORT": str(pg.port), "PGUSER": "zerogpu",
+                 "PGDATABASE": db}.items():
+        monkeypatch.setenv(k, v)
+    d = Daemon(tmp_path, "--simulate", "1x80G", "--ledger", "postgresql", "--node", "env").start()
+    try:
+        assert d.cli("run", "-d", "5", "--", "true").returncode == 0
+        _, st = d.get("/v1/status")
+        assert st["ledger"]["backend"] == "postgresql"
+        assert rows(pg, db, "SELECT node FROM leases") == [["env"]]
+    finally:
+        assert d.stop() == 0, d.log_text()

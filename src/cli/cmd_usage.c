@@ -13,6 +13,18 @@ static void seconds_text(char *out, size_t size, const json_t *o, const char *ke
 	snprintf(out, size, "%.*f s", decimals, json_number_value(json_object_get(o, key)));
 }
 
+/* Adds a row of figures f (a node's, or the total) under the names app and node. */
+static void add_figures(struct table *t, const char *app, const char *node, const json_t *f)
+{
+	char leases[32], used[32], charged[32], over[32];
+	snprintf(leases, sizeof(leases), "%lld",
+		 (long long) json_integer_value(json_object_get(f, "leases")));
+	seconds_text(used, sizeof(used), f, "used_s", 1);
+	seconds_text(charged, sizeof(charged), f, "charged_s", 0);
+	seconds_text(over, sizeof(over), f, "overage_s", 0);
+	table_add(t, (const char *[]){app, node, leases, used, charged, over});
+}
+
 /* One row per app and node (a shared ledger's nodes), then the total. */
 static void print_usage(const json_t *u)
 {
@@ -24,26 +36,12 @@ static void print_usage(const json_t *u)
 		const json_t *a = json_array_get(apps, i), *nodes = json_object_get(a, "nodes");
 		for (size_t j = 0; j < json_array_size(nodes); j++) {
 			const json_t *n = json_array_get(nodes, j);
-			char leases[32], used[32], charged[32], over[32];
-			snprintf(leases, sizeof(leases), "%lld",
-				 (long long) json_integer_value(json_object_get(n, "leases")));
-			seconds_text(used, sizeof(used), n, "used_s", 1);
-			seconds_text(charged, sizeof(charged), n, "charged_s", 0);
-			seconds_text(over, sizeof(over), n, "overage_s", 0);
 			const char *node = json_string_value(json_object_get(n, "node"));
-			table_add(&t, (const char *[]){json_string_value(json_object_get(a, "app")),
-						       node && *node ? node : "-", leases, used,
-						       charged, over});
+			add_figures(&t, json_string_value(json_object_get(a, "app")),
+				    node && *node ? node : "-", n);
 		}
 	}
-	const json_t *total = json_object_get(u, "total");
-	char leases[32], used[32], charged[32], over[32];
-	snprintf(leases, sizeof(leases), "%lld",
-		 (long long) json_integer_value(json_object_get(total, "leases")));
-	seconds_text(used, sizeof(used), total, "used_s", 1);
-	seconds_text(charged, sizeof(charged), total, "charged_s", 0);
-	seconds_text(over, sizeof(over), total, "overage_s", 0);
-	table_add(&t, (const char *[]){"(all)", "", leases, used, charged, over});
+	add_figures(&t, "(all)", "", json_object_get(u, "total"));
 	table_print_free(&t);
 }
 

@@ -808,26 +808,29 @@ static int pg_app_list(struct ledger *lg, void (*fn)(const struct ledger_app *a,
 	return 0;
 }
 
+/* Looks key up in the copy's index ix (of s->registry): 1 with column col of its row in
+ * out, or 0. */
+static int registry_lookup(const struct ledger_pg *s, const struct registry_index *ix,
+			   const char *key, int col, char *out, size_t size)
+{
+	const PGresult *res = s->registry->res;
+	int row = res ? index_find(ix, res, key) : -1;
+	if (row < 0)
+		return 0;
+	snprintf(out, size, "%s", PQgetvalue(res, row, col));
+	return 1;
+}
+
 static int pg_app_by_token(struct ledger *lg, const char *token_sha256, char *name, size_t size)
 {
 	struct ledger_pg *s = (struct ledger_pg *) lg;
-	const struct registry *g = s->registry;
-	int row = g->res ? index_find(&g->tokens, g->res, token_sha256) : -1;
-	if (row < 0)
-		return 0;
-	snprintf(name, size, "%s", PQgetvalue(g->res, row, 1));
-	return 1;
+	return registry_lookup(s, &s->registry->tokens, token_sha256, 1, name, size);
 }
 
 static int pg_tier_get(struct ledger *lg, const char *key, char *tier, size_t size)
 {
 	struct ledger_pg *s = (struct ledger_pg *) lg;
-	const struct registry *g = s->registry;
-	int row = g->res ? index_find(&g->tiers, g->res, key) : -1;
-	if (row < 0)
-		return 0;
-	snprintf(tier, size, "%s", PQgetvalue(g->res, row, 2));
-	return 1;
+	return registry_lookup(s, &s->registry->tiers, key, 2, tier, size);
 }
 
 /* The synchronous changes exist for SQLite; this ledger answers on the loop. */

@@ -29,8 +29,7 @@ static void add_figures(struct table *t, const char *app, const char *node, cons
 static void print_usage(const json_t *u)
 {
 	struct table t;
-	table_init(&t, 6,
-		   (const char *[]){"APP", "NODE", "LEASES", "USED", "CHARGED", "OVERAGE"});
+	table_init(&t, 6, (const char *[]){"APP", "NODE", "LEASES", "USED", "CHARGED", "OVERAGE"});
 	const json_t *apps = json_object_get(u, "apps");
 	for (size_t i = 0; i < json_array_size(apps); i++) {
 		const json_t *a = json_array_get(apps, i), *nodes = json_object_get(a, "nodes");

@@ -147,7 +147,8 @@ static void account_added(void *arg, int r)
 		http_reply_error(p->c, status_for(r), r == -EEXIST ? "exists" : ledger_code(r),
 				 "%s", p->c->d->ledger->error);
 	else
-		http_reply_json(p->c, 200, json_pack("{s:s, s:s}", "name", p->name, "kind", p->other));
+		http_reply_json(p->c, 200,
+				json_pack("{s:s, s:s}", "name", p->name, "kind", p->other));
 	pending_free(p);
 }
 
@@ -409,8 +410,8 @@ static void overage_item(const struct ledger_overage *o, void *arg)
 {
 	struct usage_sum *sum = arg;
 	json_array_append_new(sum->overage,
-			      json_pack("{s:s, s:s, s:I, s:f}", "visitor", o->visitor, "app", o->app,
-					"leases", (json_int_t) o->leases, "overage_s",
+			      json_pack("{s:s, s:s, s:I, s:f}", "visitor", o->visitor, "app",
+					o->app, "leases", (json_int_t) o->leases, "overage_s",
 					(double) o->overage_ms / 1000.0));
 }
 

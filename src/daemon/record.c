@@ -368,9 +368,9 @@ void record_account_add(struct zgpud *d, const char *name, const char *kind, rec
 		return;
 	int64_t now = clock_wall_ms();
 	if (ops->account_add_async)
-		registry_started(k, ops->account_add_async(d->ledger, name, kind, now,
-							   registry_answered, k),
-				 true);
+		registry_started(
+			k, ops->account_add_async(d->ledger, name, kind, now, registry_answered, k),
+			true);
 	else
 		registry_started(k, ops->account_add(d->ledger, name, kind, now), false);
 }
@@ -396,15 +396,14 @@ void record_app_add(struct zgpud *d, const char *name, const char *account,
 	sha256_hex(token, hash);
 	int64_t now = clock_wall_ms();
 	if (ops->app_add_async)
-		registry_started(k, ops->app_add_async(d->ledger, name, account, hash,
-						       d->hosting_limit, now, registry_answered,
-						       k),
+		registry_started(k,
+				 ops->app_add_async(d->ledger, name, account, hash,
+						    d->hosting_limit, now, registry_answered, k),
 				 true);
 	else
-		registry_started(k,
-				 ops->app_add(d->ledger, name, account, hash, d->hosting_limit,
-					      now),
-				 false);
+		registry_started(
+			k, ops->app_add(d->ledger, name, account, hash, d->hosting_limit, now),
+			false);
 }
 
 void record_app_remove(struct zgpud *d, const char *name, record_done_fn done, void *arg)
@@ -414,8 +413,8 @@ void record_app_remove(struct zgpud *d, const char *name, record_done_fn done, v
 	if (!k)
 		return;
 	if (ops->app_remove_async)
-		registry_started(
-			k, ops->app_remove_async(d->ledger, name, registry_answered, k), true);
+		registry_started(k, ops->app_remove_async(d->ledger, name, registry_answered, k),
+				 true);
 	else
 		registry_started(k, ops->app_remove(d->ledger, name), false);
 }
@@ -430,8 +429,9 @@ void record_visitor_tier_set(struct zgpud *d, const char *key, enum lease_tier t
 	const char *name = lease_tier_name(tier);
 	int64_t now = clock_wall_ms();
 	if (ops->visitor_tier_set_async)
-		registry_started(k, ops->visitor_tier_set_async(d->ledger, key, name, now,
-								registry_answered, k),
+		registry_started(k,
+				 ops->visitor_tier_set_async(d->ledger, key, name, now,
+							     registry_answered, k),
 				 true);
 	else
 		registry_started(k, ops->visitor_tier_set(d->ledger, key, name, now), false);
@@ -457,8 +457,8 @@ void record_visitor_reset(struct zgpud *d, const char *key, record_done_fn done,
 		return;
 	snprintf(k->reset_key, sizeof(k->reset_key), "%s", key);
 	if (ops->visitor_reset_async)
-		registry_started(
-			k, ops->visitor_reset_async(d->ledger, key, registry_answered, k), true);
+		registry_started(k, ops->visitor_reset_async(d->ledger, key, registry_answered, k),
+				 true);
 	else
 		registry_started(k, ops->visitor_reset(d->ledger, key), false);
 }

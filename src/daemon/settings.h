@@ -25,7 +25,7 @@ struct settings {
 	/* [ledger]: "" for SQLite in the state directory, else a PostgreSQL conninfo (a
 	 * postgresql:// URL, or "postgresql" alone for libpq's PG* environment). */
 	char ledger[1024];
-	char node[64]; /* this machine's name in a shared ledger: the hostname */
+	char node[64];			/* this machine's name in a shared ledger: the hostname */
 	char listen[128];		/* ADDR:PORT, or empty for no TCP listener */
 	int max_connections;		/* open connections in all; 0: from RLIMIT_NOFILE */
 	int max_connections_per_client; /* per uid or address; 0: an eighth of the total */

@@ -154,8 +154,8 @@ struct ledger_ops {
 	 * never called from within the call). The registry's reads (lists, app tokens,
 	 * tiers) stay synchronous: the backend keeps a copy in memory, read again when
 	 * any daemon changes it. */
-	int (*account_add_async)(struct ledger *lg, const char *name, const char *kind,
-				 int64_t now, ledger_done_fn done, void *arg);
+	int (*account_add_async)(struct ledger *lg, const char *name, const char *kind, int64_t now,
+				 ledger_done_fn done, void *arg);
 	int (*app_add_async)(struct ledger *lg, const char *name, const char *account,
 			     const char *token_sha256, int limit_for_kind[3], int64_t now,
 			     ledger_done_fn done, void *arg);

@@ -282,7 +282,9 @@ static int pg_grant_async(struct ledger *lg, const struct ledger_lease *row,
 			  const struct ledger_grant_quota *q, ledger_granted_fn done, void *arg)
 {
 	struct ledger_pg *s = (struct ledger_pg *) lg;
-	if (!s->pg || !pg_conn_up(s->pg))
+	/* Down: refused at once (the daemon is in a fault). While the connection is first
+	 * being made, at start, the grant waits for it in the queue. */
+	if (!s->pg || pg_conn_down(s->pg))
 		return fail(s, "recording a grant", "not connected to PostgreSQL");
 	struct pg_grant *g = calloc(1, sizeof(*g));
 	if (!g)
@@ -556,8 +558,8 @@ static void on_call_result(void *arg, const PGresult *res, const char *why)
 	} else if (*why) {
 		const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
 		if (state && strcmp(state, "23505") == 0) { /* unique_violation */
-			snprintf(s->base.error, sizeof(s->base.error), "account '%s' already exists",
-				 k->name);
+			snprintf(s->base.error, sizeof(s->base.error),
+				 "account '%s' already exists", k->name);
 			k->r = -EEXIST; /* only adding an account can meet it: apps say 'exists' */
 		} else {
 			k->r = fail(s, k->what, why);
@@ -591,7 +593,9 @@ static int call_async(struct ledger_pg *s, const char *what, const char *sql,
 		*out = k;
 	const char *v[PG_CONN_PARAMS_MAX];
 	p_values(p, v);
-	if (!s->pg || pg_conn_query(s->pg, sql, p->n, v, on_call_result, k) < 0) {
+	/* Down: refused at once, rather than the caller waiting for the reconnection. */
+	if (!s->pg || pg_conn_down(s->pg) ||
+	    pg_conn_query(s->pg, sql, p->n, v, on_call_result, k) < 0) {
 		free(k);
 		return fail(s, what, "not connected to PostgreSQL");
 	}
@@ -604,17 +608,18 @@ static int answer_done(struct pg_call *k, const PGresult *res)
 	return 0;
 }
 
-static int pg_account_add_async(struct ledger *lg, const char *name, const char *kind,
-				int64_t now, ledger_done_fn done, void *arg)
+static int pg_account_add_async(struct ledger *lg, const char *name, const char *kind, int64_t now,
+				ledger_done_fn done, void *arg)
 {
 	struct ledger_pg *s = (struct ledger_pg *) lg;
 	struct params p = {.n = 0};
 	p_text(&p, name);
 	p_text(&p, kind);
 	p_int(&p, now);
-	return call_async(s, "adding an account",
-			  "INSERT INTO accounts (name, kind, created_at) VALUES ($1, $2, $3::bigint)",
-			  &p, answer_done, name, done, arg, NULL);
+	return call_async(
+		s, "adding an account",
+		"INSERT INTO accounts (name, kind, created_at) VALUES ($1, $2, $3::bigint)", &p,
+		answer_done, name, done, arg, NULL);
 }
 
 static int answer_app_add(struct pg_call *k, const PGresult *res)
@@ -681,8 +686,7 @@ static int answer_removed(struct pg_call *k, const PGresult *res)
 	return -ENOENT;
 }
 
-static int pg_app_remove_async(struct ledger *lg, const char *name, ledger_done_fn done,
-			       void *arg)
+static int pg_app_remove_async(struct ledger *lg, const char *name, ledger_done_fn done, void *arg)
 {
 	struct ledger_pg *s = (struct ledger_pg *) lg;
 	struct params p = {.n = 0};
@@ -718,11 +722,12 @@ static int pg_tier_set_async(struct ledger *lg, const char *key, const char *tie
 	p_text(&p, key);
 	p_text(&p, tier);
 	p_int(&p, now);
-	return call_async(s, "recording a visitor's tier",
-			  "INSERT INTO visitor_tiers (key, tier, set_at) VALUES ($1, $2, $3::bigint) "
-			  "ON CONFLICT (key) DO UPDATE SET tier = excluded.tier, set_at = "
-			  "excluded.set_at",
-			  &p, answer_done, key, done, arg, NULL);
+	return call_async(
+		s, "recording a visitor's tier",
+		"INSERT INTO visitor_tiers (key, tier, set_at) VALUES ($1, $2, $3::bigint) "
+		"ON CONFLICT (key) DO UPDATE SET tier = excluded.tier, set_at = "
+		"excluded.set_at",
+		&p, answer_done, key, done, arg, NULL);
 }
 
 /* The usage rows (kind 'u') and then the overage rows ('o'), in one answer. */
@@ -731,8 +736,8 @@ static int answer_usage(struct pg_call *k, const PGresult *res)
 	for (int i = 0; i < PQntuples(res); i++) {
 		if (PQgetvalue(res, i, 0)[0] == 'u') {
 			struct ledger_usage u = {PQgetvalue(res, i, 1), PQgetvalue(res, i, 2),
-						 col_int(res, i, 3), col_int(res, i, 4),
-						 col_int(res, i, 5), col_int(res, i, 6)};
+						 col_int(res, i, 3),	col_int(res, i, 4),
+						 col_int(res, i, 5),	col_int(res, i, 6)};
 			k->usage_fn(&u, k->fn_arg);
 		} else {
 			struct ledger_overage o = {PQgetvalue(res, i, 2), PQgetvalue(res, i, 1),
@@ -745,8 +750,8 @@ static int answer_usage(struct pg_call *k, const PGresult *res)
 
 static int pg_usage_async(struct ledger *lg, const char *app, int64_t since,
 			  void (*usage_fn)(const struct ledger_usage *u, void *arg),
-			  void (*overage_fn)(const struct ledger_overage *o, void *arg), void *fn_arg,
-			  ledger_done_fn done, void *arg)
+			  void (*overage_fn)(const struct ledger_overage *o, void *arg),
+			  void *fn_arg, ledger_done_fn done, void *arg)
 {
 	struct ledger_pg *s = (struct ledger_pg *) lg;
 	struct params p = {.n = 0};
@@ -885,11 +890,11 @@ static int pg_tier_set(struct ledger *lg, const char *key, const char *tier, int
 	return sync_refused(lg);
 }
 
-/* Whether the database takes writes: connected, with nothing kept waiting. */
+/* Whether the database takes writes: the connection is not known to be down. */
 static int pg_probe(struct ledger *lg)
 {
 	struct ledger_pg *s = (struct ledger_pg *) lg;
-	if (s->pg && pg_conn_up(s->pg))
+	if (s->pg && !pg_conn_down(s->pg))
 		return 0;
 	if (!lg->error[0])
 		fail(s, "reaching PostgreSQL", "not connected");
@@ -907,8 +912,8 @@ static void on_up(void *arg)
 static void on_down(void *arg, const char *why)
 {
 	struct ledger_pg *s = arg;
-	snprintf(s->base.error, sizeof(s->base.error), "PostgreSQL at %s: %s",
-		 pg_conn_where(s->pg), why);
+	snprintf(s->base.error, sizeof(s->base.error), "PostgreSQL at %s: %s", pg_conn_where(s->pg),
+		 why);
 	if (s->hooks.down)
 		s->hooks.down(s->hooks.arg, s->base.error);
 }
@@ -1024,7 +1029,8 @@ static int migrate(struct ledger_pg *s)
 		     NULL, NULL);
 	if (r == 0)
 		r = run_sync(s, "reading the schema version",
-			     "SELECT coalesce(max(version), 0) FROM zerogpu_migrations", NULL, &res);
+			     "SELECT coalesce(max(version), 0) FROM zerogpu_migrations", NULL,
+			     &res);
 	int version = r == 0 ? (int) col_int(res, 0, 0) : 0;
 	PQclear(res);
 	int known = (int) (sizeof(ledger_pg_migrations) / sizeof(ledger_pg_migrations[0]));

@@ -464,7 +464,8 @@ static int sq_usage(struct ledger *lg, const char *app, int64_t since,
 			sqlite3_bind_text(st, 2, app, -1, SQLITE_STATIC);
 	}
 	while (r == 0 && (r = step_once(s, st, "summing usage")) == 1) {
-		struct ledger_usage u = {col_text(st, 0), col_text(st, 1),
+		struct ledger_usage u = {col_text(st, 0),
+					 col_text(st, 1),
 					 sqlite3_column_int64(st, 2),
 					 (int64_t) sqlite3_column_double(st, 3),
 					 (int64_t) sqlite3_column_double(st, 4),

@@ -52,7 +52,7 @@ struct pg_conn {
 	bool closing;	/* being freed: the queue's callbacks queue nothing new */
 	/* libpq looks host names up with a blocking getaddrinfo(): a name is looked up
 	 * here instead, on the loop (evdns), and handed to libpq as hostaddr. */
-	char *resolve;	/* the host's name, or NULL: an address, a socket, several hosts */
+	char *resolve; /* the host's name, or NULL: an address, a socket, several hosts */
 	struct evdns_base *dns;
 	struct evdns_getaddrinfo_request *lookup;
 	/* The name's addresses, and the name once per address: libpq tries each in turn
@@ -375,11 +375,12 @@ static void on_resolved(int result, struct evutil_addrinfo *res, void *arg)
 	for (struct evutil_addrinfo *a = result == 0 ? res : NULL; a && count < PG_CONN_ADDRS_MAX;
 	     a = a->ai_next) {
 		char text[INET6_ADDRSTRLEN];
-		const void *addr = a->ai_family == AF_INET
-					   ? (const void *) &((struct sockaddr_in *) a->ai_addr)->sin_addr
-				   : a->ai_family == AF_INET6
-					   ? (const void *) &((struct sockaddr_in6 *) a->ai_addr)->sin6_addr
-					   : NULL;
+		const void *addr =
+			a->ai_family == AF_INET
+				? (const void *) &((struct sockaddr_in *) a->ai_addr)->sin_addr
+			: a->ai_family == AF_INET6
+				? (const void *) &((struct sockaddr_in6 *) a->ai_addr)->sin6_addr
+				: NULL;
 		if (!addr || !inet_ntop(a->ai_family, addr, text, sizeof(text)) ||
 		    nh + strlen(c->resolve) + 2 > sizeof(c->hosts))
 			continue;
@@ -524,6 +525,11 @@ void pg_conn_free(struct pg_conn *c)
 bool pg_conn_up(const struct pg_conn *c)
 {
 	return c->state == PG_IDLE || c->state == PG_BUSY;
+}
+
+bool pg_conn_down(const struct pg_conn *c)
+{
+	return c->down_told;
 }
 
 int pg_conn_pending(const struct pg_conn *c)

@@ -52,6 +52,9 @@ void pg_conn_free(struct pg_conn *c);
 
 /* Whether the connection is up now. */
 bool pg_conn_up(const struct pg_conn *c);
+/* Whether it is down: lost (or never made) and not yet made again. While it is first
+ * being made it is neither up nor down: queries wait for it. */
+bool pg_conn_down(const struct pg_conn *c);
 /* How many queries are queued or in flight. */
 int pg_conn_pending(const struct pg_conn *c);
 

@@ -64,8 +64,8 @@ static const char *const migrations[] = {
 	") WITHOUT ROWID;",
 	/* 4: the node that granted each lease (as in a shared ledger), and the seconds a
 	 * lease ran past its visitor's quota where their tier allows overage */
-	"ALTER TABLE leases ADD COLUMN node TEXT NOT NULL DEFAULT '';"
-	"ALTER TABLE leases ADD COLUMN overage_ms INTEGER NOT NULL DEFAULT 0;",
+	("ALTER TABLE leases ADD COLUMN node TEXT NOT NULL DEFAULT '';"
+	 "ALTER TABLE leases ADD COLUMN overage_ms INTEGER NOT NULL DEFAULT 0;"),
 };
 
 /* Below this much free space the ledger counts as full: a write that fits in the WAL's

@@ -146,7 +146,8 @@ static void end_stream(struct spaces_lease *sl)
 static void answer_granted(struct spaces_lease *sl, struct lease *l)
 {
 	struct zgpud *d = sl->d;
-	metrics_observe_grant(&d->metrics, (double) (clock_mono_us() - sl->t0_us) / 1e6);
+	metrics_observe_grant(&d->metrics, l->req.tier,
+			      (double) (clock_mono_us() - sl->t0_us) / 1e6);
 	sl->worker_reused = l->warm && l->state == LEASE_ATTACHED; /* leases.c took it over */
 	json_t *grant = grant_json(sl, l, sl->worker_reused);
 	if (sl->streaming) {

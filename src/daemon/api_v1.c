@@ -301,7 +301,8 @@ static void stream_on_event(struct lease_client *cl, struct lease *l, enum engin
 					 sched_reason(&d->engine.sched, l)));
 		break;
 	case ENGINE_EV_GRANTED:
-		metrics_observe_grant(&d->metrics, (double) (clock_mono_us() - s->t0_us) / 1e6);
+		metrics_observe_grant(&d->metrics, l->req.tier,
+				      (double) (clock_mono_us() - s->t0_us) / 1e6);
 		s->granted_sent = true;
 		/* warm: the app's resident worker there took the lease (pid: that worker). */
 		json_t *ev_granted = json_pack(

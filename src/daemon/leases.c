@@ -229,6 +229,9 @@ static void on_lease_event(void *ctx, struct lease *l, enum engine_event ev)
 	case ENGINE_EV_GRANTED:
 		if (!grant_recorded(d, l) || !grant_gated(d, l))
 			return;
+		metrics_observe_wait(&d->metrics, l->req.tier,
+				     (double) (l->granted_ms - l->created_ms) / 1000.0);
+		metrics_count_app(&d->metrics, l->req.app, 1, 0);
 		if (l->warm)
 			take_over_resident(d, l);
 		else
@@ -251,6 +254,10 @@ static void on_lease_event(void *ctx, struct lease *l, enum engine_event ev)
 		 * devices is stamped with the same instant, and the ledger must never show
 		 * a device's next lease starting before its last one ended. */
 		settle(d, l, l->ended_ms);
+		if (l->granted_ms)
+			metrics_count_app(&d->metrics, l->req.app, 0,
+					  (double) (l->ended_ms - l->granted_ms) / 1000.0 *
+						  l->req.gpus);
 		if (!l->kept)
 			proc_drop(&l->proc); /* a kept one is its resident's now */
 		if (l->warm_proc.pid > 0)    /* granted, but never given: nor is the resident */

@@ -1,6 +1,8 @@
 #include "daemon/metrics.h"
 
 #include <errno.h>
+#include <stdio.h>
+#include <string.h>
 
 #include "daemon/core/engine.h"
 
@@ -8,16 +10,42 @@
 static const double bucket_le[METRICS_BUCKETS] = {
 	0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120};
 
-void metrics_observe_grant(struct metrics *m, double seconds)
+static void observe(struct metrics_histogram *h, double seconds)
 {
 	for (int i = 0; i < METRICS_BUCKETS; i++) {
 		if (seconds <= bucket_le[i]) {
-			m->grant_buckets[i]++;
+			h->buckets[i]++;
 			break;
 		}
 	}
-	m->grant_count++;
-	m->grant_sum_s += seconds;
+	h->count++;
+	h->sum_s += seconds;
+}
+
+void metrics_observe_grant(struct metrics *m, enum lease_tier tier, double seconds)
+{
+	observe(&m->grant[tier], seconds);
+}
+
+void metrics_observe_wait(struct metrics *m, enum lease_tier tier, double seconds)
+{
+	observe(&m->wait[tier], seconds);
+}
+
+void metrics_count_app(struct metrics *m, const char *app, uint64_t grants, double gpu_seconds)
+{
+	struct metrics_app *a = NULL;
+	for (int i = 0; i < m->napps && !a; i++)
+		if (strcmp(m->apps[i].name, app) == 0)
+			a = &m->apps[i];
+	if (!a && m->napps < METRICS_APPS_MAX) {
+		a = &m->apps[m->napps++];
+		snprintf(a->name, sizeof(a->name), "%s", app);
+	}
+	if (!a)
+		a = &m->apps[METRICS_APPS_MAX]; /* "_other" */
+	a->grants += grants;
+	a->gpu_seconds += gpu_seconds;
 }
 
 void metrics_count_http(struct metrics *m, int status)
@@ -25,6 +53,29 @@ void metrics_count_http(struct metrics *m, int status)
 	int c = status / 100;
 	if (c >= 1 && c <= 5)
 		m->http_by_class[c]++;
+}
+
+/* A histogram with one series per tier. */
+static void render_histogram(struct evbuffer *out, int *r, const char *name, const char *help,
+			     const struct metrics_histogram h[LEASE__TIER_COUNT])
+{
+	*r |= evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name) < 0;
+	for (int t = 0; t < LEASE__TIER_COUNT; t++) {
+		const char *tier = lease_tier_name((enum lease_tier) t);
+		uint64_t cumulative = 0;
+		for (int i = 0; i < METRICS_BUCKETS; i++) {
+			cumulative += h[t].buckets[i];
+			*r |= evbuffer_add_printf(out, "%s_bucket{tier=\"%s\",le=\"%g\"} %llu\n",
+						  name, tier, bucket_le[i],
+						  (unsigned long long) cumulative) < 0;
+		}
+		*r |= evbuffer_add_printf(out,
+					  "%s_bucket{tier=\"%s\",le=\"+Inf\"} %llu\n"
+					  "%s_sum{tier=\"%s\"} %.6f\n%s_count{tier=\"%s\"} %llu\n",
+					  name, tier, (unsigned long long) h[t].count, name, tier,
+					  h[t].sum_s, name, tier,
+					  (unsigned long long) h[t].count) < 0;
+	}
 }
 
 int metrics_render(const struct metrics *m, const struct engine *e, struct evbuffer *out)
@@ -53,6 +104,9 @@ int metrics_render(const struct metrics *m, const struct engine *e, struct evbuf
 	P("# HELP zerogpu_queue_length Requests waiting for devices.\n"
 	  "# TYPE zerogpu_queue_length gauge\nzerogpu_queue_length %zu\n",
 	  e->sched.len);
+	P("# HELP zerogpu_leases_live Leases holding devices now.\n"
+	  "# TYPE zerogpu_leases_live gauge\nzerogpu_leases_live %zu\n",
+	  e->leases.len - e->sched.len);
 	P("# HELP zerogpu_leases_submitted_total Lease requests accepted.\n"
 	  "# TYPE zerogpu_leases_submitted_total counter\nzerogpu_leases_submitted_total %llu\n",
 	  (unsigned long long) e->stats.submitted);
@@ -89,18 +143,30 @@ int metrics_render(const struct metrics *m, const struct engine *e, struct evbuf
 	  "# TYPE zerogpu_residents gauge\nzerogpu_residents %d\n",
 	  e->residency.n);
 
-	P("# HELP zerogpu_grant_latency_seconds From a lease request to its grant.\n"
-	  "# TYPE zerogpu_grant_latency_seconds histogram\n");
-	uint64_t cumulative = 0;
-	for (int i = 0; i < METRICS_BUCKETS; i++) {
-		cumulative += m->grant_buckets[i];
-		P("zerogpu_grant_latency_seconds_bucket{le=\"%g\"} %llu\n", bucket_le[i],
-		  (unsigned long long) cumulative);
-	}
-	P("zerogpu_grant_latency_seconds_bucket{le=\"+Inf\"} %llu\n",
-	  (unsigned long long) m->grant_count);
-	P("zerogpu_grant_latency_seconds_sum %.6f\n", m->grant_sum_s);
-	P("zerogpu_grant_latency_seconds_count %llu\n", (unsigned long long) m->grant_count);
+	render_histogram(out, &r, "zerogpu_grant_latency_seconds",
+			 "From a lease request to its grant (told to its client), by the visitor's "
+			 "tier.",
+			 m->grant);
+	render_histogram(out, &r, "zerogpu_queue_wait_seconds",
+			 "Time a granted request spent queued, by the visitor's tier.", m->wait);
+
+	P("# HELP zerogpu_app_grants_total Leases granted, by app (the first %d apps seen; "
+	  "the rest as _other).\n"
+	  "# TYPE zerogpu_app_grants_total counter\n",
+	  METRICS_APPS_MAX);
+	for (int i = 0; i <= METRICS_APPS_MAX; i++)
+		if (i < m->napps || (i == METRICS_APPS_MAX && m->apps[i].grants))
+			P("zerogpu_app_grants_total{app=\"%s\"} %llu\n",
+			  i < METRICS_APPS_MAX ? m->apps[i].name : "_other",
+			  (unsigned long long) m->apps[i].grants);
+	P("# HELP zerogpu_app_gpu_seconds_total GPU time held by ended leases (seconds times "
+	  "GPUs), by app.\n"
+	  "# TYPE zerogpu_app_gpu_seconds_total counter\n");
+	for (int i = 0; i <= METRICS_APPS_MAX; i++)
+		if (i < m->napps || (i == METRICS_APPS_MAX && m->apps[i].grants))
+			P("zerogpu_app_gpu_seconds_total{app=\"%s\"} %.3f\n",
+			  i < METRICS_APPS_MAX ? m->apps[i].name : "_other",
+			  m->apps[i].gpu_seconds);
 
 	P("# HELP zerogpu_http_responses_total HTTP responses, by status class.\n"
 	  "# TYPE zerogpu_http_responses_total counter\n");

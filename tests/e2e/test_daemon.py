@@ -82,8 +82,9 @@ def test_metrics(daemon1):
     assert metrics["zerogpu_devices_busy"] == 1
     assert metrics["zerogpu_queue_length"] == 1
     assert metrics["zerogpu_grants_total"] == 1
-    assert metrics["zerogpu_grant_latency_seconds_count"] == 1
-    assert metrics['zerogpu_grant_latency_seconds_bucket{le="+Inf"}'] == 1
+    assert metrics["zerogpu_leases_live"] == 1
+    assert metrics['zerogpu_grant_latency_seconds_count{tier="anonymous"}'] == 1
+    assert metrics['zerogpu_grant_latency_seconds_bucket{tier="anonymous",le="+Inf"}'] == 1
     a.close()
     b.event()
     b.close()

@@ -24,6 +24,7 @@
 #include "daemon/conn.h"
 #include "daemon/http.h"
 #include "daemon/leases.h"
+#include "daemon/notify.h"
 #include "daemon/record.h"
 #include "daemon/serve.h"
 #include "daemon/sys/gpu_memory.h"
@@ -292,6 +293,7 @@ static int open_gate(struct zgpud *d, const struct settings *o)
 #define LEDGER_FLUSH_MS 5000
 static void shut_down(struct zgpud *d)
 {
+	notify_stopping(d);
 	d->stopping = true;
 	conns_stop_accepting(&d->conns);
 	leases_end_all(d);
@@ -417,7 +419,17 @@ int serve_open(struct zgpud *d, const struct settings *o)
 	}
 	/* Which app a caller is, by its cgroup: learnt once per connection. */
 	conns_set_identify(&d->conns, gate_identify_peer, &d->gate);
-	int ufd = listen_unix(o->socket_path);
+	/* A socket the service manager passes (socket activation) outlives restarts: a call
+	 * made while the daemon restarts waits in its backlog instead of failing. */
+	int ufd = notify_inherited_unix(o->socket_path);
+	d->socket_inherited = ufd >= 0;
+	if (ufd >= 0) {
+		(void) evutil_make_socket_nonblocking(ufd);
+		log_info("the service manager passed the socket %s: it stays across restarts",
+			 o->socket_path);
+	} else {
+		ufd = listen_unix(o->socket_path);
+	}
 	static const struct route *const routes[] = {api_v1_routes, api_registry_routes,
 						     api_spaces_routes, api_gateway_routes, NULL};
 	d->http_unix = http_server_new(d, false, routes);
@@ -429,7 +441,12 @@ int serve_open(struct zgpud *d, const struct settings *o)
 		return -1;
 	if (o->listen[0]) {
 		d->http_tcp = http_server_new(d, true, routes);
-		if (!d->http_tcp || !(bound = listen_tcp(d->http_tcp, o->listen)) ||
+		int tfd = notify_inherited_tcp();
+		if (tfd >= 0)
+			(void) evutil_make_socket_nonblocking(tfd);
+		if (!d->http_tcp ||
+		    !(bound = tfd >= 0 ? evhttp_accept_socket_with_handle(d->http_tcp, tfd)
+				       : listen_tcp(d->http_tcp, o->listen)) ||
 		    conns_serve(&d->conns, d->http_tcp, evhttp_bound_socket_get_listener(bound),
 				true) < 0)
 			return -1;
@@ -440,13 +457,23 @@ int serve_open(struct zgpud *d, const struct settings *o)
 		 o->state_dir, (double) o->cfg.max_duration_ms / 1000.0,
 		 (double) o->cfg.grace_ms / 1000.0, o->cfg.sched.name, d->engine.ngpus,
 		 d->engine.slots_total);
+	char status[256];
+	snprintf(status, sizeof(status), "serving %s%s: %zu GPUs in %zu slots", o->socket_path,
+		 d->socket_inherited ? " (passed by the service manager)" : "", d->engine.ngpus,
+		 d->engine.slots_total);
+	if (notify_ready(d, status) < 0) {
+		log_error("out of memory at start-up");
+		return -1;
+	}
 	return 0;
 }
 
 void serve_close(struct zgpud *d)
 {
 	shut_down(d);
-	(void) unlink(d->settings->socket_path);
+	/* The service manager's socket stays: it holds the next start's callers. */
+	if (!d->socket_inherited)
+		(void) unlink(d->settings->socket_path);
 	close(d->lock_fd);
 	d->lock_fd = -1;
 }

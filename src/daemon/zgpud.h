@@ -65,7 +65,9 @@ struct zgpud {
 	/* The clocks at start: monotonic times become wall-clock times for clients. */
 	int64_t started_mono_ms, started_wall_ms;
 	uid_t own_uid;
-	int lock_fd; /* serve.c: the state directory's lock, held while serving */
+	int lock_fd;		 /* serve.c: the state directory's lock, held while serving */
+	bool socket_inherited;	 /* serve.c: the service manager's; not removed at exit */
+	struct event *heartbeat; /* notify.c: the watchdog's, when the manager wants one */
 };
 
 /* A monotonic time as Unix wall-clock milliseconds, for clients and the ledger. */

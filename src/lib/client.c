@@ -85,9 +85,10 @@ static int fail_from_reply(int status, const char *body)
 static int fail_connect(const zgpu_client *c)
 {
 	return fail(ZGPU_ECONNECT,
-		    "cannot connect to zerogpud at %s: %s (is the daemon running? start it with "
-		    "'zerogpud --socket %s', or set ZEROGPU_SOCKET)",
-		    zgpu_client_socket_path(c), strerror(errno), zgpu_client_socket_path(c));
+		    "cannot connect to zerogpud at %s: %s, for %d s (is the daemon running? start "
+		    "it with 'zerogpud --socket %s', or set ZEROGPU_SOCKET)",
+		    zgpu_client_socket_path(c), strerror(errno), WIRE_RESTART_MS / 1000,
+		    zgpu_client_socket_path(c));
 }
 
 /* ------------------------------------------------------------------------
@@ -156,7 +157,7 @@ static int ctl_exchange(zgpu_client *c, const char *method, const char *path, co
 	size_t len = body ? strlen(body) : 0, rlen;
 	for (int attempt = 0;; attempt++) {
 		bool reused = c->ctl != NULL;
-		if (!c->ctl && wire_connect(&c->ctl, c->path) < 0)
+		if (!c->ctl && wire_connect(&c->ctl, c->path, deadline) < 0)
 			return fail_connect(c);
 		int r = wire_send(c->ctl, method, path, body, len, deadline);
 		if (r == 0)
@@ -474,7 +475,7 @@ static int send_lease_request(zgpu_client *c, zgpu_lease *l, const char *body, i
 {
 	for (;;) {
 		bool reused = (l->conn = idle_take(c)) != NULL;
-		if (!reused && wire_connect(&l->conn, c->path) < 0)
+		if (!reused && wire_connect(&l->conn, c->path, deadline) < 0)
 			return fail_connect(c);
 		int r = wire_send(l->conn, "POST", "/v1/leases", body, strlen(body), deadline);
 		if (r == 0)

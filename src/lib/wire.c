@@ -8,6 +8,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/clock.h"
@@ -51,7 +52,7 @@ static void buf_consume(struct wire_buf *b, size_t n)
 		b->data[b->len] = '\0';
 }
 
-int wire_connect(struct wire_conn **out, const char *path)
+int wire_connect(struct wire_conn **out, const char *path, int64_t deadline)
 {
 	struct sockaddr_un addr = {.sun_family = AF_UNIX};
 	if (strlen(path) >= sizeof(addr.sun_path))
@@ -61,7 +62,23 @@ int wire_connect(struct wire_conn **out, const char *path)
 	if (!c)
 		return ZGPU_ENOMEM;
 	c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (c->fd < 0 || connect(c->fd, (struct sockaddr *) &addr, sizeof(addr)) < 0) {
+	int64_t until = clock_mono_ms() + WIRE_RESTART_MS;
+	if (deadline >= 0 && deadline < until) /* -1: the call has no limit of its own */
+		until = deadline;
+	while (c->fd >= 0 && connect(c->fd, (struct sockaddr *) &addr, sizeof(addr)) < 0) {
+		/* Missing (between a daemon's exit and its successor's bind) or refusing (a
+		 * socket file nobody listens on yet): worth another try; the rest are not. */
+		int e = errno;
+		if ((e != ENOENT && e != ECONNREFUSED && e != EAGAIN) ||
+		    clock_mono_ms() + WIRE_RETRY_MS > until) {
+			wire_close(c);
+			errno = e;
+			return ZGPU_ECONNECT;
+		}
+		struct timespec pause = {.tv_nsec = WIRE_RETRY_MS * 1000000L};
+		nanosleep(&pause, NULL);
+	}
+	if (c->fd < 0) {
 		wire_close(c);
 		return ZGPU_ECONNECT;
 	}

@@ -33,8 +33,16 @@ struct wire_conn {
 	size_t line_len;   /* bytes of the line last handed out, dropped on the next read */
 };
 
-/* Connects to the Unix socket at path. *out belongs to the caller: wire_close(). */
-int wire_connect(struct wire_conn **out, const char *path);
+/*
+ * Connects to the Unix socket at path. *out belongs to the caller: wire_close(). A
+ * socket that is missing or refuses (a daemon restarting by hand) is tried again
+ * every WIRE_RETRY_MS until deadline (monotonic ms; -1 for none), at most WIRE_RESTART_MS
+ * from now;
+ * then ZGPU_ECONNECT with errno saying why.
+ */
+#define WIRE_RETRY_MS	50
+#define WIRE_RESTART_MS 3000
+int wire_connect(struct wire_conn **out, const char *path, int64_t deadline);
 struct wire_conn *wire_close(struct wire_conn *c);
 
 /* Sends one request. body may be NULL. */

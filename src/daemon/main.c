@@ -36,6 +36,9 @@ static const char usage_text[] =
 	"  --max-connections-per-client N  open connections of one uid (TCP: one\n"
 	"                         address when its uid is unknown); more get a 503\n"
 	"                         (default 0: an eighth of --max-connections, at most 1024)\n"
+	"  --drain S              on SIGTERM, stop accepting and let the leases held end\n"
+	"                         on their own for up to S before ending them (default 0;\n"
+	"                         with a socket passed by systemd, a restart goes unseen)\n"
 	"  --request-timeout S    a request's head and body must arrive within S of\n"
 	"                         the connection (or of its first byte) (default 10)\n"
 	"\n"
@@ -152,6 +155,8 @@ int main(int argc, char **argv)
 	evsignal_add(sigterm, NULL);
 
 	event_base_dispatch(d->base);
+	if (o.drain_ms > 0)
+		serve_drain(d, o.drain_ms);
 	serve_close(d);
 	event_free(sigint);
 	event_free(sigterm);

@@ -468,11 +468,56 @@ int serve_open(struct zgpud *d, const struct settings *o)
 	return 0;
 }
 
+struct drain {
+	struct zgpud *d;
+	int64_t until;
+	struct event *check;
+};
+
+#define DRAIN_CHECK_MS 10
+
+static void on_drain_check(evutil_socket_t fd, short what, void *arg)
+{
+	struct drain *dr = arg;
+	(void) fd, (void) what;
+	if (dr->d->engine.leases.len == 0 || clock_mono_ms() >= dr->until)
+		event_base_loopbreak(dr->d->base);
+}
+
+void serve_drain(struct zgpud *d, int64_t ms)
+{
+	int64_t t0 = clock_mono_ms();
+	conns_stop_accepting(&d->conns);
+	if (!d->socket_inherited) {
+		(void) unlink(d->settings->socket_path);
+		d->socket_removed = true;
+	}
+	size_t held = d->engine.leases.len;
+	if (!held)
+		return;
+	log_info("draining: %zu lease(s) held or queued may end on their own for %.1f s; "
+		 "accepting nothing more",
+		 held, (double) ms / 1000.0);
+	struct drain dr = {.d = d, .until = t0 + ms};
+	struct timeval every = {.tv_sec = 0, .tv_usec = DRAIN_CHECK_MS * 1000};
+	dr.check = event_new(d->base, -1, EV_PERSIST, on_drain_check, &dr);
+	if (!dr.check)
+		return;
+	event_add(dr.check, &every);
+	event_base_dispatch(d->base);
+	event_free(dr.check);
+	if (d->engine.leases.len)
+		log_info("drain over after %.1f s: %zu lease(s) still held or queued end now",
+			 (double) (clock_mono_ms() - t0) / 1000.0, d->engine.leases.len);
+	else
+		log_info("drained in %.3f s", (double) (clock_mono_ms() - t0) / 1000.0);
+}
+
 void serve_close(struct zgpud *d)
 {
 	shut_down(d);
 	/* The service manager's socket stays: it holds the next start's callers. */
-	if (!d->socket_inherited)
+	if (!d->socket_inherited && !d->socket_removed)
 		(void) unlink(d->settings->socket_path);
 	close(d->lock_fd);
 	d->lock_fd = -1;

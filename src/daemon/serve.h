@@ -23,5 +23,12 @@ int serve_open(struct zgpud *d, const struct settings *o);
  * the ledger, and frees what serve_open() made but d->base, which the caller
  * frees after the events it added there. */
 void serve_close(struct zgpud *d);
+/*
+ * Before serve_close, at a SIGTERM: accepts nothing more (a socket made by hand is
+ * removed, so new callers retry until the next daemon binds it; a passed one holds
+ * them in its backlog), and runs the loop until no lease is held or queued, or for
+ * ms at most, or until another signal. The connections open are served meanwhile.
+ */
+void serve_drain(struct zgpud *d, int64_t ms);
 
 #endif

@@ -138,6 +138,7 @@ static int set_split(struct settings *s, const char *v, char *err, size_t errlen
 		return seconds(v, &s->field, zero_ok, err, errlen);                                \
 	}
 SECONDS_SETTER(set_max_duration, cfg.max_duration_ms, false)
+SECONDS_SETTER(set_drain, drain_ms, true)
 
 static int set_default_duration(struct settings *s, const char *v, char *err, size_t errlen)
 {
@@ -425,6 +426,7 @@ static const struct setting table[] = {
 	{"server", "max_connections", "max-connections", set_max_connections},
 	{"server", "max_connections_per_client", "max-connections-per-client", set_max_per_client},
 	{"server", "request_timeout", "request-timeout", set_request_timeout},
+	{"server", "drain", "drain", set_drain},
 	{"ledger", "url", "ledger", set_ledger},
 	{"devices", "simulate", "simulate", set_simulate},
 	{"devices", "nvml_library", "nvml-library", set_nvml},

@@ -30,10 +30,11 @@ struct settings {
 	int max_connections;		/* open connections in all; 0: from RLIMIT_NOFILE */
 	int max_connections_per_client; /* per uid or address; 0: an eighth of the total */
 	int64_t request_timeout_ms;	/* for a request's head and body to arrive */
-	char token[256];		/* bearer token for TCP */
-	char simulate[256];		/* simulated devices spec, or empty for NVML */
-	char nvml_library[PATH_MAX];	/* empty: libnvidia-ml.so.1 */
-	char config_path[PATH_MAX];	/* the file read, or empty */
+	int64_t drain_ms;	     /* at SIGTERM, how long held leases may run on before ending */
+	char token[256];	     /* bearer token for TCP */
+	char simulate[256];	     /* simulated devices spec, or empty for NVML */
+	char nvml_library[PATH_MAX]; /* empty: libnvidia-ml.so.1 */
+	char config_path[PATH_MAX];  /* the file read, or empty */
 	int log_level;
 	struct engine_config cfg;
 	/* Scheduler inputs, turned into cfg.sched by settings_finish(). */

@@ -67,6 +67,7 @@ struct zgpud {
 	uid_t own_uid;
 	int lock_fd;		 /* serve.c: the state directory's lock, held while serving */
 	bool socket_inherited;	 /* serve.c: the service manager's; not removed at exit */
+	bool socket_removed;	 /* serve.c: removed at the start of a drain */
 	struct event *heartbeat; /* notify.c: the watchdog's, when the manager wants one */
 };
 

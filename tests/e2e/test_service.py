@@ -73,13 +73,15 @@ def test_ready_watchdog_and_stopping(tmp_path):
         n.close()
 
 
-def start_with_socket(tmp_path, listener, name):
+def start_with_socket(tmp_path, listener, name, *args):
     """zerogpud with the listening socket as fd 3, as systemd passes it (LISTEN_PID is
     the daemon's own pid: the wrapper sets it, then execs the daemon)."""
     fd = listener.fileno()
+    argv = [str(ZEROGPUD), "--simulate", "1x80G", "--socket", str(tmp_path / "s"),
+            "--state-dir", str(tmp_path / "state"), *args]
     wrapper = (f"import os; os.dup2({fd}, 3); os.environ['LISTEN_FDS'] = '1'; "
                f"os.environ['LISTEN_PID'] = str(os.getpid()); "
-               f"os.execv({str(ZEROGPUD)!r}, {[str(ZEROGPUD), '--simulate', '1x80G', '--socket', str(tmp_path / 's'), '--state-dir', str(tmp_path / 'state')]!r})")
+               f"os.execv({str(ZEROGPUD)!r}, {argv!r})")
     log = open(tmp_path / f"{name}.log", "w")
     return subprocess.Popen([sys.executable, "-c", wrapper], pass_fds=(fd,), stdout=log,
                             stderr=subprocess.STDOUT)
@@ -151,3 +153,95 @@ def test_a_client_rides_out_a_restart_by_hand(tmp_path):
                        capture_output=True, text=True, timeout=30)
     assert r.returncode != 0 and "No such file or directory, for 3 s" in r.stderr
     assert 2.5 < time.monotonic() - t0 < 6
+
+
+def stop_mid_call(d, path):
+    """SIGTERM to d while a call holds a lease, so the restart meets a call in flight."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            c = UnixHTTP(path, timeout=1)
+            _, st = c.request("GET", "/v1/status")
+            c.close()
+            if st["leases"]:
+                d.send_signal(signal.SIGTERM)
+                return
+        except OSError:
+            pass
+        time.sleep(0.005)
+    raise AssertionError("no call held a lease")
+
+
+class CallingApp:
+    """An app calling every 100 ms (`zerogpu run`, a lease each), recording each call."""
+
+    def __init__(self, socket_path):
+        self.socket = socket_path
+        self.results = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run)
+
+    def run(self):
+        while not self.stop.is_set():
+            t0 = time.monotonic()
+            r = subprocess.run([str(ZEROGPU), "--socket", str(self.socket), "run", "-d", "5",
+                                "--", "sleep", "0.03"], capture_output=True, text=True,
+                               timeout=30)
+            self.results.append((r.returncode, r.stderr.strip()))
+            time.sleep(max(0.0, 0.1 - (time.monotonic() - t0)))
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(30)
+
+
+def test_restarts_by_hand_while_an_app_calls_no_call_fails(tmp_path):
+    args = [str(ZEROGPUD), "--simulate", "1x80G", "--socket", str(tmp_path / "s"),
+            "--state-dir", str(tmp_path / "state"), "--drain", "10"]
+    d = subprocess.Popen(args, stderr=open(tmp_path / "d0.log", "w"))
+    wait_serving(tmp_path / "s")
+    with CallingApp(tmp_path / "s") as app:
+        for i in range(1, 4):
+            time.sleep(0.3)
+            stop_mid_call(d, tmp_path / "s")
+            assert d.wait(15) == 0
+            d = subprocess.Popen(args, stderr=open(tmp_path / f"d{i}.log", "w"))
+            wait_serving(tmp_path / "s")
+        time.sleep(0.6)
+    d.send_signal(signal.SIGTERM)
+    assert d.wait(15) == 0
+    failed = [r for r in app.results if r[0] != 0]
+    assert len(app.results) >= 15 and not failed, failed
+    # Each restart met a call in flight, which ran to its end.
+    for i in range(3):
+        log = (tmp_path / f"d{i}.log").read_text()
+        assert "draining: 1 lease(s)" in log and "drained in" in log, log
+
+
+def test_restarts_with_a_passed_socket_while_an_app_calls_no_call_fails(tmp_path):
+    path = tmp_path / "s"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(64)
+    d = start_with_socket(tmp_path, listener, "d0", "--drain", "10")
+    wait_serving(path)
+    with CallingApp(path) as app:
+        for i in range(1, 4):
+            time.sleep(0.3)
+            stop_mid_call(d, path)
+            assert d.wait(15) == 0
+            d = start_with_socket(tmp_path, listener, f"d{i}", "--drain", "10")
+            wait_serving(path)
+        time.sleep(0.6)
+    d.send_signal(signal.SIGTERM)
+    assert d.wait(15) == 0
+    listener.close()
+    failed = [r for r in app.results if r[0] != 0]
+    assert len(app.results) >= 15 and not failed, failed
+    for i in range(3):
+        log = (tmp_path / f"d{i}.log").read_text()
+        assert "draining: 1 lease(s)" in log and "drained in" in log, log

@@ -6,6 +6,8 @@ parts that must not drift, generated at build time from their sources:
   man.py commands PROGRAM HEAD.scd OUT zerogpu(1): every command's `--help`, verbatim
   man.py config CONFIG.md HEAD.scd OUT zerogpud.conf(5): every section and setting from
                                        docs/configuration.md's tables
+  man.py sample CONFIG.md - OUT        the commented sample /etc/zerogpu/zerogpud.conf,
+                                       from the same tables
 """
 import re
 import subprocess
@@ -95,8 +97,65 @@ def config_from_markdown(md):
     return "\n".join(lines)
 
 
+def settings_table(md):
+    """[(section, key, option, default, meaning)] from configuration.md's tables."""
+    rows, section = [], None
+    for line in md.splitlines():
+        h = re.match(r"^## \[([a-z]+)\]$", line)
+        if h:
+            section = h.group(1)
+        elif line.startswith("## "):
+            section = None
+        elif section and line.startswith("| `"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            plain = [re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", re.sub(r"`([^`]*)`", r"\1", c))
+                     for c in cells]
+            rows.append((section, plain[0], plain[1], plain[2] if len(plain) > 2 else "",
+                         plain[3] if len(plain) > 3 else ""))
+    return rows
+
+
+def wrap(text, prefix, width=88):
+    out, line = [], prefix
+    for word in text.split():
+        if len(line) + len(word) + 1 > width and line.strip(";  "):
+            out.append(line.rstrip())
+            line = prefix
+        line += word + " "
+    out.append(line.rstrip())
+    return out
+
+
+def sample(md):
+    """Every setting, commented out, with what it does and its default."""
+    lines = ["; zerogpud's settings (zerogpud.conf(5), docs/configuration.md). Every setting",
+             "; is listed here, commented out at its default; uncomment a line to change it.",
+             "; Options on zerogpud's command line win over this file.",
+             "; This file is made from docs/configuration.md when zerogpu is built."]
+    section = None
+    for sec, key, option, default, meaning in settings_table(md):
+        if sec != section:
+            section = sec
+            lines += ["", f"[{sec}]"]
+        lines.append("")
+        about = f"{meaning} (option {option}; default: {default})" if meaning else \
+            f"option {option}; default: {default}"
+        lines += wrap(about, ";   ")
+        literal = re.fullmatch(r"[A-Za-z0-9_./:-]+", default or "") and default != "none"
+        value = default if literal else ""
+        lines.append(f"; {key} = {value}".rstrip())
+    lines += ["", "[apps]", ";   Which local users act for an app, its cgroup, and the GPU memory",
+              ";   its spaces calls need (docs/configuration.md#apps):",
+              "; painter users = www-data, 1001", "; painter cgroup = /system.slice/painter.service",
+              "; painter memory = 12G"]
+    return "\n".join(lines) + "\n"
+
+
 def main():
     mode, source, head, out = sys.argv[1:5]
+    if mode == "sample":
+        open(out, "w").write(sample(open(source).read()))
+        return
     body = open(head).read()
     if mode == "help":
         text = subprocess.run([source, "--help"], capture_output=True, text=True,

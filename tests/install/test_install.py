@@ -154,3 +154,44 @@ def test_the_installed_daemon_under_a_service_manager(installed, tmp_path):
             d.kill()
         notify.close()
         listener.close()
+
+
+def known_keys(installed, tmp_path, section):
+    """The keys zerogpud itself accepts in section, from its refusal of an unknown one."""
+    conf = tmp_path / "probe.conf"
+    conf.write_text(f"[{section}]\nno_such_key = 1\n")
+    r = run_installed(installed, "zerogpud", "--config", str(conf))
+    m = re.search(rf"unknown setting 'no_such_key' in \[{section}\]; known: (.*)$", r.stderr,
+                  re.M)
+    assert m, r.stderr
+    return set(m.group(1).split())
+
+
+def test_the_sample_config_lists_every_setting_zerogpud_knows(installed, tmp_path):
+    dest, _ = installed
+    text = (dest / "etc/zerogpu/zerogpud.conf").read_text()
+    sections, section = {}, None
+    for line in text.splitlines():
+        if line.startswith("["):
+            section = line.strip("[]")
+            sections.setdefault(section, set())
+        m = re.match(r"^; ([a-z_]+) =", line)
+        if m and section != "apps":
+            sections[section].add(m.group(1))
+        assert not line or line.startswith((";", "[")), line  # nothing set: all commented
+    for name, keys in sections.items():
+        if name != "apps":
+            assert keys == known_keys(installed, tmp_path, name), name
+    # Uncommented as it is, every value in it is one zerogpud takes.
+    live = "\n".join(re.sub(r"^; ([a-z_]+ = \S.*)$", r"\1", line) for line in text.splitlines())
+    conf = tmp_path / "live.conf"
+    conf.write_text(live)
+    r = run_installed(installed, "zerogpud", "--config", str(conf), "--simulate", "1x80G",
+                      "--socket", str(tmp_path / "s"), "--state-dir", str(tmp_path / "st"),
+                      "--help")
+    assert r.returncode == 0, r.stderr
+    # An operator's file is never replaced by a later install.
+    (dest / "etc/zerogpu/zerogpud.conf").write_text("[leases]\ngrace = 5\n")
+    subprocess.run([str(ROOT / "scripts/install-config"), str(conf), "/etc"], check=True,
+                   env=dict(os.environ, DESTDIR=str(dest)), capture_output=True)
+    assert (dest / "etc/zerogpu/zerogpud.conf").read_text() == "[leases]\ngrace = 5\n"

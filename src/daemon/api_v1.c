@@ -361,7 +361,7 @@ static void get_queue(struct call *c)
 static json_t *ledger_json(const struct zgpud *d, int64_t now)
 {
 	const struct record_fault *f = &d->fault;
-	const char *backend = d->ledger->ops->name;
+	const char *backend = d->ledger->ops->name; /* sqlite, postgresql */
 	if (!record_fault_active(f))
 		return json_pack("{s:s, s:b}", "backend", backend, "writable", 1);
 	return json_pack("{s:s, s:b, s:s, s:f, s:i}", "backend", backend, "writable", 0, "fault",

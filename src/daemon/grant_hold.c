@@ -111,6 +111,14 @@ bool grant_hold(struct zgpud *d, const struct lease *l)
 	return true;
 }
 
+bool grant_held(const struct zgpud *d, const struct lease *l)
+{
+	for (int i = 0; i < d->holds.nheld; i++)
+		if (strcmp(d->holds.held[i].lease, l->id) == 0)
+			return true;
+	return false;
+}
+
 void grant_hold_drop(struct zgpud *d, const struct lease *l)
 {
 	struct grant_holds *g = &d->holds;

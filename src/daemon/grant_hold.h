@@ -55,6 +55,8 @@ void grant_hold_clear_notes(struct zgpud *d);
 /* Holds l's GRANTED for its client when evictions were noted for it (then true);
  * leases_tell_client() gives it once they are freed. */
 bool grant_hold(struct zgpud *d, const struct lease *l);
+/* Whether l's grant is held (waiting for evicted memory). */
+bool grant_held(const struct zgpud *d, const struct lease *l);
 /* l ended: nothing more to tell of its grant. */
 void grant_hold_drop(struct zgpud *d, const struct lease *l);
 

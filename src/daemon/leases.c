@@ -37,10 +37,11 @@ static int refuse(struct refusal *no, int status, const char *code, const char *
 /* The ledger cannot be written (record_fault.h): nothing is granted that it cannot record. */
 static int refuse_ledger_fault(const struct zgpud *d, struct refusal *no)
 {
-	if (d->ledger->ops->serve) /* a shared ledger: the network, not a disk */
+	if (ledger_shared(d->ledger)) /* the network, not a disk */
 		return refuse(no, 503, "ledger_unavailable",
 			      "zerogpud cannot reach its ledger (%s) for %.0f s, so it grants no "
-			      "lease until it can; it tries again every second",
+			      "lease until it can; it tries again every second: check that "
+			      "PostgreSQL runs and that this machine reaches it",
 			      d->fault.reason,
 			      (double) (clock_mono_ms() - d->fault.since_ms) / 1000.0);
 	return refuse(no, 503, "ledger_unavailable",
@@ -276,10 +277,7 @@ void leases_grant_written(struct zgpud *d, const char *id, int r, const struct l
 		return; /* ended before the ledger answered: its end follows the grant there */
 	l->unwritten = false;
 	if (r == 0) {
-		bool held = false;
-		for (int i = 0; i < d->holds.nheld && !held; i++)
-			held = strcmp(d->holds.held[i].lease, l->id) == 0;
-		if (!held)
+		if (!grant_held(d, l)) /* else told once the evicted memory is freed */
 			leases_tell_client(d, l, ENGINE_EV_GRANTED);
 		return;
 	}

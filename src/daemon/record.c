@@ -69,7 +69,7 @@ int record_grant(struct zgpud *d, const struct lease *l)
 		.requested_ms = l->req.duration_ms,
 		.started_at = zgpud_wall_ms(d, l->granted_ms),
 	};
-	if (!d->ledger->ops->grant_async)
+	if (!ledger_shared(d->ledger))
 		return written(d, d->ledger->ops->lease_granted(d->ledger, &row));
 	const struct quota_config *qc = &d->quota.cfg;
 	struct ledger_grant_quota q = {
@@ -123,7 +123,7 @@ int record_end(struct zgpud *d, const struct lease *l, int64_t now, const struct
 		visitor_row(&d->quota.cfg, &v, a);
 	/* In a fault, ends wait in order behind those already waiting; a shared ledger
 	 * keeps its own in order, and writes them once it is reachable again. */
-	bool queues = d->ledger->ops->flush != NULL;
+	bool queues = ledger_shared(d->ledger);
 	if ((queues || !record_fault_active(&d->fault)) &&
 	    written(d, d->ledger->ops->lease_ended(d->ledger, l->id, state, zgpud_wall_ms(d, now),
 						   used, charged, a ? &v : NULL)) == 0)
@@ -261,12 +261,13 @@ int record_serve(struct zgpud *d)
 		.down = on_ledger_down,
 		.arg = d,
 	};
-	return d->ledger->ops->serve ? d->ledger->ops->serve(d->ledger, d->base, &hooks) : 0;
+	return ledger_shared(d->ledger) ? d->ledger->ops->serve(d->ledger, d->base, &hooks) : 0;
 }
 
 void record_flush(struct zgpud *d, int64_t timeout_ms)
 {
-	if (d->ledger && d->ledger->ops->flush && d->ledger->ops->flush(d->ledger, timeout_ms) < 0)
+	if (d->ledger && ledger_shared(d->ledger) &&
+	    d->ledger->ops->flush(d->ledger, timeout_ms) < 0)
 		log_error("the ledger could not take every lease end within %lld ms (%s): the next "
 			  "start settles the rest as expired",
 			  (long long) timeout_ms, d->ledger->error);
@@ -367,7 +368,7 @@ void record_account_add(struct zgpud *d, const char *name, const char *kind, rec
 	if (!k)
 		return;
 	int64_t now = clock_wall_ms();
-	if (ops->account_add_async)
+	if (ledger_shared(d->ledger))
 		registry_started(
 			k, ops->account_add_async(d->ledger, name, kind, now, registry_answered, k),
 			true);
@@ -395,7 +396,7 @@ void record_app_add(struct zgpud *d, const char *name, const char *account,
 		n += sprintf(token + n, "%02x", raw[i]);
 	sha256_hex(token, hash);
 	int64_t now = clock_wall_ms();
-	if (ops->app_add_async)
+	if (ledger_shared(d->ledger))
 		registry_started(k,
 				 ops->app_add_async(d->ledger, name, account, hash,
 						    d->hosting_limit, now, registry_answered, k),
@@ -412,7 +413,7 @@ void record_app_remove(struct zgpud *d, const char *name, record_done_fn done, v
 	const struct ledger_ops *ops = d->ledger->ops;
 	if (!k)
 		return;
-	if (ops->app_remove_async)
+	if (ledger_shared(d->ledger))
 		registry_started(k, ops->app_remove_async(d->ledger, name, registry_answered, k),
 				 true);
 	else
@@ -428,7 +429,7 @@ void record_visitor_tier_set(struct zgpud *d, const char *key, enum lease_tier t
 		return;
 	const char *name = lease_tier_name(tier);
 	int64_t now = clock_wall_ms();
-	if (ops->visitor_tier_set_async)
+	if (ledger_shared(d->ledger))
 		registry_started(k,
 				 ops->visitor_tier_set_async(d->ledger, key, name, now,
 							     registry_answered, k),
@@ -456,7 +457,7 @@ void record_visitor_reset(struct zgpud *d, const char *key, record_done_fn done,
 	if (!k)
 		return;
 	snprintf(k->reset_key, sizeof(k->reset_key), "%s", key);
-	if (ops->visitor_reset_async)
+	if (ledger_shared(d->ledger))
 		registry_started(k, ops->visitor_reset_async(d->ledger, key, registry_answered, k),
 				 true);
 	else
@@ -469,7 +470,7 @@ void record_usage(struct zgpud *d, const char *app, int64_t since,
 		  record_done_fn done, void *arg)
 {
 	struct ledger *lg = d->ledger;
-	if (lg->ops->usage_async) {
+	if (ledger_shared(lg)) {
 		int r = lg->ops->usage_async(lg, app, since, usage_fn, overage_fn, fn_arg, done,
 					     arg);
 		if (r < 0)

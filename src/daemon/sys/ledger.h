@@ -140,7 +140,9 @@ struct ledger_ops {
 	 * fault: its disk full or read-only, record_fault.h). */
 	int (*probe)(struct ledger *lg);
 	/*
-	 * Asynchronous backends (PostgreSQL) only; NULL for SQLite. serve: the loop runs
+	 * Shared backends (PostgreSQL: ledger_shared()) only; NULL for SQLite, which in turn
+	 * leaves NULL the synchronous registry changes, lease_granted, usage and overage,
+	 * whose asynchronous forms below it has instead. serve: the loop runs
 	 * from now on, and writes go through it: lease_attached and lease_ended are then
 	 * queued in order and retried until written (they return 0), and grants go
 	 * through grant_async, whose done is called from the loop. flush: waits (running
@@ -197,6 +199,13 @@ int ledger_open_sqlite(struct ledger **out, const char *path, char *err, size_t 
  */
 int ledger_open_pg(struct ledger **out, const char *conninfo, const char *node, char *err,
 		   size_t errlen);
+
+/* Whether lg is shared by several daemons and answered on the loop (PostgreSQL): its writes
+ * queue, its grants and registry changes are answered later. */
+static inline bool ledger_shared(const struct ledger *lg)
+{
+	return lg->ops->serve != NULL;
+}
 
 static inline void ledger_close(struct ledger *lg)
 {

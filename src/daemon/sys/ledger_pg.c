@@ -308,17 +308,6 @@ static int pg_grant_async(struct ledger *lg, const struct ledger_lease *row,
  * The ops: synchronous before serve(), queued after.
  * ------------------------------------------------------------------------ */
 
-static int pg_granted(struct ledger *lg, const struct ledger_lease *r)
-{
-	struct ledger_pg *s = (struct ledger_pg *) lg;
-	struct ledger_grant_quota q = {.key = "", .overage = true};
-	struct params p = {.n = 0};
-	grant_params(s, r, &q, &p);
-	if (!s->sync)
-		return fail(s, "recording a grant", "grants go through grant_async");
-	return run_sync(s, "recording a grant", SQL_GRANT, &p, NULL);
-}
-
 static int pg_attached(struct ledger *lg, const char *id, pid_t pid, pid_t pgid, uint64_t pid_start)
 {
 	struct ledger_pg *s = (struct ledger_pg *) lg;
@@ -838,58 +827,6 @@ static int pg_tier_get(struct ledger *lg, const char *key, char *tier, size_t si
 	return registry_lookup(s, &s->registry->tiers, key, 2, tier, size);
 }
 
-/* The synchronous changes exist for SQLite; this ledger answers on the loop. */
-static int sync_refused(struct ledger *lg)
-{
-	snprintf(lg->error, sizeof(lg->error), "the PostgreSQL ledger answers on the loop");
-	return -EOPNOTSUPP;
-}
-
-static int pg_account_add(struct ledger *lg, const char *name, const char *kind, int64_t now)
-{
-	(void) name, (void) kind, (void) now;
-	return sync_refused(lg);
-}
-
-static int pg_app_add(struct ledger *lg, const char *name, const char *account,
-		      const char *token_sha256, int limit_for_kind[3], int64_t now)
-{
-	(void) name, (void) account, (void) token_sha256, (void) limit_for_kind, (void) now;
-	return sync_refused(lg);
-}
-
-static int pg_app_remove(struct ledger *lg, const char *name)
-{
-	(void) name;
-	return sync_refused(lg);
-}
-
-static int pg_usage(struct ledger *lg, const char *app, int64_t since,
-		    void (*fn)(const struct ledger_usage *u, void *arg), void *arg)
-{
-	(void) app, (void) since, (void) fn, (void) arg;
-	return sync_refused(lg);
-}
-
-static int pg_overage(struct ledger *lg, const char *app, int64_t since,
-		      void (*fn)(const struct ledger_overage *o, void *arg), void *arg)
-{
-	(void) app, (void) since, (void) fn, (void) arg;
-	return sync_refused(lg);
-}
-
-static int pg_visitor_reset(struct ledger *lg, const char *key)
-{
-	(void) key;
-	return sync_refused(lg);
-}
-
-static int pg_tier_set(struct ledger *lg, const char *key, const char *tier, int64_t now)
-{
-	(void) key, (void) tier, (void) now;
-	return sync_refused(lg);
-}
-
 /* Whether the database takes writes: the connection is not known to be down. */
 static int pg_probe(struct ledger *lg)
 {
@@ -921,7 +858,9 @@ static void on_down(void *arg, const char *why)
 static void on_notify(void *arg, const char *channel, const char *payload)
 {
 	struct ledger_pg *s = arg;
-	(void) channel, (void) payload; /* zerogpu_registry, and the table that changed */
+	/* zerogpu_registry, and the table that changed: another daemon's change (this one
+	 * reads the registry again after each of its own before answering it). */
+	(void) channel, (void) payload;
 	registry_reload(s, NULL);
 }
 
@@ -978,22 +917,14 @@ static void pg_close(struct ledger *lg)
 
 static const struct ledger_ops pg_ops = {
 	.name = "postgresql",
-	.lease_granted = pg_granted,
 	.lease_attached = pg_attached,
 	.lease_ended = pg_ended,
 	.unsettled = pg_unsettled,
 	.visitor_load = pg_visitor_load,
-	.account_add = pg_account_add,
 	.account_list = pg_account_list,
-	.app_add = pg_app_add,
-	.app_remove = pg_app_remove,
 	.app_list = pg_app_list,
 	.app_by_token = pg_app_by_token,
-	.visitor_reset = pg_visitor_reset,
-	.visitor_tier_set = pg_tier_set,
 	.visitor_tier_get = pg_tier_get,
-	.usage = pg_usage,
-	.overage = pg_overage,
 	.probe = pg_probe,
 	.serve = pg_serve,
 	.grant_async = pg_grant_async,

@@ -192,7 +192,7 @@ static void take_notifies(struct pg_conn *c)
 {
 	PGnotify *n;
 	while ((n = PQnotifies(c->pg))) {
-		if (c->hooks.notify)
+		if (c->hooks.notify && n->be_pid != PQbackendPID(c->pg))
 			c->hooks.notify(c->hooks.arg, n->relname, n->extra);
 		PQfreemem(n);
 	}

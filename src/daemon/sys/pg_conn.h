@@ -34,7 +34,8 @@ struct pg_conn_hooks {
 	void (*up)(void *arg);
 	/* It went down (or could not be made): why, as libpq says. */
 	void (*down)(void *arg, const char *why);
-	/* A NOTIFY on a channel this connection LISTENs to. */
+	/* A NOTIFY on a channel this connection LISTENs to, sent by another session (this
+	 * connection's own are not passed on: it knows what it changed). */
 	void (*notify)(void *arg, const char *channel, const char *payload);
 	void *arg;
 };

@@ -3,12 +3,13 @@
 # gangs, an expiry, a client killed with -9, shutdown with leases held) and
 # fails on any memory error or leak. As root it gates the (fake) devices too:
 # apps launched under the gate, a process parked and let go. Residents: kept,
-# handed over warm, evicted.
+# handed over warm, evicted. Event streams: one whose client goes away, one ended
+# by the shutdown; the dashboard's files.
 # Usage: tests/valgrind_daemon.sh BUILD_DIR
 set -euo pipefail
 build=$(cd "${1:?usage: valgrind_daemon.sh BUILD_DIR}" && pwd)
 dir=$(mktemp -d)
-trap 'kill -9 ${holder:-} 2>/dev/null || true; kill $vg 2>/dev/null || true; rm -rf "$dir"' EXIT
+trap 'kill -9 ${holder:-} ${events1:-} ${events2:-} 2>/dev/null || true; kill $vg 2>/dev/null || true; rm -rf "$dir"' EXIT
 sock=$dir/zerogpud.sock
 cli() { "$build/src/cli/zerogpu" --socket "$sock" "$@"; }
 
@@ -27,7 +28,13 @@ valgrind --quiet --leak-check=full --show-leak-kinds=definite,indirect \
 vg=$!
 for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.1; done
 
+curl -sN --unix-socket "$sock" http://x/v1/events >"$dir/events1.txt" & events1=$!
+curl -sN --unix-socket "$sock" http://x/v1/events >"$dir/events2.txt" & events2=$!
+curl -s --unix-socket "$sock" -o "$dir/index.html" http://x/ui/ && grep -q 'src="app.js"' "$dir/index.html"
+curl -s --unix-socket "$sock" -o "$dir/app.js" http://x/ui/app.js && grep -q EventSource "$dir/app.js"
 for i in $(seq 40); do cli run -q -n $((i % 2 + 1)) -- true; done
+kill $events1; wait $events1 2>/dev/null || true
+grep -q 'event: lease' "$dir/events1.txt"
 jobs=()
 for _ in $(seq 6); do cli run -q -- sleep 0.2 & jobs+=($!); done
 wait "${jobs[@]}"
@@ -104,6 +111,8 @@ spaces 'schedule?gpuSize=huge' >/dev/null
 kill -TERM $vg
 rc=0; wait $vg || rc=$?
 wait $held 2>/dev/null || true
+wait $events2 || true # its stream ended with the daemon
+grep -q 'event: snapshot' "$dir/events2.txt" && grep -q '"kind":"ended"' "$dir/events2.txt"
 if [ $rc -ne 0 ] || grep -q "ERROR SUMMARY: [1-9]" "$dir/valgrind.log"; then
 	cat "$dir/valgrind.log" >&2
 	echo "valgrind: zerogpud exited $rc with errors" >&2

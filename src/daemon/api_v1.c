@@ -20,182 +20,7 @@
 #include "daemon/core/request.h"
 #include "daemon/leases.h"
 #include "daemon/record.h"
-
-/* ------------------------------------------------------------------------
- * Rendering.
- * ------------------------------------------------------------------------ */
-
-/* What one caller may see of the daemon: an app token over TCP sees its app's leases only. */
-struct view {
-	struct zgpud *d;
-	const struct caller *who;
-	int64_t now;
-};
-
-/* The workers resident on inventory device d that the caller may see (as leases). */
-static json_t *residents_json(const struct view *v, int device)
-{
-	const struct residency *t = &v->d->engine.residency;
-	json_t *a = json_array();
-	for (int i = 0; i < t->n; i++) {
-		const struct resident *r = &t->r[i];
-		if (!(r->devices & (UINT64_C(1) << device)) ||
-		    (caller_app_scoped(v->who) && strcmp(r->app, v->who->app)))
-			continue;
-		json_array_append_new(
-			a, json_pack("{s:s, s:s, s:i, s:I, s:I, s:I}", "app", r->app, "task",
-				     r->task, "pid", (int) r->proc.pid, "bytes",
-				     (json_int_t) r->bytes, "since_ms",
-				     (json_int_t) zgpud_wall_ms(v->d, r->since_ms), "last_used_ms",
-				     (json_int_t) zgpud_wall_ms(v->d, r->last_used_ms)));
-	}
-	return a;
-}
-
-static json_t *device_json(const struct view *v, const struct device *dev)
-{
-	const struct zgpud *d = v->d;
-	const struct lease *holders[ENGINE_MAX_SLOTS];
-	int slots, held;
-	int n = engine_device_usage(&d->engine, dev->index, &slots, &held, holders,
-				    ENGINE_MAX_SLOTS);
-	json_t *ids = json_array();
-	for (int i = 0; i < n; i++)
-		if (leases_may_see(v->who, holders[i]))
-			json_array_append_new(ids, json_string(holders[i]->id));
-	const char *state = held == 0 ? "free" : held < slots ? "partial" : "busy";
-	json_t *o = json_pack("{s:i, s:s, s:s, s:I, s:i, s:b, s:s, s:i, s:i, s:o}", "index",
-			      dev->index, "uuid", dev->uuid, "name", dev->name, "memory_bytes",
-			      (json_int_t) dev->memory_bytes, "gpu_index", dev->gpu_index,
-			      "simulated", dev->simulated, "state", state, "slots", slots,
-			      "slots_busy", held, "leases", ids);
-	json_object_set_new(o, "memory_free_bytes",
-			    json_integer((json_int_t) engine_memory_free(&d->engine, dev->index)));
-	json_object_set_new(o, "residents", residents_json(v, dev->index));
-	if (dev->mig_index >= 0)
-		json_object_set_new(o, "mig_index", json_integer(dev->mig_index));
-	if (dev->compute_capability[0])
-		json_object_set_new(o, "compute_capability", json_string(dev->compute_capability));
-	return o;
-}
-
-static json_t *devices_json(const struct view *v)
-{
-	json_t *a = json_array();
-	for (size_t i = 0; i < v->d->inv.count; i++)
-		json_array_append_new(a, device_json(v, &v->d->inv.devices[i]));
-	return a;
-}
-
-static json_t *lease_devices_json(const struct zgpud *d, const struct lease *l)
-{
-	struct engine_device held[INV_MAX_DEVICES];
-	int n = engine_lease_devices(&d->engine, l, held, INV_MAX_DEVICES);
-	json_t *a = json_array();
-	for (int i = 0; i < n; i++) {
-		const struct device *dev = &d->inv.devices[held[i].device];
-		json_array_append_new(
-			a, json_pack("{s:i, s:s, s:I, s:I}", "index", dev->index, "uuid", dev->uuid,
-				     "memory_bytes", (json_int_t) dev->memory_bytes,
-				     "memory_limit_bytes", (json_int_t) held[i].memory_limit));
-	}
-	return a;
-}
-
-static json_t *lease_json(const struct zgpud *d, const struct lease *l, int64_t now)
-{
-	json_t *o = json_pack(
-		"{s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:f, s:f, s:I, s:o}", "id", l->id, "state",
-		lease_state_name(l->state), "app", l->req.app, "task", l->req.task, "visitor",
-		l->req.visitor, "size", lease_size_name(l->req.size), "gpus", l->req.gpus,
-		"duration_s", (double) l->req.duration_ms / 1000.0, "max_wait_s",
-		(double) l->req.max_wait_ms / 1000.0, "created_ms",
-		(json_int_t) zgpud_wall_ms(d, l->created_ms), "devices", lease_devices_json(d, l));
-	if (l->state == LEASE_QUEUED) {
-		json_object_set_new(o, "waited_s",
-				    json_real((double) (now - l->created_ms) / 1000.0));
-	} else {
-		json_object_set_new(o, "granted_ms", json_integer(zgpud_wall_ms(d, l->granted_ms)));
-		json_object_set_new(o, "deadline_ms",
-				    json_integer(zgpud_wall_ms(d, l->deadline_ms)));
-		json_object_set_new(o, "remaining_s",
-				    json_real((double) (l->deadline_ms - now) / 1000.0));
-	}
-	if (l->proc.pid > 0)
-		json_object_set_new(o, "pid", json_integer(l->proc.pid));
-	if (l->req.memory_bytes)
-		json_object_set_new(o, "memory_bytes",
-				    json_integer((json_int_t) l->req.memory_bytes));
-	if (l->state != LEASE_QUEUED)
-		json_object_set_new(o, "warm", json_boolean(l->warm));
-	const struct lease_client *cl = l->stream;
-	if (cl && cl->cgroup)
-		json_object_set_new(o, "cgroup", json_string(cl->cgroup));
-	if (l->owner.via_token)
-		json_object_set_new(o, "owner", json_string("token"));
-	else if (l->owner.uid_known)
-		json_object_set_new(o, "owner_uid", json_integer(l->owner.uid));
-	return o;
-}
-
-static int lease_cmp_created(const void *a, const void *b)
-{
-	const struct lease *x = *(const struct lease *const *) a;
-	const struct lease *y = *(const struct lease *const *) b;
-	return (x->granted_ms > y->granted_ms) - (x->granted_ms < y->granted_ms);
-}
-
-struct collect {
-	const struct view *v;
-	const struct lease **items;
-	size_t n;
-};
-
-static void collect_held(struct lease *l, void *arg)
-{
-	struct collect *c = arg;
-	if (l->state != LEASE_QUEUED && leases_may_see(c->v->who, l))
-		c->items[c->n++] = l;
-}
-
-/* Held leases the caller may see, oldest grant first. */
-static json_t *leases_json(const struct view *v)
-{
-	json_t *a = json_array();
-	struct collect c = {v, calloc(v->d->engine.leases.len + 1, sizeof(*c.items)), 0};
-	if (!c.items)
-		return a;
-	engine_foreach(&v->d->engine, collect_held, &c);
-	qsort(c.items, c.n, sizeof(*c.items), lease_cmp_created);
-	for (size_t i = 0; i < c.n; i++)
-		json_array_append_new(a, lease_json(v->d, c.items[i], v->now));
-	free(c.items);
-	return a;
-}
-
-struct queue_walk {
-	const struct view *v;
-	json_t *array;
-};
-
-static void queue_item(struct lease *l, int position, void *arg)
-{
-	struct queue_walk *w = arg;
-	if (!leases_may_see(w->v->who, l))
-		return;
-	json_t *o = lease_json(w->v->d, l, w->v->now);
-	json_object_set_new(o, "position", json_integer(position));
-	json_object_set_new(o, "reason", json_string(sched_reason(&w->v->d->engine.sched, l)));
-	json_array_append_new(w->array, o);
-}
-
-/* The queue in order; an app token sees its own requests, at their true positions. */
-static json_t *queue_json(const struct view *v)
-{
-	struct queue_walk w = {v, json_array()};
-	(void) sched_walk(&v->d->engine.sched, queue_item, &w);
-	return w.array;
-}
+#include "daemon/views.h"
 
 /* ------------------------------------------------------------------------
  * Lease streams.
@@ -307,7 +132,7 @@ static void stream_on_event(struct lease_client *cl, struct lease *l, enum engin
 		/* warm: the app's resident worker there took the lease (pid: that worker). */
 		json_t *ev_granted = json_pack(
 			"{s:s, s:s, s:o, s:I, s:f, s:f, s:b}", "event", "granted", "lease", l->id,
-			"devices", lease_devices_json(d, l), "deadline_ms",
+			"devices", view_lease_devices(d, l), "deadline_ms",
 			(json_int_t) zgpud_wall_ms(d, l->deadline_ms), "duration_s",
 			(double) l->req.duration_ms / 1000.0, "grace_s",
 			(double) d->engine.cfg.grace_ms / 1000.0, "warm", l->warm);
@@ -342,19 +167,19 @@ static void get_devices(struct call *c)
 {
 	leases_forget_dead_residents(c->d); /* list only the living */
 	struct view v = {c->d, &c->who, clock_mono_ms()};
-	http_reply_json(c, 200, json_pack("{s:o}", "devices", devices_json(&v)));
+	http_reply_json(c, 200, json_pack("{s:o}", "devices", view_devices(&v)));
 }
 
 static void get_leases(struct call *c)
 {
 	struct view v = {c->d, &c->who, clock_mono_ms()};
-	http_reply_json(c, 200, json_pack("{s:o}", "leases", leases_json(&v)));
+	http_reply_json(c, 200, json_pack("{s:o}", "leases", view_held_leases(&v)));
 }
 
 static void get_queue(struct call *c)
 {
 	struct view v = {c->d, &c->who, clock_mono_ms()};
-	http_reply_json(c, 200, json_pack("{s:o}", "queue", queue_json(&v)));
+	http_reply_json(c, 200, json_pack("{s:o}", "queue", view_queue(&v)));
 }
 
 /* Which ledger, whether it takes writes; when not, why, since when, and what waits for it. */
@@ -385,8 +210,8 @@ static void get_status(struct call *c)
 		(double) cfg->default_duration_ms / 1000.0, "default_max_wait_s",
 		(double) cfg->default_max_wait_ms / 1000.0, "grace_s",
 		(double) cfg->grace_ms / 1000.0, "gate", gate_mode_name(&d->gate), "parked",
-		gate_parked(&d->gate), "devices", devices_json(&v), "leases", leases_json(&v),
-		"queue", queue_json(&v));
+		gate_parked(&d->gate), "devices", view_devices(&v), "leases", view_held_leases(&v),
+		"queue", view_queue(&v));
 	/* Why there is no gate, when there is none: the operator's next step. */
 	if (o && d->gate.mode == GATE_OFF)
 		json_object_set_new(o, "gate_reason", json_string(d->gate.why_off));
@@ -471,7 +296,7 @@ static void get_lease(struct call *c)
 	struct refusal no;
 	struct lease *l = leases_find(c->d, &c->who, c->arg, false, &no);
 	if (l)
-		http_reply_json(c, 200, lease_json(c->d, l, clock_mono_ms()));
+		http_reply_json(c, 200, view_lease(c->d, l, clock_mono_ms()));
 	else
 		http_reply_refusal(c, &no);
 }

@@ -17,6 +17,7 @@
 #include "daemon/conn.h"
 #include "daemon/record.h"
 #include "daemon/settings.h"
+#include "daemon/ui_session.h"
 
 static int append_to_evbuffer(const char *buffer, size_t size, void *data)
 {
@@ -264,6 +265,11 @@ static bool same_secret(const char *a, const char *b)
 	return diff == 0;
 }
 
+bool http_is_admin_token(const struct zgpud *d, const char *given)
+{
+	return d->token[0] && same_secret(d->token, given);
+}
+
 /*
  * The password of `Authorization: Basic base64(user:password)` into out. HTTP
  * clients send this for a URL like http://app:TOKEN@host:port, which is how an
@@ -291,6 +297,24 @@ static int basic_password(const char *b64, char *out, size_t size)
 }
 
 /*
+ * The dashboard's sign-in cookie (ui_session.h) makes a call on TCP an admin's, for
+ * reading only: a cookie rides along on any request to this origin, so a page
+ * elsewhere must not be able to make it change anything (and SameSite=Strict keeps
+ * other sites' requests from carrying it at all). Returns 0.
+ */
+static int dashboard_cookie(struct call *c)
+{
+	enum evhttp_cmd_type m = evhttp_request_get_command(c->req);
+	const char *h = evhttp_find_header(evhttp_request_get_input_headers(c->req), "Cookie");
+	char value[UI_SESSION_LEN + 1];
+	if (c->who.via_tcp && h && (m == EVHTTP_REQ_GET || m == EVHTTP_REQ_HEAD) &&
+	    ui_session_from_header(h, value, sizeof(value)) &&
+	    ui_session_valid(c->d->token, value, clock_wall_ms() / 1000))
+		c->who.admin = true;
+	return 0;
+}
+
+/*
  * Reads the token, if any (Bearer, or the password of Basic): the admin token
  * makes the call an admin's, an app token names the app. Returns 0, or -1 when
  * a token was sent that is neither (the caller replies 401).
@@ -301,7 +325,7 @@ static int bearer(struct call *c)
 					   "Authorization");
 	char password[512];
 	if (!h)
-		return 0;
+		return dashboard_cookie(c);
 	const char *given = h + 7;
 	if (strncmp(h, "Basic ", 6) == 0) {
 		if (basic_password(h + 6, password, sizeof(password)) < 0)
@@ -310,7 +334,7 @@ static int bearer(struct call *c)
 	} else if (strncmp(h, "Bearer ", 7) != 0) {
 		return -1;
 	}
-	if (c->d->token[0] && same_secret(c->d->token, given)) {
+	if (http_is_admin_token(c->d, given)) {
 		c->who.admin = true;
 		return 0;
 	}

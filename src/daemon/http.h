@@ -78,6 +78,9 @@ struct call *http_defer(struct call *c);
 bool http_deferred_gone(const struct call *c);
 void http_deferred_done(struct call *c);
 
+/* Whether given is the admin token (compared in constant time); never with no token set. */
+bool http_is_admin_token(const struct zgpud *d, const char *given);
+
 /* Copies the request body into *body (NUL-terminated, caller frees); bodies over
  * ZGPUD_MAX_BODY never reach a route. -ENOMEM replies 500. */
 int http_take_body(struct call *c, char **body, size_t *len);

@@ -144,8 +144,10 @@ static bool grant_gated(struct zgpud *d, struct lease *l)
 	for (int i = 0; i < n; i++)
 		devices[i] = held[i].device;
 	char err[400];
-	if (gate_grant(&d->gate, l->id, l->req.app, devices, n, err, sizeof(err)) == 0)
+	if (gate_grant(&d->gate, l->id, l->req.app, devices, n, err, sizeof(err)) == 0) {
+		events_gate(d, "opened", l);
 		return true;
+	}
 	log_error("lease %s: cannot open its devices to app %s, so it is not given: %s", l->id,
 		  l->req.app, err);
 	snprintf(l->message, sizeof(l->message), "zerogpud could not open the GPU to app %s: %.90s",
@@ -159,10 +161,12 @@ static void settle(struct zgpud *d, struct lease *l, int64_t now)
 {
 	struct quota_account *a = l->req.quota_key[0] ? quota_find(&d->quota, l->req.quota_key)
 						      : NULL;
-	if (a)
-		quota_settle(a, l->req.reserved_ms,
-			     l->granted_ms ? quota_charge_ms(&d->quota.cfg, l, now - l->granted_ms)
-					   : 0);
+	int64_t charged = l->granted_ms ? quota_charge_ms(&d->quota.cfg, l, now - l->granted_ms)
+					: 0;
+	if (a) {
+		quota_settle(a, l->req.reserved_ms, charged);
+		events_quota(d, l, a, charged);
+	}
 	int r = l->granted_ms ? record_end(d, l, now, a) : 0;
 	if (r == -EAGAIN)
 		log_warn("lease %s: its end waits for the ledger (%s)", l->id, d->fault.reason);
@@ -173,6 +177,17 @@ static void settle(struct zgpud *d, struct lease *l, int64_t now)
 	 * debug level: a flood of them must not flood the log; metrics count them. */
 	log_msg(l->granted_ms ? LOG_INFO : LOG_DEBUG, "lease %s: %s%s%s", l->id,
 		lease_state_name(l->state), l->message[0] ? ": " : "", l->message);
+}
+
+/* The inventory devices l holds, bit i for device i. */
+static uint64_t lease_device_mask(struct zgpud *d, const struct lease *l)
+{
+	struct engine_device held[INV_MAX_DEVICES];
+	int n = engine_lease_devices(&d->engine, l, held, INV_MAX_DEVICES);
+	uint64_t mask = 0;
+	for (int i = 0; i < n; i++)
+		mask |= UINT64_C(1) << held[i].device;
+	return mask;
 }
 
 /*
@@ -198,6 +213,7 @@ static void take_over_resident(struct zgpud *d, struct lease *l)
 		return;
 	}
 	d->metrics.warm_grants++;
+	events_resident(d, "taken", l->req.app, w.pid, lease_device_mask(d, l), 0);
 	if (record_attach(d, l) < 0)
 		log_error("lease %s: cannot record the attach: %s", l->id, d->ledger->error);
 	log_info("lease %s: warm: given to app %s's resident worker, pid %d", l->id, l->req.app,
@@ -216,6 +232,7 @@ static void evict_resident(void *ctx, const struct resident *r, const char *why)
 			grant_hold_note(d, d->inv.devices[i].uuid, p.pid);
 	log_info("app %s: resident worker %d (%.1f GiB) evicted %s%s", r->app, (int) p.pid,
 		 (double) r->bytes / (1 << 30), why, k == -ESRCH ? " (it had exited)" : "");
+	events_resident(d, "evicted", r->app, p.pid, r->devices, r->bytes);
 	proc_drop(&p);
 	d->metrics.evictions++;
 }
@@ -226,10 +243,12 @@ static void on_lease_event(void *ctx, struct lease *l, enum engine_event ev)
 	switch (ev) {
 	case ENGINE_EV_QUEUED:
 		log_debug("lease %s: queued at position %d", l->id, l->position_sent);
+		events_lease(d, l, "queued");
 		break;
 	case ENGINE_EV_GRANTED:
 		if (!grant_recorded(d, l) || !grant_gated(d, l))
 			return;
+		events_lease(d, l, "granted");
 		metrics_observe_wait(&d->metrics, l->req.tier,
 				     (double) (l->granted_ms - l->created_ms) / 1000.0);
 		metrics_count_app(&d->metrics, l->req.app, 1, 0);
@@ -245,11 +264,14 @@ static void on_lease_event(void *ctx, struct lease *l, enum engine_event ev)
 		log_info("lease %s: deadline passed (%.0f s); grace %.1f s", l->id,
 			 (double) l->req.duration_ms / 1000.0,
 			 (double) d->engine.cfg.grace_ms / 1000.0);
+		events_lease(d, l, "expired");
 		break;
 	case ENGINE_EV_ENDED:
 		/* Closed before the engine lends these devices again (it does so only after
 		 * this event); what still holds them open is parked. */
 		gate_revoke(&d->gate, l->id, &l->proc);
+		if (l->granted_ms)
+			events_gate(d, "closed", l);
 		grant_hold_drop(d, l);
 		/* The engine's end time, not a fresh clock read: the next grant on these
 		 * devices is stamped with the same instant, and the ledger must never show
@@ -264,6 +286,7 @@ static void on_lease_event(void *ctx, struct lease *l, enum engine_event ev)
 		if (l->warm_proc.pid > 0)    /* granted, but never given: nor is the resident */
 			(void) proc_kill(&l->warm_proc);
 		proc_drop(&l->warm_proc);
+		events_lease(d, l, "ended");
 		break;
 	}
 	leases_tell_client(d, l, ev);
@@ -314,8 +337,9 @@ void leases_tell_client(struct zgpud *d, struct lease *l, enum engine_event ev)
 
 static void kill_attached(void *ctx, const struct lease *l)
 {
-	(void) ctx;
+	struct zgpud *d = ctx;
 	int r = proc_kill(&l->proc);
+	events_lease(d, l, "killed");
 	if (r >= 0)
 		log_info("lease %s: killed %s %d", l->id, r == 1 ? "process group" : "process",
 			 (int) (r == 1 ? l->proc.pgid : l->proc.pid));
@@ -834,6 +858,7 @@ enum lease_state leases_release_keep(struct zgpud *d, struct lease *l, int64_t *
 	uint64_t bytes = resident_size(d, l);
 	log_info("lease %s: app %s's worker %d stays resident (%s)", l->id, l->req.app,
 		 (int) l->proc.pid, bytes ? "its memory as NVML says" : "the lease's memory");
+	events_resident(d, "kept", l->req.app, l->proc.pid, lease_device_mask(d, l), bytes);
 	enum lease_state final = engine_release_keep(&d->engine, l, bytes, clock_mono_ms(),
 						     used_ms);
 	after_engine_call(d);
@@ -850,6 +875,7 @@ void leases_forget_dead_residents(struct zgpud *d)
 			continue;
 		}
 		log_info("app %s: resident worker %d has exited", r->app, (int) r->proc.pid);
+		events_resident(d, "gone", r->app, r->proc.pid, r->devices, r->bytes);
 		proc_drop(&r->proc);
 		engine_resident_gone(&d->engine, r->id); /* the last entry moves into i */
 	}

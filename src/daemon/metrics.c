@@ -188,6 +188,14 @@ int metrics_render(const struct metrics *m, const struct engine *e, struct evbuf
 	P("# HELP zerogpu_accept_pauses_total Pauses of accept() for lack of descriptors.\n"
 	  "# TYPE zerogpu_accept_pauses_total counter\nzerogpu_accept_pauses_total %llu\n",
 	  (unsigned long long) m->accept_pauses);
+	P("# HELP zerogpu_event_streams Clients reading GET /v1/events now.\n"
+	  "# TYPE zerogpu_event_streams gauge\nzerogpu_event_streams %llu\n",
+	  (unsigned long long) m->event_streams);
+	P("# HELP zerogpu_event_streams_dropped_total Event stream clients dropped for reading "
+	  "too slowly.\n"
+	  "# TYPE zerogpu_event_streams_dropped_total counter\n"
+	  "zerogpu_event_streams_dropped_total %llu\n",
+	  (unsigned long long) m->event_streams_dropped);
 #undef P
 	return r ? -ENOMEM : 0;
 }

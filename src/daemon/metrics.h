@@ -36,6 +36,9 @@ struct metrics {
 	uint64_t connections_refused; /* over the per-client limit */
 	uint64_t request_timeouts;    /* a request did not arrive in time */
 	uint64_t accept_pauses;	      /* accept() out of descriptors: backed off */
+	/* The event stream (events.c). */
+	uint64_t event_streams;		/* subscribers now */
+	uint64_t event_streams_dropped; /* dropped for reading too slowly */
 	/* Residency (leases.c). */
 	uint64_t warm_grants, cold_grants; /* a resident of the app taken over, or not */
 	uint64_t evictions;		   /* residents killed to make room */

@@ -286,7 +286,8 @@ static int open_gate(struct zgpud *d, const struct settings *o)
  *    (d->stopping), so nothing reaches the engine again.
  * 2. End every lease (queued: cancelled; held: failed, attached processes
  *    killed): the ledger records each end, the clients hear why.
- * 3. Give those last lines a moment to leave, then close every connection.
+ * 3. End the event streams, give those last lines a moment to leave, then close
+ *    every connection.
  * 4. Only then close the ledger (a shared one first writes what it has queued,
  *    for up to LEDGER_FLUSH_MS) and free what the engine and the APIs hold.
  */
@@ -297,6 +298,7 @@ static void shut_down(struct zgpud *d)
 	d->stopping = true;
 	conns_stop_accepting(&d->conns);
 	leases_end_all(d);
+	events_close_all(d); /* after the last ends: subscribers see them */
 
 	struct timeval flush = {.tv_sec = 0, .tv_usec = 50 * 1000};
 	event_base_loopexit(d->base, &flush);
@@ -311,6 +313,7 @@ static void shut_down(struct zgpud *d)
 		log_warn("%d connection(s) not yet finalised at exit", d->conns.open);
 
 	leases_free(d);
+	events_free(d);
 	gpu_memory_close(d->gpu_memory);
 	gate_close(&d->gate);
 	record_flush(d, LEDGER_FLUSH_MS); /* a shared ledger's queued ends */
@@ -407,7 +410,7 @@ int serve_open(struct zgpud *d, const struct settings *o)
 
 	struct engine_hooks hooks = leases_engine_hooks(d);
 	if (engine_init(&d->engine, &d->inv, &o->cfg, &hooks) < 0 || leases_init(d) < 0 ||
-	    record_serve(d) < 0) {
+	    events_init(d) < 0 || record_serve(d) < 0) {
 		log_error("out of memory at start-up");
 		return -1;
 	}
@@ -430,8 +433,13 @@ int serve_open(struct zgpud *d, const struct settings *o)
 	} else {
 		ufd = listen_unix(o->socket_path);
 	}
-	static const struct route *const routes[] = {api_v1_routes, api_registry_routes,
-						     api_spaces_routes, api_gateway_routes, NULL};
+	static const struct route *const routes[] = {api_v1_routes,
+						     api_registry_routes,
+						     api_spaces_routes,
+						     api_gateway_routes,
+						     api_events_routes,
+						     api_ui_routes,
+						     NULL};
 	d->http_unix = http_server_new(d, false, routes);
 	struct evhttp_bound_socket *bound = NULL;
 	if (ufd < 0 || !d->http_unix ||

@@ -18,6 +18,7 @@
 #include "daemon/core/devices.h"
 #include "daemon/core/engine.h"
 #include "daemon/core/quota.h"
+#include "daemon/events.h"
 #include "daemon/gate.h"
 #include "daemon/grant_hold.h"
 #include "daemon/metrics.h"
@@ -39,6 +40,7 @@ struct zgpud {
 	struct inventory inv;		     /* main.c, at start */
 	struct engine engine;		     /* leases.c, through the engine's functions */
 	struct metrics metrics;		     /* metrics.c's counters, bumped by all */
+	struct events events;		     /* events.c: GET /v1/events's subscribers */
 	struct ledger *ledger;		     /* record.c writes it */
 	struct record_fault fault;	     /* record_fault.c: the ledger cannot be written */
 	struct quota_book quota;	 /* quota.c's functions, called by leases.c and record.c */

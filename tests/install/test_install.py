@@ -39,6 +39,7 @@ def test_the_files_an_operator_gets(installed):
     for path in ["usr/bin/zerogpud", "usr/bin/zerogpu", "usr/include/zerogpu.h",
                  "usr/lib/systemd/system/zerogpud.service",
                  "usr/lib/systemd/system/zerogpud.socket", "usr/lib/tmpfiles.d/zerogpu.conf",
+                 "usr/lib/sysusers.d/zerogpu.conf",
                  "usr/share/man/man8/zerogpud.8", "usr/share/man/man1/zerogpu.1",
                  "usr/share/man/man5/zerogpud.conf.5"]:
         assert (dest / path).exists(), path
@@ -111,6 +112,18 @@ def test_systemd_analyze_verify(installed, tmp_path):
                        env=dict(os.environ, SYSTEMD_UNIT_PATH=f"{units}:"))
     own = [line for line in r.stderr.splitlines() if "zerogpud" in line]
     assert r.returncode == 0 and not own, r.stderr
+
+
+def test_the_sysusers_snippet_makes_the_group(installed, tmp_path):
+    dest, _ = installed
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    r = subprocess.run(["systemd-sysusers", f"--root={root}", "--dry-run",
+                        str(dest / "usr/lib/sysusers.d/zerogpu.conf")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and "Creating group 'zerogpu'" in r.stdout + r.stderr, r.stderr
+    # The socket unit names it where an operator would use it.
+    assert "SocketGroup=zerogpu" in (dest / "usr/lib/systemd/system/zerogpud.socket").read_text()
 
 
 def test_the_installed_daemon_under_a_service_manager(installed, tmp_path):

@@ -724,3 +724,23 @@ def test_the_documented_walkthrough_shows_the_gate():
     seen = [m.group(1) for m in re.finditer(r"cannot open nvidia0: (.*)", out)]
     assert seen == ["Operation not permitted", "No such device or address",
                     "Operation not permitted"], out
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_event_stream_tells_the_gate_opening_and_closing(make_daemon, nodes, cgroup_root, mode):
+    from events_client import EventStream
+    d = gated(make_daemon, mode, make_nodes(nodes), cgroup_root)
+    s = EventStream(d.http())
+    s.next()
+    c, ev = d.acquire({"app": "painter"})
+    (_, opened), seen = s.until(lambda n, e: n == "gate" and e["kind"] == "opened")
+    assert opened["app"] == "painter" and opened["lease"] == ev["lease"]
+    assert [x["index"] for x in opened["devices"]] == [granted_index(ev)]
+    # The gate opens before the grant is told to anyone.
+    assert not [e for n, e in seen if n == "lease" and e["kind"] == "granted"]
+    s.until(lambda n, e: n == "lease" and e["kind"] == "granted")
+    c.close()
+    (_, closed), seen = s.until(lambda n, e: n == "gate" and e["kind"] == "closed")
+    assert closed["lease"] == ev["lease"]
+    s.until(lambda n, e: n == "lease" and e["kind"] == "ended")
+    s.close()

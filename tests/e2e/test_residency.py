@@ -263,3 +263,24 @@ def test_on_a_real_gpu_a_grant_waits_until_nvml_shows_the_evicted_memory_freed(
                 in d.log_text()
         s.close()
         table.write_text("")
+
+
+def test_the_event_stream_tells_each_residents_move(make_daemon, procs):
+    from events_client import EventStream
+    d = make_daemon("--simulate", "1x80G")
+    s = EventStream(d.http())
+    s.next()  # the snapshot
+    b, a = spawn(procs), spawn(procs)
+    keep(d, "b", 30, b)
+    (_, kept), _ = s.until(lambda n, e: n == "resident" and e["kind"] == "kept")
+    assert kept["app"] == "b" and kept["pid"] == b.pid and kept["devices"] == [0]
+    keep(d, "a", 10, a)
+    c, ev = lease(d, "a", 10)  # warm: a's own worker takes it
+    (_, taken), _ = s.until(lambda n, e: n == "resident" and e["kind"] == "taken")
+    assert taken["app"] == "a" and taken["pid"] == a.pid
+    c.close()
+    c, ev = lease(d, "c", 75)  # needs b's memory (and a's, kept again)
+    (_, evicted), _ = s.until(lambda n, e: n == "resident" and e["kind"] == "evicted")
+    assert evicted["app"] in ("a", "b") and evicted["bytes"] > 0
+    c.close()
+    s.close()

@@ -101,7 +101,8 @@ def http_seeds():
             "/healthz", "/metrics", "/v1/status", "/v1/devices", "/v1/queue", "/v1/leases",
             "/v1/quota/ip:203.0.113.7", "/v1/usage", "/v1/accounts", "/v1/apps",
             "/v1/visitors/user:alice/tier", "/v1/leases/0123456789abcdef", "/queue-size",
-            "/v1/visitor-token")]
+            "/v1/visitor-token", "/v1/events", "/ui", "/ui/", "/ui/app.js",
+            "/ui/?token=" + ADMIN)]
         seeds += [
             req("POST", "/v1/leases", '{"app":"demo","duration_s":1,"max_wait_s":0}', tcp=tcp),
             req("POST", "/v1/leases?stream=0", '{"app":"demo","gpus":2,"size":"xlarge"}', tcp=tcp),
@@ -117,6 +118,9 @@ def http_seeds():
             req("POST", "/allow?allowToken=0123456789abcdef0123456789abcdef&pid=2", tcp=tcp),
             req("POST", "/release?allowToken=0123456789abcdef0123456789abcdef&fail=true", tcp=tcp),
             req("POST", "/startup-report?cgroupPath=%2F&gpuSize=large", tcp=tcp),
+            req("POST", "/ui/login", "token=" + ADMIN,
+                headers=["Content-Type: application/x-www-form-urlencoded"], tcp=tcp),
+            req("GET", "/ui/", headers=["Cookie: a=1; zerogpu_ui=1796287954." + "0" * 64]),
             req("GET", "/v1/visitor-token", headers=["X-Auth-Request-User: alice",
                                                     "X-Forwarded-For: 203.0.113.7"], tcp=tcp),
         ]

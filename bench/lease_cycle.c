@@ -7,9 +7,11 @@
  *	build/bench/lease_cycle [--daemon PATH] [--cycles N] [--clients N] [--seconds S]
  *	build/bench/lease_cycle --gate[=cgroup-v1|cgroup-v2]   (as root)
  *	build/bench/lease_cycle --ledger postgresql://USER@HOST:PORT/DB
+ *	build/bench/lease_cycle --events N
  * With --gate it runs a gated zerogpud (fake device nodes, the benchmark itself
  * in the app's gated cgroup) beside an ungated one, taking turns, and prints
- * what gating adds. Not a test: it prints what it measured.
+ * what gating adds; with --events, a zerogpud that N clients of GET /v1/events
+ * follow beside one nobody follows. Not a test: it prints what it measured.
  */
 #include <errno.h>
 #include <ftw.h>
@@ -22,6 +24,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -490,10 +493,73 @@ static int gate_comparison(const char *daemon, const char *mode, int cycles)
 	return errors || plain_exit || gated_exit ? 1 : 0;
 }
 
+/* A client of GET /v1/events that reads everything until the stream ends. */
+struct follower {
+	pthread_t thread;
+	int fd;
+	long bytes;
+};
+
+static void *follow(void *arg)
+{
+	struct follower *f = arg;
+	static const char get[] = "GET /v1/events HTTP/1.1\r\nHost: x\r\n\r\n";
+	char buf[65536];
+	if (write(f->fd, get, sizeof(get) - 1) != (ssize_t) sizeof(get) - 1)
+		return NULL;
+	for (ssize_t n; (n = read(f->fd, buf, sizeof(buf))) > 0;)
+		f->bytes += n;
+	return NULL;
+}
+
+static void start_follower(struct follower *f, const char *socket_path)
+{
+	struct sockaddr_un addr = {.sun_family = AF_UNIX};
+	snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", socket_path);
+	f->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (f->fd < 0 || connect(f->fd, (struct sockaddr *) &addr, sizeof(addr)) < 0 ||
+	    pthread_create(&f->thread, NULL, follow, f) != 0) {
+		perror("lease_cycle: event stream client");
+		exit(1);
+	}
+}
+
+/*
+ * --events N: a zerogpud that N clients of the event stream follow beside one nobody
+ * follows, side by side: what publishing every lease's events costs a grant.
+ */
+static int events_comparison(const char *daemon, int followers, int cycles)
+{
+	struct daemon quiet, followed;
+	start_daemon(&quiet, daemon, NULL);
+	start_daemon(&followed, daemon, NULL);
+	struct follower *f = calloc((size_t) followers, sizeof(*f));
+	if (!f)
+		return 1;
+	for (int i = 0; i < followers; i++)
+		start_follower(&f[i], followed.socket_path);
+	printf("event stream: no client vs %d clients of GET /v1/events\n", followers);
+	const char *const names[2] = {"no stream", "followed"};
+	const char *const sockets[2] = {quiet.socket_path, followed.socket_path};
+	int errors = side_by_side(names, sockets, cycles, "the event stream");
+	int quiet_exit = stop_daemon(&quiet), followed_exit = stop_daemon(&followed);
+	long bytes = 0;
+	for (int i = 0; i < followers; i++) { /* each stream ended with its daemon */
+		pthread_join(f[i].thread, NULL);
+		close(f[i].fd);
+		bytes += f[i].bytes;
+	}
+	free(f);
+	printf("event stream clients read %.1f MB in all; client errors: %d; zerogpud exit "
+	       "status %d (no stream), %d (followed)\n",
+	       (double) bytes / 1e6, errors, quiet_exit, followed_exit);
+	return errors || quiet_exit || followed_exit ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
 	const char *daemon = NULL, *gate = NULL, *ledger = NULL;
-	int cycles = 20000, clients = 64;
+	int cycles = 20000, clients = 64, followers = 0;
 	double seconds = 5;
 	static const struct option opts[] = {
 		{"daemon", required_argument, NULL, 'd'},
@@ -502,6 +568,7 @@ int main(int argc, char **argv)
 		{"seconds", required_argument, NULL, 's'},
 		{"gate", optional_argument, NULL, 'g'},
 		{"ledger", required_argument, NULL, 'l'},
+		{"events", required_argument, NULL, 'e'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -526,6 +593,14 @@ int main(int argc, char **argv)
 		case 'l':
 			ledger = optarg;
 			break;
+		case 'e':
+			followers = atoi(optarg);
+			if (followers < 1) {
+				fprintf(stderr,
+					"lease_cycle: --events takes a number of clients > 0\n");
+				return 2;
+			}
+			break;
 		default:
 			printf("Usage: lease_cycle [--daemon PATH] [--cycles N] [--clients N] "
 			       "[--seconds S]\n"
@@ -537,7 +612,10 @@ int main(int argc, char **argv)
 			       "and what gating adds.\n"
 			       "       lease_cycle --ledger postgresql://... [--cycles N]\n"
 			       "--ledger: a zerogpud on SQLite and one on that PostgreSQL side by "
-			       "side, and what the shared ledger adds.\n");
+			       "side, and what the shared ledger adds.\n"
+			       "       lease_cycle --events N [--cycles N]\n"
+			       "--events: a zerogpud that N clients of GET /v1/events follow "
+			       "beside one nobody follows.\n");
 			return o == 'h' ? 0 : 2;
 		}
 	}
@@ -569,6 +647,8 @@ int main(int argc, char **argv)
 		return gate_comparison(daemon, gate, cycles);
 	if (ledger)
 		return ledger_comparison(daemon, ledger, cycles);
+	if (followers)
+		return events_comparison(daemon, followers, cycles);
 
 	struct samples raw = {0};
 	raw_round_trips(cycles, &raw);

@@ -12,11 +12,27 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "daemon/core/quota.h"
+#include "daemon/core/engine.h"
 #include "daemon/core/sched.h"
 #include "daemon/http.h"
 #include "daemon/leases.h"
 #include "daemon/views.h"
 #include "daemon/zgpud.h"
+
+/* What the timeline needs of an ended lease. */
+struct ended_lease {
+	char id[LEASE_ID_LEN + 1];
+	char app[LEASE_APP_MAX + 1];
+	char visitor[LEASE_TEXT_MAX + 1];
+	enum lease_tier tier;
+	enum lease_state state;
+	enum lease_size size;
+	int gpus, ngrants;
+	struct {
+		uint8_t gpu, slots; /* slots: bit s for slot s (ENGINE_MAX_SLOTS is 8) */
+	} grants[INV_MAX_DEVICES];
+	int64_t granted_wall_ms, ended_wall_ms;
+};
 
 struct subscriber {
 	TAILQ_ENTRY(subscriber) link;
@@ -126,7 +142,8 @@ int events_init(struct zgpud *d)
 	TAILQ_INIT(&ev->subs);
 	ev->ping = event_new(d->base, -1, EV_PERSIST, ping, ev);
 	ev->reap = event_new(d->base, -1, 0, reap, ev);
-	return ev->ping && ev->reap ? 0 : -ENOMEM;
+	ev->history = calloc(EVENTS_HISTORY_MAX, sizeof(*ev->history));
+	return ev->ping && ev->reap && ev->history ? 0 : -ENOMEM;
 }
 
 void events_close_all(struct zgpud *d)
@@ -145,8 +162,8 @@ void events_free(struct zgpud *d)
 {
 	struct events *ev = &d->events;
 	events_close_all(d);
-	for (int i = 0; i < ev->history_len; i++)
-		json_decref(ev->history[(ev->history_start + i) % EVENTS_HISTORY_MAX].lease);
+	free(ev->history);
+	ev->history = NULL;
 	ev->history_len = 0;
 	if (ev->ping)
 		event_free(ev->ping);
@@ -253,15 +270,46 @@ int events_subscribe(struct zgpud *d, struct evhttp_request *req, const struct c
  * History.
  * ------------------------------------------------------------------------ */
 
-static void remember_ended(struct events *ev, int64_t ended_wall_ms, json_t *lease)
+static void remember_ended(struct zgpud *d, const struct lease *l)
 {
+	struct events *ev = &d->events;
+	_Static_assert(ENGINE_MAX_SLOTS <= 8, "a grant's slots fit in a byte");
+	if (!ev->history)
+		return;
 	if (ev->history_len == EVENTS_HISTORY_MAX) {
-		json_decref(ev->history[ev->history_start].lease);
 		ev->history_start = (ev->history_start + 1) % EVENTS_HISTORY_MAX;
 		ev->history_len--;
 	}
-	int i = (ev->history_start + ev->history_len++) % EVENTS_HISTORY_MAX;
-	ev->history[i] = (struct history_entry){ended_wall_ms, json_incref(lease)};
+	struct ended_lease *h =
+		&ev->history[(ev->history_start + ev->history_len++) % EVENTS_HISTORY_MAX];
+	memcpy(h->id, l->id, sizeof(h->id));
+	memcpy(h->app, l->req.app, sizeof(h->app));
+	memcpy(h->visitor, l->req.visitor, sizeof(h->visitor));
+	h->tier = l->req.tier;
+	h->state = l->state;
+	h->size = l->req.size;
+	h->gpus = l->req.gpus;
+	h->ngrants = l->ngrants;
+	for (int i = 0; i < l->ngrants; i++) {
+		h->grants[i].gpu = (uint8_t) l->grants[i].gpu;
+		h->grants[i].slots = (uint8_t) l->grants[i].slots;
+	}
+	h->granted_wall_ms = zgpud_wall_ms(d, l->granted_ms);
+	h->ended_wall_ms = zgpud_wall_ms(d, l->ended_ms);
+}
+
+static json_t *ended_lease_json(const struct ended_lease *h)
+{
+	json_t *slots = json_array();
+	for (int i = 0; i < h->ngrants; i++)
+		for (int s = 0; s < ENGINE_MAX_SLOTS; s++)
+			if (h->grants[i].slots & (1u << s))
+				json_array_append_new(slots, json_pack("[i, i]", h->grants[i].gpu, s));
+	return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:o, s:I, s:I}", "id", h->id, "app",
+			 h->app, "visitor", h->visitor, "tier", lease_tier_name(h->tier), "state",
+			 lease_state_name(h->state), "size", lease_size_name(h->size), "gpus",
+			 h->gpus, "slots", slots, "granted_ms", (json_int_t) h->granted_wall_ms,
+			 "ended_ms", (json_int_t) h->ended_wall_ms);
 }
 
 json_t *events_history(const struct zgpud *d, const struct caller *who, int64_t now_wall_ms)
@@ -269,11 +317,10 @@ json_t *events_history(const struct zgpud *d, const struct caller *who, int64_t 
 	const struct events *ev = &d->events;
 	json_t *a = json_array();
 	for (int i = 0; a && i < ev->history_len; i++) {
-		const struct history_entry
-			*h = &ev->history[(ev->history_start + i) % EVENTS_HISTORY_MAX];
-		const char *app = json_string_value(json_object_get(h->lease, "app"));
-		if (h->ended_wall_ms >= now_wall_ms - EVENTS_HISTORY_MS && may_see(who, app))
-			json_array_append(a, h->lease);
+		const struct ended_lease *h =
+			&ev->history[(ev->history_start + i) % EVENTS_HISTORY_MAX];
+		if (h->ended_wall_ms >= now_wall_ms - EVENTS_HISTORY_MS && may_see(who, h->app))
+			json_array_append_new(a, ended_lease_json(h));
 	}
 	return a;
 }
@@ -286,8 +333,10 @@ void events_lease(struct zgpud *d, const struct lease *l, const char *kind)
 {
 	struct events *ev = &d->events;
 	bool ended = strcmp(kind, "ended") == 0;
-	if (ev->nsubs == 0 && !(ended && l->granted_ms))
-		return; /* nobody to tell, nothing for the timeline */
+	if (ended && l->granted_ms)
+		remember_ended(d, l);
+	if (ev->nsubs == 0)
+		return;
 	int64_t now = clock_mono_ms();
 	json_t *lease = view_lease(d, l, now);
 	if (!lease)
@@ -301,8 +350,6 @@ void events_lease(struct zgpud *d, const struct lease *l, const char *kind)
 		json_object_set_new(lease, "ended_ms", json_integer(zgpud_wall_ms(d, l->ended_ms)));
 		if (l->message[0])
 			json_object_set_new(lease, "message", json_string(l->message));
-		if (l->granted_ms)
-			remember_ended(ev, zgpud_wall_ms(d, l->ended_ms), lease);
 	}
 	publish(d, "lease", l->req.app, json_pack("{s:s, s:o}", "kind", kind, "lease", lease));
 }

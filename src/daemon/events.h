@@ -40,11 +40,9 @@ struct events {
 	int nsubs;
 	uint64_t seq; /* the last event's id */
 	struct event *ping, *reap;
-	/* Ended leases, oldest first in a ring: each its event's data (a lease view). */
-	struct history_entry {
-		int64_t ended_wall_ms;
-		json_t *lease;
-	} history[EVENTS_HISTORY_MAX];
+	/* Ended leases, oldest first in a ring of EVENTS_HISTORY_MAX (events.c): copied as
+	 * plain records, rendered only for a snapshot, so a lease's end costs a copy. */
+	struct ended_lease *history;
 	int history_start, history_len;
 };
 

@@ -63,8 +63,8 @@ static void consider_account(struct strmap_node *node, void *arg)
 	const struct quota_account *a = strmap_item(node, struct quota_account, hnode);
 	int64_t daily = nq->cfg->daily_ms[a->tier];
 	bool window_open = a->window_start && a->window_start + nq->cfg->window_ms > nq->now_wall;
-	if (!window_open || daily <= 0)
-		return;
+	if ((!window_open && a->reserved_ms == 0) || daily <= 0)
+		return; /* nothing spent, nothing held */
 	double share = (double) (a->used_ms + a->reserved_ms) / (double) daily;
 	int i = nq->n < NEAR_QUOTA_MAX ? nq->n++ : NEAR_QUOTA_MAX;
 	if (i == NEAR_QUOTA_MAX && share <= nq->share[NEAR_QUOTA_MAX - 1])
@@ -79,7 +79,7 @@ static void consider_account(struct strmap_node *node, void *arg)
 	nq->share[i] = share;
 }
 
-/* Visitors seen since the daemon started whose window is open, most spent first. */
+/* Visitors seen since the daemon started who have spent or hold quota, most first. */
 static json_t *near_quota_json(struct zgpud *d)
 {
 	struct near_quota nq = {.cfg = &d->quota.cfg, .now_wall = clock_wall_ms()};

@@ -42,10 +42,19 @@ static void add_header(struct call *c, const char *name, const char *value)
 	evhttp_add_header(evhttp_request_get_output_headers(c->req), name, value);
 }
 
-static void reply_asset(struct call *c, int status, const struct ui_asset *a, const char *csp)
+/* Replies with asset a; where a holds the comment `<!--wrong token-->`, insert goes in
+ * its place (NULL: nothing). */
+static void reply_asset(struct call *c, int status, const struct ui_asset *a, const char *csp,
+			const char *insert)
 {
+	static const char marker[] = "<!--wrong token-->";
+	const char *at = insert ? memmem(a->data, a->len, marker, sizeof(marker) - 1) : NULL;
+	size_t head = at ? (size_t) (at - (const char *) a->data) : a->len;
 	struct evbuffer *buf = evbuffer_new();
-	if (!buf || evbuffer_add(buf, a->data, a->len) < 0) {
+	if (!buf || evbuffer_add(buf, a->data, head) < 0 ||
+	    (at && (evbuffer_add(buf, insert, strlen(insert)) < 0 ||
+		    evbuffer_add(buf, at + sizeof(marker) - 1,
+				 a->len - head - (sizeof(marker) - 1)) < 0))) {
 		if (buf)
 			evbuffer_free(buf);
 		http_reply_error(c, 500, "internal", "out of memory");
@@ -64,7 +73,10 @@ static void reply_login(struct call *c, bool wrong_token)
 {
 	if (wrong_token)
 		add_header(c, "X-Zerogpu-Login", "wrong token");
-	reply_asset(c, 401, asset_named("login.html"), csp_login);
+	reply_asset(c, 401, asset_named("login.html"), csp_login,
+		    wrong_token ? "<p class=\"wrong\" id=\"wrong-token\">That is not the admin "
+				  "token.</p>"
+				: NULL);
 }
 
 static bool signed_in(const struct call *c)
@@ -106,7 +118,7 @@ static void get_ui(struct call *c)
 	if (!signed_in(c))
 		reply_login(c, false);
 	else
-		reply_asset(c, 200, asset_named("index.html"), csp_dashboard);
+		reply_asset(c, 200, asset_named("index.html"), csp_dashboard, NULL);
 }
 
 static void get_ui_file(struct call *c)
@@ -121,7 +133,7 @@ static void get_ui_file(struct call *c)
 		http_reply_error(c, 404, "not_found", "the dashboard has no file '%.64s'", c->arg);
 		return;
 	}
-	reply_asset(c, 200, a, csp_dashboard);
+	reply_asset(c, 200, a, csp_dashboard, NULL);
 }
 
 /* POST /ui/login with the token page's form: token=... */

@@ -280,8 +280,8 @@ static void remember_ended(struct zgpud *d, const struct lease *l)
 		ev->history_start = (ev->history_start + 1) % EVENTS_HISTORY_MAX;
 		ev->history_len--;
 	}
-	struct ended_lease *h =
-		&ev->history[(ev->history_start + ev->history_len++) % EVENTS_HISTORY_MAX];
+	struct ended_lease
+		*h = &ev->history[(ev->history_start + ev->history_len++) % EVENTS_HISTORY_MAX];
 	memcpy(h->id, l->id, sizeof(h->id));
 	memcpy(h->app, l->req.app, sizeof(h->app));
 	memcpy(h->visitor, l->req.visitor, sizeof(h->visitor));
@@ -304,7 +304,8 @@ static json_t *ended_lease_json(const struct ended_lease *h)
 	for (int i = 0; i < h->ngrants; i++)
 		for (int s = 0; s < ENGINE_MAX_SLOTS; s++)
 			if (h->grants[i].slots & (1u << s))
-				json_array_append_new(slots, json_pack("[i, i]", h->grants[i].gpu, s));
+				json_array_append_new(slots,
+						      json_pack("[i, i]", h->grants[i].gpu, s));
 	return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:o, s:I, s:I}", "id", h->id, "app",
 			 h->app, "visitor", h->visitor, "tier", lease_tier_name(h->tier), "state",
 			 lease_state_name(h->state), "size", lease_size_name(h->size), "gpus",
@@ -317,8 +318,8 @@ json_t *events_history(const struct zgpud *d, const struct caller *who, int64_t 
 	const struct events *ev = &d->events;
 	json_t *a = json_array();
 	for (int i = 0; a && i < ev->history_len; i++) {
-		const struct ended_lease *h =
-			&ev->history[(ev->history_start + i) % EVENTS_HISTORY_MAX];
+		const struct ended_lease
+			*h = &ev->history[(ev->history_start + i) % EVENTS_HISTORY_MAX];
 		if (h->ended_wall_ms >= now_wall_ms - EVENTS_HISTORY_MS && may_see(who, h->app))
 			json_array_append_new(a, ended_lease_json(h));
 	}
@@ -354,20 +355,22 @@ void events_lease(struct zgpud *d, const struct lease *l, const char *kind)
 	publish(d, "lease", l->req.app, json_pack("{s:s, s:o}", "kind", kind, "lease", lease));
 }
 
-void events_quota(struct zgpud *d, const struct lease *l, const struct quota_account *a,
-		  int64_t charged_ms)
+void events_quota(struct zgpud *d, const char *kind, const char *app, const char *lease_id,
+		  const struct quota_account *a, int64_t charged_ms)
 {
 	if (d->events.nsubs == 0)
 		return;
 	const struct quota_config *qc = &d->quota.cfg;
-	publish(d, "quota", l->req.app,
-		json_pack("{s:s, s:s, s:s, s:s, s:f, s:f, s:f, s:f, s:I}", "visitor", a->key,
-			  "tier", lease_tier_name(a->tier), "app", l->req.app, "lease", l->id,
-			  "charged_s", (double) charged_ms / 1000.0, "used_s",
-			  (double) a->used_ms / 1000.0, "reserved_s",
-			  (double) a->reserved_ms / 1000.0, "daily_s",
-			  (double) qc->daily_ms[a->tier] / 1000.0, "window_start_ms",
-			  (json_int_t) a->window_start));
+	json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:f, s:f, s:f, s:f, s:I}", "kind", kind,
+			      "visitor", a->key, "tier", lease_tier_name(a->tier), "app", app,
+			      "charged_s", (double) charged_ms / 1000.0, "used_s",
+			      (double) a->used_ms / 1000.0, "reserved_s",
+			      (double) a->reserved_ms / 1000.0, "daily_s",
+			      (double) qc->daily_ms[a->tier] / 1000.0, "window_start_ms",
+			      (json_int_t) a->window_start);
+	if (o && lease_id)
+		json_object_set_new(o, "lease", json_string(lease_id));
+	publish(d, "quota", app, o);
 }
 
 /* The inventory indexes of a device bitmask, as a JSON array. */

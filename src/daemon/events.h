@@ -64,9 +64,11 @@ json_t *events_history(const struct zgpud *d, const struct caller *who, int64_t 
 /* What happened to a lease: queued (or moved in the queue), granted, expired, killed
  * (its process), ended. Ended leases enter the history. */
 void events_lease(struct zgpud *d, const struct lease *l, const char *kind);
-/* A visitor's quota settled at a lease's end: charged_ms of a's window. */
-void events_quota(struct zgpud *d, const struct lease *l, const struct quota_account *a,
-		  int64_t charged_ms);
+/* A visitor's quota moved: kind "reserved" (a call's cost held while it waits and
+ * runs) or "settled" (at a lease's end, lease_id NULL if it never was one: charged_ms
+ * of a's window taken, the rest of the hold let go). */
+void events_quota(struct zgpud *d, const char *kind, const char *app, const char *lease_id,
+		  const struct quota_account *a, int64_t charged_ms);
 /* A resident worker: kept (at a release), taken (by a warm grant), evicted, gone. */
 void events_resident(struct zgpud *d, const char *kind, const char *app, pid_t pid,
 		     uint64_t devices, uint64_t bytes);

@@ -165,7 +165,7 @@ static void settle(struct zgpud *d, struct lease *l, int64_t now)
 					: 0;
 	if (a) {
 		quota_settle(a, l->req.reserved_ms, charged);
-		events_quota(d, l, a, charged);
+		events_quota(d, "settled", l->req.app, l->granted_ms ? l->id : NULL, a, charged);
 	}
 	int r = l->granted_ms ? record_end(d, l, now, a) : 0;
 	if (r == -EAGAIN)
@@ -569,6 +569,7 @@ static int reserve_quota(struct zgpud *d, struct lease_request *rq, struct refus
 	}
 	rq->reserved_ms = no->cost_ms;
 	rq->quota_left = quota_left_share(&d->quota.cfg, a);
+	events_quota(d, "reserved", rq->app, NULL, a, 0);
 	return 0;
 }
 
@@ -576,8 +577,10 @@ static int reserve_quota(struct zgpud *d, struct lease_request *rq, struct refus
 static void unreserve(struct zgpud *d, const struct lease_request *rq)
 {
 	struct quota_account *a = rq->quota_key[0] ? quota_find(&d->quota, rq->quota_key) : NULL;
-	if (a)
+	if (a) {
 		quota_settle(a, rq->reserved_ms, 0);
+		events_quota(d, "settled", rq->app, NULL, a, 0);
+	}
 }
 
 int leases_submit(struct zgpud *d, const struct caller *who, struct lease_request *rq,

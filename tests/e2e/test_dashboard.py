@@ -4,7 +4,8 @@ through Debian's chromium-driver (docs/dashboard.md).
 A daemon on one simulated GPU lent in halves (two lanes) serves /ui/ on TCP. The test
 signs in with the admin token, starts leases with the CLI and checks that the page
 shows each within a second, that an expiry turns up, that the queue shows a waiting
-request, and that without the token nothing is served. Screenshots go to the test log
+request, that without the token nothing is served, and that the page follows the
+daemon through a restart. Screenshots go to the test log
 folder ($ZEROGPU_TEST_LOG_DIR, else build-logs/dashboard/); docs/dashboard.png is one
 of them.
 """
@@ -126,7 +127,7 @@ def test_the_dashboard_shows_leases_the_queue_and_expiries(make_daemon, browser)
     browser.get(base + "/ui/")
     browser.find_element(By.ID, "token").send_keys("not-the-token-0123456789abcdef")
     browser.find_element(By.ID, "sign-in").click()
-    wait_for("the token page again", lambda: browser.find_elements(By.ID, "token"))
+    wait_for("the token page again, saying why", lambda: browser.find_elements(By.ID, "wrong-token"))
     assert not browser.find_elements(By.ID, "timeline")
 
     # Signed in with the token page.
@@ -195,12 +196,24 @@ def test_the_dashboard_shows_leases_the_queue_and_expiries(make_daemon, browser)
     screenshot(browser, "phone")
     browser.set_window_size(1280, 800)
 
+    # The daemon restarts: the page says so, and follows the new run by itself.
+    for p in (alpha, gamma):
+        p.kill()
+        p.wait()
+    assert d.stop() == 0
+    wait_for("the stream lost", lambda: texts(browser, "#link") == ["reconnecting…"])
+    d.start()
+    wait_for("the new run", lambda: texts(browser, "#link") == ["live"] and counter(browser, "grants") == 0)
+    delta = run_cli(d, "-d", "30", "--app", "delta", "--", "sleep", "30")
+    lease_d, granted_at = wait_granted(d, "delta")
+    wait_for("delta's lease", lambda: lease_on_page(browser, lease_d["id"]))
+    assert time.monotonic() - granted_at < SEEN_WITHIN_S
+
     # Signed out: nothing is served any more.
     browser.find_element(By.CSS_SELECTOR, "#logout button").click()
     wait_for("the token page", lambda: browser.find_elements(By.ID, "token"))
     assert refused(browser, base + "/v1/events")
 
-    for p in (alpha, gamma):
-        p.kill()
-        p.wait()
+    delta.kill()
+    delta.wait()
     assert shot.stat().st_size > 10_000 and shot_after.stat().st_size > 10_000

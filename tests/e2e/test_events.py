@@ -33,7 +33,10 @@ def test_the_stream_starts_with_a_snapshot_and_follows_each_lease(make_daemon):
 
     # A second lease fills the GPU; a third waits, and is told when it moves.
     b, ev_b = d.acquire({"duration_s": 1, "app": "beta", "visitor_ip": "10.0.0.2"})
-    (_, granted), _ = s.until(lease_event("granted", ev_b["lease"]))
+    (_, granted), seen = s.until(lease_event("granted", ev_b["lease"]))
+    # The visitor's cost was held when the request was accepted, before its grant.
+    holds = [e for n, e in seen if n == "quota" and e["visitor"] == "ip:10.0.0.2"]
+    assert holds and holds[0]["kind"] == "reserved" and holds[0]["reserved_s"] > 0
     assert granted["lease"]["app"] == "beta" and granted["lease"]["slots"] != snap["leases"][0]["slots"]
     c, ev_c = d.acquire({"duration_s": 30, "app": "gamma"})
     (_, queued), _ = s.until(lease_event("queued", ev_c["lease"]))
@@ -50,7 +53,8 @@ def test_the_stream_starts_with_a_snapshot_and_follows_each_lease(make_daemon):
     assert ended["lease"]["state"] == "expired" and ended["lease"]["ended_ms"] >= ended["lease"]["granted_ms"]
     sleeper.wait(timeout=5)
     # The settlement comes with the end, right before it.
-    quota = [e for n, e in seen if n == "quota" and e["lease"] == ev_b["lease"]][0]
+    quota = [e for n, e in seen if n == "quota" and e.get("lease") == ev_b["lease"]][0]
+    assert quota["kind"] == "settled" and quota["reserved_s"] == 0
     assert quota["visitor"] == "ip:10.0.0.2" and quota["charged_s"] > 0
     assert quota["used_s"] == quota["charged_s"] and quota["daily_s"] > 0
     s.until(lease_event("granted", ev_c["lease"]))
@@ -191,6 +195,7 @@ def test_the_dashboard_needs_the_admin_token_on_tcp(make_daemon):
     # Nothing readable without the token: the token page, and 401s.
     status, h, body = fetch(base + "/ui/")
     assert status == 401 and b'action="/ui/login"' in body and b"<script" not in body
+    assert b'id="wrong-token"' not in body
     assert "frame-ancestors 'none'" in h["Content-Security-Policy"]
     for path in ("/ui/app.js", "/ui/index.html", "/v1/events", "/v1/usage"):
         assert fetch(base + path)[0] == 401, path
@@ -224,9 +229,10 @@ def test_the_dashboard_needs_the_admin_token_on_tcp(make_daemon):
     status, h, _ = fetch(base + "/ui/login", data=f"token={ADMIN}".encode(),
                          headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert status == 303 and h["Set-Cookie"].startswith("zerogpu_ui=")
-    status, h, _ = fetch(base + "/ui/login", data=b"token=nope",
+    status, h, body = fetch(base + "/ui/login", data=b"token=nope",
                          headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert status == 401 and h["X-Zerogpu-Login"] == "wrong token"
+    assert b'id="wrong-token"' in body and b"<!--" not in body
     status, h, _ = fetch(base + "/ui/logout", data=b"", headers=jar)
     assert status == 303 and "Max-Age=0" in h["Set-Cookie"]
     assert fetch(base + "/ui")[0] == 308

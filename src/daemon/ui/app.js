@@ -140,7 +140,7 @@ function applyLease(kind, l) {
 
 function applyQuota(q) {
   state.visitors.set(q.visitor, q);
-  refreshUsageSoon();
+  if (q.kind === "settled") refreshUsageSoon();
 }
 
 function connect() {
@@ -374,7 +374,9 @@ function renderVisitors() {
     .sort((a, b) => share(b) - share(a)).slice(0, 10);
   const rows = list.map((v) => el("tr", {"data-visitor": v.visitor},
     el("td", {}, v.visitor), el("td", {}, tierBadge(v.tier)),
-    el("td", {}, `${fmtSeconds(v.used_s)} of ${fmtSeconds(v.daily_s)}`), el("td", {}, bar(share(v), true))));
+    el("td", {}, `${fmtSeconds(v.used_s)} of ${fmtSeconds(v.daily_s)}` +
+      (v.reserved_s > 0 ? ` (${fmtSeconds(v.reserved_s)} held)` : "")),
+    el("td", {}, bar(share(v), true))));
   replaceRows(document.getElementById("visitors"), rows, "visitors-empty");
 }
 

@@ -3,6 +3,7 @@ node settling its own leases, PostgreSQL going away and coming back. A real serv
 pgcluster.py makes one for this module in a temporary directory."""
 import json
 import signal
+import subprocess
 import threading
 import time
 
@@ -354,3 +355,29 @@ def test_the_connection_from_libpqs_environment(pg, db, tmp_path, monkeypatch):
         assert rows(pg, db, "SELECT node FROM leases") == [["env"]]
     finally:
         assert d.stop() == 0, d.log_text()
+
+
+def test_a_caller_who_hangs_up_before_postgresql_answers(pg, db, nodes):
+    """A registry change waits for PostgreSQL (its account row is locked elsewhere); its
+    caller hangs up meanwhile. The change is still made, nobody is answered, and the
+    daemon goes on (and exits clean: the ASan build finds any request left behind)."""
+    a = nodes("alpha")
+    assert a.cli("account", "add", "acme", "--kind", "pro").returncode == 0
+    locker = subprocess.Popen(
+        ["psql", "-X", "-q", "-d", pg.url(db), "-c",
+         "BEGIN; LOCK TABLE accounts IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(1.5); COMMIT;"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert wait_until(lambda: rows(pg, db, "SELECT count(*) FROM pg_locks WHERE relation = "
+                                   "'accounts'::regclass AND granted")[0][0] != "0", 5)
+    for name in ("late1", "late2"):
+        c = a.http()
+        c.send("POST", "/v1/apps", {"name": name, "account": "acme"})
+        time.sleep(0.2)
+        c.close()
+    def listed():
+        _, body = a.get("/v1/apps")
+        return {x["name"] for x in body["apps"]} >= {"late1", "late2"}
+    assert not listed()  # still waiting on the lock
+    assert locker.wait(timeout=10) == 0
+    assert wait_until(listed, 5)
+    assert a.get("/healthz")[0] == 200

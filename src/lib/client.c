@@ -82,13 +82,27 @@ static int fail_from_reply(int status, const char *body)
 	return code;
 }
 
-static int fail_connect(const zgpu_client *c)
+/* wire_connect() failed after trying since t0 (monotonic ms): why, how long it kept
+ * trying when it did, and what to do next. */
+static int fail_connect(const zgpu_client *c, int64_t t0)
 {
+	int e = errno;
+	const char *path = zgpu_client_socket_path(c);
+	if (e == EACCES || e == EPERM)
+		return fail(ZGPU_ECONNECT,
+			    "cannot connect to zerogpud at %s: %s (this user may not use the "
+			    "socket: the operator can give access through its group, e.g. "
+			    "SocketGroup=zerogpu in zerogpud.socket)",
+			    path, strerror(e));
+	char tried[48] = "";
+	int64_t ms = clock_mono_ms() - t0;
+	if (wire_connect_retries(e))
+		snprintf(tried, sizeof(tried), ms < 1000 ? ", for %.0f ms" : ", for %.0f s",
+			 ms < 1000 ? (double) ms : (double) ms / 1000.0);
 	return fail(ZGPU_ECONNECT,
-		    "cannot connect to zerogpud at %s: %s, for %d s (is the daemon running? start "
-		    "it with 'zerogpud --socket %s', or set ZEROGPU_SOCKET)",
-		    zgpu_client_socket_path(c), strerror(errno), WIRE_RESTART_MS / 1000,
-		    zgpu_client_socket_path(c));
+		    "cannot connect to zerogpud at %s: %s%s (is the daemon running? start it with "
+		    "'zerogpud --socket %s', or set ZEROGPU_SOCKET)",
+		    path, strerror(e), tried, path);
 }
 
 /* ------------------------------------------------------------------------
@@ -157,8 +171,9 @@ static int ctl_exchange(zgpu_client *c, const char *method, const char *path, co
 	size_t len = body ? strlen(body) : 0, rlen;
 	for (int attempt = 0;; attempt++) {
 		bool reused = c->ctl != NULL;
+		int64_t t0 = clock_mono_ms();
 		if (!c->ctl && wire_connect(&c->ctl, c->path, deadline) < 0)
-			return fail_connect(c);
+			return fail_connect(c, t0);
 		int r = wire_send(c->ctl, method, path, body, len, deadline);
 		if (r == 0)
 			r = wire_read_head(c->ctl, status, deadline);
@@ -475,8 +490,9 @@ static int send_lease_request(zgpu_client *c, zgpu_lease *l, const char *body, i
 {
 	for (;;) {
 		bool reused = (l->conn = idle_take(c)) != NULL;
+		int64_t t0 = clock_mono_ms();
 		if (!reused && wire_connect(&l->conn, c->path, deadline) < 0)
-			return fail_connect(c);
+			return fail_connect(c, t0);
 		int r = wire_send(l->conn, "POST", "/v1/leases", body, strlen(body), deadline);
 		if (r == 0)
 			r = wire_read_head(l->conn, status, deadline);

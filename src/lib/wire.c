@@ -52,6 +52,13 @@ static void buf_consume(struct wire_buf *b, size_t n)
 		b->data[b->len] = '\0';
 }
 
+bool wire_connect_retries(int err)
+{
+	/* Missing (between a daemon's exit and its successor's bind) or refusing (a socket
+	 * file nobody listens on yet): worth another try; the rest are not. */
+	return err == ENOENT || err == ECONNREFUSED || err == EAGAIN;
+}
+
 int wire_connect(struct wire_conn **out, const char *path, int64_t deadline)
 {
 	struct sockaddr_un addr = {.sun_family = AF_UNIX};
@@ -66,11 +73,8 @@ int wire_connect(struct wire_conn **out, const char *path, int64_t deadline)
 	if (deadline >= 0 && deadline < until) /* -1: the call has no limit of its own */
 		until = deadline;
 	while (c->fd >= 0 && connect(c->fd, (struct sockaddr *) &addr, sizeof(addr)) < 0) {
-		/* Missing (between a daemon's exit and its successor's bind) or refusing (a
-		 * socket file nobody listens on yet): worth another try; the rest are not. */
 		int e = errno;
-		if ((e != ENOENT && e != ECONNREFUSED && e != EAGAIN) ||
-		    clock_mono_ms() + WIRE_RETRY_MS > until) {
+		if (!wire_connect_retries(e) || clock_mono_ms() + WIRE_RETRY_MS > until) {
 			wire_close(c);
 			errno = e;
 			return ZGPU_ECONNECT;

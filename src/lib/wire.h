@@ -37,12 +37,13 @@ struct wire_conn {
  * Connects to the Unix socket at path. *out belongs to the caller: wire_close(). A
  * socket that is missing or refuses (a daemon restarting by hand) is tried again
  * every WIRE_RETRY_MS until deadline (monotonic ms; -1 for none), at most WIRE_RESTART_MS
- * from now;
- * then ZGPU_ECONNECT with errno saying why.
+ * from now; then ZGPU_ECONNECT with errno saying why.
  */
 #define WIRE_RETRY_MS	50
 #define WIRE_RESTART_MS 3000
 int wire_connect(struct wire_conn **out, const char *path, int64_t deadline);
+/* Whether wire_connect() tries again after a connect() that failed with err. */
+bool wire_connect_retries(int err);
 struct wire_conn *wire_close(struct wire_conn *c);
 
 /* Sends one request. body may be NULL. */

@@ -92,9 +92,10 @@ static void write_frame(struct subscriber *s, struct evbuffer *scratch, const ch
 	if (unsent_bytes(s) + len > EVENTS_BUFFER_MAX) {
 		s->dropping = true;
 		s->d->metrics.event_streams_dropped++;
-		log_warn("event stream: a subscriber reads too slowly (%zu bytes unsent); "
-			 "dropped",
-			 unsent_bytes(s));
+		log_warn(
+			"event stream: a subscriber reads too slowly (%zu bytes unsent, at most %d "
+			"kept): its connection is closed; reconnecting gives it a fresh snapshot",
+			unsent_bytes(s), EVENTS_BUFFER_MAX);
 		event_active(ev->reap, 0, 0);
 		return;
 	}
@@ -302,10 +303,7 @@ static json_t *ended_lease_json(const struct ended_lease *h)
 {
 	json_t *slots = json_array();
 	for (int i = 0; i < h->ngrants; i++)
-		for (int s = 0; s < ENGINE_MAX_SLOTS; s++)
-			if (h->grants[i].slots & (1u << s))
-				json_array_append_new(slots,
-						      json_pack("[i, i]", h->grants[i].gpu, s));
+		view_add_slots(slots, h->grants[i].gpu, h->grants[i].slots);
 	return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:o, s:I, s:I}", "id", h->id, "app",
 			 h->app, "visitor", h->visitor, "tier", lease_tier_name(h->tier), "state",
 			 lease_state_name(h->state), "size", lease_size_name(h->size), "gpus",

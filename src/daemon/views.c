@@ -75,13 +75,18 @@ json_t *view_lease_devices(const struct zgpud *d, const struct lease *l)
 	return a;
 }
 
+void view_add_slots(json_t *pairs, int gpu, unsigned slots)
+{
+	for (int s = 0; s < ENGINE_MAX_SLOTS; s++)
+		if (slots & (1u << s))
+			json_array_append_new(pairs, json_pack("[i, i]", gpu, s));
+}
+
 json_t *view_lease_slots(const struct lease *l)
 {
 	json_t *a = json_array();
 	for (int i = 0; i < l->ngrants; i++)
-		for (int s = 0; s < ENGINE_MAX_SLOTS; s++)
-			if (l->grants[i].slots & (1u << s))
-				json_array_append_new(a, json_pack("[i, i]", l->grants[i].gpu, s));
+		view_add_slots(a, l->grants[i].gpu, l->grants[i].slots);
 	return a;
 }
 

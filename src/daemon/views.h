@@ -27,6 +27,8 @@ json_t *view_lease_devices(const struct zgpud *d, const struct lease *l);
 /* The GPU slots l holds, as [gpu, slot] pairs: a GPU split in halves has two slots,
  * each a lane of the dashboard's timeline. */
 json_t *view_lease_slots(const struct lease *l);
+/* Appends to pairs one [gpu, slot] pair for each bit of slots (one grant's). */
+void view_add_slots(json_t *pairs, int gpu, unsigned slots);
 /* One lease as GET /v1/leases/ID shows it (now: for its time waited or left). */
 json_t *view_lease(const struct zgpud *d, const struct lease *l, int64_t now);
 /* Held leases the caller may see, oldest grant first. */

@@ -57,18 +57,12 @@ static void forget(struct events *ev, struct subscriber *s)
 		event_del(ev->ping);
 }
 
-/*
- * The client went away, or the reap event freed the connection. In the first case
- * evhttp has let go of the unfinished reply (the request no longer has a connection)
- * and ending it frees it; in the second the request still has its connection, which
- * frees it.
- */
+/* The client went away, or the reap event freed the connection. */
 static void subscriber_closed(struct evhttp_connection *conn, void *arg)
 {
 	struct subscriber *s = arg;
 	(void) conn;
-	if (!evhttp_request_get_connection(s->req))
-		evhttp_send_reply_end(s->req);
+	http_free_if_orphaned(s->req);
 	forget(&s->d->events, s);
 }
 

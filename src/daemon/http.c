@@ -159,11 +159,18 @@ struct deferred_call {
 	bool gone;
 };
 
+void http_free_if_orphaned(struct evhttp_request *req)
+{
+	if (req && !evhttp_request_get_connection(req))
+		evhttp_request_free(req);
+}
+
 static void deferred_closed(struct evhttp_connection *conn, void *arg)
 {
 	struct deferred_call *df = arg;
 	(void) conn;
-	df->gone = true; /* evhttp frees the request with its connection */
+	df->gone = true;
+	http_free_if_orphaned(df->c.req);
 	df->c.req = NULL;
 }
 

@@ -58,6 +58,14 @@ void http_reply_refusal(struct call *c, const struct refusal *no);
 /* Replies with text/plain (metrics). */
 void http_reply_text(struct call *c, int status, const char *content_type, struct evbuffer *body);
 
+/*
+ * From a close callback (http_on_close): frees req if evhttp let go of it. A client that
+ * hangs up while its reply is unfinished makes evhttp hand the request back, without a
+ * connection, for its owner to free; when the daemon frees the connection itself, the
+ * request goes with it.
+ */
+void http_free_if_orphaned(struct evhttp_request *req);
+
 /* Calls fn(conn, arg) when conn closes (fn NULL: no longer). A connection has one such
  * callback; it is the lease stream's that lives on it. */
 void http_on_close(struct zgpud *d, struct evhttp_connection *conn,

@@ -38,15 +38,20 @@ static int written(struct zgpud *d, int r)
 	return r;
 }
 
+/* A grant on its way to a shared ledger: the lease by its id, as it may end first. */
+struct grant_call {
+	struct zgpud *d;
+	char id[LEASE_ID_LEN + 1];
+};
+
 /* A shared ledger's answer to a grant: the lease service gives it or fails it. */
 static void on_grant_written(void *arg, int r, const struct ledger_visitor *v, const char *why)
 {
-	struct zgpud *d = *(struct zgpud **) arg;
-	const char *id = (const char *) arg + sizeof(struct zgpud *);
-	if (r == -EIO && d->ledger->ops->probe(d->ledger) < 0)
-		record_fault_enter(d);
-	leases_grant_written(d, id, r, v, why);
-	free(arg);
+	struct grant_call *k = arg;
+	if (r == -EIO && k->d->ledger->ops->probe(k->d->ledger) < 0)
+		record_fault_enter(k->d);
+	leases_grant_written(k->d, k->id, r, v, why);
+	free(k);
 }
 
 int record_grant(struct zgpud *d, const struct lease *l)
@@ -79,14 +84,13 @@ int record_grant(struct zgpud *d, const struct lease *l)
 		.window_ms = qc->window_ms,
 		.overage = qc->overage[l->req.tier],
 	};
-	/* The answer's context: the daemon and the lease's id (the lease may end first). */
-	char *ctx = malloc(sizeof(struct zgpud *) + LEASE_ID_LEN + 1);
+	struct grant_call *ctx = malloc(sizeof(*ctx));
 	if (!ctx) {
 		snprintf(d->ledger->error, sizeof(d->ledger->error), "out of memory");
 		return -ENOMEM;
 	}
-	memcpy(ctx, &d, sizeof(d));
-	memcpy(ctx + sizeof(d), l->id, LEASE_ID_LEN + 1);
+	ctx->d = d;
+	memcpy(ctx->id, l->id, sizeof(ctx->id));
 	int r = d->ledger->ops->grant_async(d->ledger, &row, &q, on_grant_written, ctx);
 	if (r < 0) {
 		free(ctx);
@@ -328,10 +332,10 @@ static void registry_answered(void *arg, int r)
 	r = written(k->d, r);
 	if (r >= 0 && k->reset_key[0]) {
 		struct quota_account *a = quota_find(&k->d->quota, k->reset_key);
-		if (a)
+		if (a) {
 			quota_reset(a);
-		if (a)
 			r = 1;
+		}
 	}
 	k->done(k->arg, r);
 	free(k);

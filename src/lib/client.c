@@ -506,6 +506,28 @@ static int send_lease_request(zgpu_client *c, zgpu_lease *l, const char *body, i
 	}
 }
 
+/*
+ * The calls that follow a grant (join, attach, release) go on the control connection;
+ * it is made ready while the request waits, if it is not open yet. A daemon told to
+ * stop right after the grant accepts no new connection while it lets held leases end
+ * (--drain), but still serves those it has: without this the holder of a lease granted
+ * then could not reach it to run its call. One short request (GET /healthz) makes it an
+ * ordinary kept-alive connection, which the daemon keeps while it is used and closes
+ * quietly after its idle time (a connection that never sent a request would be cut as
+ * too slow). Best effort: on failure the connection is made when needed, as before.
+ */
+static void open_control(zgpu_client *c)
+{
+	pthread_mutex_lock(&c->lock);
+	if (!c->ctl) {
+		int status;
+		char *reply = NULL;
+		(void) ctl_exchange(c, "GET", "/healthz", NULL, &status, &reply);
+		free(reply);
+	}
+	pthread_mutex_unlock(&c->lock);
+}
+
 int zgpu_acquire(zgpu_lease **out, zgpu_client *c, const zgpu_request *req, int timeout_ms,
 		 zgpu_progress_fn progress, void *userdata)
 {
@@ -530,8 +552,10 @@ int zgpu_acquire(zgpu_lease **out, zgpu_client *c, const zgpu_request *req, int 
 			  : fail_from_reply(status, reply);
 		free(reply);
 	}
-	if (r == 0)
+	if (r == 0) {
+		open_control(c);
 		r = await_grant(l, deadline, progress, userdata);
+	}
 	if (r < 0) {
 		/* Closing the stream withdraws a request still in the queue. */
 		zgpu_lease_free(l);

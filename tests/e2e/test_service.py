@@ -245,3 +245,39 @@ def test_restarts_with_a_passed_socket_while_an_app_calls_no_call_fails(tmp_path
     for i in range(3):
         log = (tmp_path / f"d{i}.log").read_text()
         assert "draining: 1 lease(s)" in log and "drained in" in log, log
+
+
+def test_a_call_granted_as_the_drain_begins_still_runs(tmp_path):
+    """The hardest moment of a restart by hand: a waiting call is granted, and the daemon
+    is told to stop before the call has joined its app's cgroup and attached its command.
+    Draining, the daemon accepts no new connection; the call's client reaches it on the
+    control connection it readied while it waited, runs, and releases."""
+    sock = tmp_path / "s"
+    d = subprocess.Popen([str(ZEROGPUD), "--simulate", "1x80G", "--socket", str(sock),
+                          "--state-dir", str(tmp_path / "state"), "--drain", "10"],
+                         stderr=open(tmp_path / "d.log", "w"))
+    wait_serving(sock)
+    holder = UnixHTTP(sock)
+    holder.send("POST", "/v1/leases", {"duration_s": 30})
+    assert holder.read_head()[0] == 200
+    lease = holder.event()["lease"]
+    waiting = subprocess.Popen([str(ZEROGPU), "--socket", str(sock), "run", "-q", "--", "true"],
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 5
+    while True:  # until the call waits in the queue
+        c = UnixHTTP(sock)
+        _, queue = c.request("GET", "/v1/queue")
+        c.close()
+        if queue["queue"]:
+            break
+        assert time.monotonic() < deadline, "the call never queued"
+        time.sleep(0.01)
+    # Releasing the GPU grants the waiting call at once; the stop follows right away.
+    c = UnixHTTP(sock)
+    assert c.request("DELETE", f"/v1/leases/{lease}")[0] == 200
+    d.send_signal(signal.SIGTERM)
+    c.close()
+    holder.close()
+    _, err = waiting.communicate(timeout=20)
+    assert waiting.returncode == 0, err
+    assert d.wait(15) == 0

@@ -42,7 +42,13 @@ def test_body_over_64_kib_is_413(daemon4):
     # Refused by the HTTP layer on the declared length, before the body is read: no
     # connection buffers more than 64 KiB of body.
     body = b'{"task": "' + b"x" * (64 * 1024) + b'"}'
-    status, _ = daemon4.call("POST", "/v1/leases", body)
+    c = daemon4.http()
+    try:
+        c.send("POST", "/v1/leases", body)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the daemon may answer and close before the body is all written
+    status, _ = c.read_head()
+    c.close()
     assert status == 413
     ok = b'{"task": "' + b"x" * (64 * 1024 - 13) + b'"}'
     assert len(ok) == 64 * 1024 - 1
